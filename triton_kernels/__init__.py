@@ -1,0 +1,1 @@
+"""Triton kernels of vtprune_kernels (installed as ``vtprune_kernels.triton_kernels``)."""

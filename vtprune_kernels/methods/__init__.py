@@ -1,0 +1,1 @@
+"""Pruning methods: scores in, keep mask out (DESIGN.md section 3)."""

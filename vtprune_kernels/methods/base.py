@@ -1,0 +1,67 @@
+"""What a pruning method asks the integration for (``Needs``) and what it gets back (``Captured``).
+
+A method declares its needs; an integration captures exactly that from the model (q/k at the
+named vision layers, the feature layer's output, an LLM probe) and calls
+``method.select_captured(captured)``, which forwards to the method's own ``select(...)``.
+A serving engine that computes scores its own way calls ``select(...)`` directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class Needs:
+    """Captures a method needs from the model.
+
+    vision_layers: 0-based vision encoder layers whose attention is scored; ``None`` means the
+        layer whose output the model uses as image features (LLaVA's ``vision_feature_layer``).
+    query_rows: ``"cls"`` for the [CLS] query row only, ``"all"`` for attention received from every
+        row (mean over rows, [CLS] row included).
+    features: the feature layer's output tokens (before the projector), [B, N, C].
+    cls_embedding: each tile's [CLS] output token at the feature layer (PTP region scores).
+    llm_probe_layer: LLM block index whose instruction->visual attention is scored (PTP), or None.
+    """
+
+    vision_layers: Optional[Tuple[int, ...]] = None
+    query_rows: str = "cls"
+    features: bool = False
+    cls_embedding: bool = False
+    llm_probe_layer: Optional[int] = None
+
+    def __post_init__(self):
+        if self.query_rows not in ("cls", "all", "none"):
+            raise ValueError(f"query_rows must be 'cls', 'all' or 'none', got {self.query_rows!r}")
+
+
+@dataclasses.dataclass
+class Captured:
+    """Scores and features captured for a batch of B images (or B tiles of one image).
+
+    grid: (h, w) token grid of one image/tile, N = h * w, [CLS] already dropped.
+    cls_attn: float32 [B, N], head-mean [CLS]->patch attention (probabilities over all keys, the
+        [CLS] column dropped, not renormalised).
+    received: float32 [B, N], attention received from all rows, averaged over the needed layers,
+        heads and rows, [CLS] column dropped.
+    features: [B, N, C] feature-layer output tokens.
+    cls_regions: [S, C] per-tile [CLS] tokens, thumbnail last (PTP, one image).
+    b_scores, c_scores: float32 [S, T] per-tile token and instruction scores (PTP, one image).
+    """
+
+    grid: Tuple[int, int]
+    cls_attn: Optional[torch.Tensor] = None
+    received: Optional[torch.Tensor] = None
+    features: Optional[torch.Tensor] = None
+    cls_regions: Optional[torch.Tensor] = None
+    b_scores: Optional[torch.Tensor] = None
+    c_scores: Optional[torch.Tensor] = None
+
+    def require(self, *names: str):
+        """Return the named fields, raising a clear error for any the integration did not fill."""
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"captured scores lack {missing}: the integration did not capture what the method needs")
+        return tuple(getattr(self, n) for n in names)
