@@ -25,3 +25,12 @@ TORCH_LIBRARY(vtprune, m) {
       "int step=8) -> Tensor");
   m.def("allocate_budget(Tensor weights, Tensor total, Tensor capacity) -> Tensor");
 }
+
+// The ops are not differentiable (scores rank tokens; masks and counts are discrete): let calls
+// on inputs that require grad pass straight to the backend kernels, returning plain tensors.
+TORCH_LIBRARY_IMPL(vtprune, Autograd, m) {
+  for (const char* op : {"attention_scores", "region_topk_mask", "window_argmax_mask", "cosine_dedup_mask",
+                         "allocate_budget"}) {
+    m.impl(op, torch::CppFunction::makeFallthrough());
+  }
+}

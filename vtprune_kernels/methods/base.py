@@ -7,6 +7,7 @@ A serving engine that computes scores its own way calls ``select(...)`` directly
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Optional, Tuple
 
@@ -20,7 +21,7 @@ class Needs:
     vision_layers: 0-based vision encoder layers whose attention is scored; ``None`` means the
         layer whose output the model uses as image features (LLaVA's ``vision_feature_layer``).
     query_rows: ``"cls"`` for the [CLS] query row only, ``"all"`` for attention received from every
-        row (mean over rows, [CLS] row included).
+        row (mean over rows, [CLS] row included), ``"none"`` for no attention at all (baselines).
     features: the feature layer's output tokens (before the projector), [B, N, C].
     cls_embedding: each tile's [CLS] output token at the feature layer (PTP region scores).
     llm_probe_layer: LLM block index whose instruction->visual attention is scored (PTP), or None.
@@ -49,6 +50,8 @@ class Captured:
     features: [B, N, C] feature-layer output tokens.
     cls_regions: [S, C] per-tile [CLS] tokens, thumbnail last (PTP, one image).
     b_scores, c_scores: float32 [S, T] per-tile token and instruction scores (PTP, one image).
+    batch_size, device: B and the device of the batch, for methods that capture no tensor (Random,
+        Uniform); when left None they are read from any tensor field that is filled.
     """
 
     grid: Tuple[int, int]
@@ -58,6 +61,8 @@ class Captured:
     cls_regions: Optional[torch.Tensor] = None
     b_scores: Optional[torch.Tensor] = None
     c_scores: Optional[torch.Tensor] = None
+    batch_size: Optional[int] = None
+    device: Optional[torch.device] = None
 
     def require(self, *names: str):
         """Return the named fields, raising a clear error for any the integration did not fill."""
@@ -65,3 +70,25 @@ class Captured:
         if missing:
             raise ValueError(f"captured scores lack {missing}: the integration did not capture what the method needs")
         return tuple(getattr(self, n) for n in names)
+
+    def batch_and_device(self) -> Tuple[int, torch.device]:
+        """(B, device) from ``batch_size``/``device``, else from the first filled tensor field."""
+        tensors = [t for t in (self.cls_attn, self.received, self.features) if t is not None]
+        batch = self.batch_size if self.batch_size is not None else (tensors[0].shape[0] if tensors else None)
+        if batch is None:
+            raise ValueError("captured scores lack batch_size (and no [B, ...] tensor to read it from)")
+        device = self.device if self.device is not None else (tensors[0].device if tensors else torch.device("cpu"))
+        return int(batch), torch.device(device)
+
+
+class PruningMethod(abc.ABC):
+    """A pruning method: what it needs captured, and ``select_captured`` turning captures into a
+    keep mask. Each subclass also has its own ``select(...)`` taking the scores directly."""
+
+    @abc.abstractmethod
+    def needs(self, has_cls: bool) -> Needs:
+        """What to capture from a vision tower with (``has_cls=True``) or without a [CLS] token."""
+
+    @abc.abstractmethod
+    def select_captured(self, captured: Captured) -> torch.Tensor:
+        """bool keep mask from the captures (forwards the needed fields to ``select``)."""

@@ -1,0 +1,183 @@
+"""GPU benchmarks of the CUDA C++ selection kernels against what a user would otherwise run.
+
+GPU only (skipped without a CUDA device). Each group times the CUDA op (``validate=False``: the hot
+path) next to its baselines, synchronising after every call:
+
+- region_topk_mask: a torch.topk per segment (a Python loop over the regions, as the published
+  code does), the best vectorised torch form when all regions are equal contiguous blocks (one
+  batched topk of the largest k, then a rank mask), and the C++ CPU kernel.
+- window_argmax_mask: the vectorised torch form (masked fill, window view, argmax) and the CPU kernel.
+- cosine_dedup_mask: VisPruner's published loop on the GPU (per round: gather A and B, normalise,
+  one GEMM, amax, sort) and the CPU kernel.
+- allocate_budget: the CPU kernel.
+The CPU kernel is timed as a caller with GPU tensors would use it: copy in, run, copy back.
+
+Run: ``pytest benchmarks/bench_selection_cuda.py --benchmark-only``.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vtprune_kernels  # noqa: F401
+from vtprune_kernels import _library, ops
+
+pytestmark = pytest.mark.skipif(
+    not (torch.cuda.is_available() and _library.HAS_CUDA_KERNELS), reason="needs a CUDA device and the CUDA kernels"
+)
+
+
+def via_cpu(op, *args, **kwargs):
+    """The CPU path from GPU tensors: copy in, run the C++ CPU kernel, copy the result back."""
+    return op(*(a.cpu() if isinstance(a, torch.Tensor) else a for a in args), backend="cpu", **kwargs).cuda()
+
+
+def synced(fn, *args, **kwargs):
+    def run():
+        out = fn(*args, **kwargs)
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+# ---------------------------------------------------------------- region_topk_mask
+# (B rows, R equal contiguous regions of S tokens): PTP's 9 tiles of 256, HIVTP's 4 regions of 144,
+# VisPruner's one region of 576, and many 16-token regions.
+REGION_SHAPES = {"ptp_9x256": (8, 9, 256), "hivtp_4x144": (16, 4, 144), "vispruner_1x576": (16, 1, 576),
+                 "many_256x16": (8, 256, 16)}
+
+
+def region_case(B, R, S, device="cuda"):
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(B, R * S, generator=g)
+    ids = torch.arange(R).repeat_interleave(S)
+    k = torch.randint(0, S + 1, (B, R), generator=g)
+    return scores.to(device), ids.to(device), k.to(device)
+
+
+def topk_per_segment(scores, ids, k):
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    for b in range(scores.shape[0]):
+        for r in range(k.shape[1]):
+            members = (ids == r).nonzero().flatten()
+            best = scores[b, members].topk(int(k[b, r])).indices
+            mask[b, members[best]] = True
+    return mask
+
+
+def topk_equal_blocks(scores, k, S):
+    B, R = k.shape
+    order = scores.view(B, R, S).topk(S, dim=-1).indices  # full descending order per block
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(S, device=scores.device).expand_as(order))
+    return (rank < k[..., None]).view(B, R * S)
+
+
+@pytest.mark.parametrize("shape", list(REGION_SHAPES))
+@pytest.mark.parametrize("impl", ["cuda", "torch_topk_per_segment", "torch_topk_equal_blocks", "cpu"])
+def test_region_topk_mask(benchmark, shape, impl):
+    B, R, S = REGION_SHAPES[shape]
+    benchmark.group = f"region_topk_mask {shape}"
+    scores, ids, k = region_case(B, R, S)
+    if impl == "cuda":
+        fn = synced(ops.region_topk_mask, scores, ids, k, backend="cuda", validate=False)
+    elif impl == "torch_topk_per_segment":
+        if R * B > 64:
+            pytest.skip("per-segment Python loop: too many segments to time")
+        fn = synced(topk_per_segment, scores, ids, k)
+    elif impl == "torch_topk_equal_blocks":
+        fn = synced(topk_equal_blocks, scores, k, S)
+    else:
+        fn = synced(via_cpu, ops.region_topk_mask, scores, ids, k, validate=False)
+    benchmark(fn)
+
+
+# ---------------------------------------------------------------- window_argmax_mask
+
+def window_torch(scores, exclude, window):
+    B, H, W = scores.shape
+    wh, ww = window
+    v = scores.float().masked_fill(exclude, float("-inf")).view(B, H // wh, wh, W // ww, ww)
+    v = v.permute(0, 1, 3, 2, 4).reshape(B, H // wh, W // ww, wh * ww)
+    best = v.argmax(-1)
+    any_allowed = (~exclude).view(B, H // wh, wh, W // ww, ww).any(4).any(2)
+    onehot = F.one_hot(best, wh * ww).bool() & any_allowed[..., None]
+    return onehot.view(B, H // wh, W // ww, wh, ww).permute(0, 1, 3, 2, 4).reshape(B, H, W)
+
+
+@pytest.mark.parametrize("grid", [24, 48])
+@pytest.mark.parametrize("impl", ["cuda", "torch_vectorised", "cpu"])
+def test_window_argmax_mask(benchmark, grid, impl):
+    benchmark.group = f"window_argmax_mask 16x{grid}x{grid} 2x2"
+    g = torch.Generator().manual_seed(1)
+    scores = torch.rand(16, grid, grid, generator=g).cuda()
+    exclude = (torch.rand(16, grid, grid, generator=g) < 0.25).cuda()
+    if impl == "cuda":
+        fn = synced(ops.window_argmax_mask, scores, exclude, (2, 2), backend="cuda")
+    elif impl == "torch_vectorised":
+        fn = synced(window_torch, scores, exclude, (2, 2))
+    else:
+        fn = synced(via_cpu, ops.window_argmax_mask, scores, exclude, (2, 2))
+    benchmark(fn)
+
+
+# ---------------------------------------------------------------- cosine_dedup_mask
+# (images, tokens, channels, candidates removed as important, n_keep): a LLaVA-NeXT image as 5 tiles
+# of 576 with T=64 per tile (32 important + 32 diverse), and one long 2880-token image at C=4096.
+DEDUP_SHAPES = {"llava_next_5x576_c1024": (5, 576, 1024, 32, 32), "long_1x2880_c4096": (1, 2880, 4096, 64, 64)}
+
+
+def dedup_case(B, N, C, n_important, n_keep):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(B, N, C, generator=g).half().cuda()
+    order_scores = torch.rand(B, N, generator=g).cuda()
+    candidates = torch.ones(B, N, dtype=torch.bool, device="cuda")
+    candidates.scatter_(1, order_scores.topk(n_important).indices, False)
+    return x, candidates, order_scores, torch.full((B,), n_keep, device="cuda")
+
+
+def published_dedup_loop(x, candidates, order_scores, n_keep, step=8):
+    """VisPruner's loop per image on the GPU: each round gathers A and B, normalises, one GEMM."""
+    mask = torch.zeros_like(candidates)
+    for b in range(x.shape[0]):
+        cand = candidates[b].nonzero().flatten()
+        R = cand[order_scores[b, cand].argsort(descending=True)]
+        keep = int(n_keep[b])
+        while (r := min(step, len(R) - keep)) > 0:
+            A, B = R[0::2], R[1::2]
+            a = F.normalize(x[b, A].float(), dim=-1)
+            bb = F.normalize(x[b, B].float(), dim=-1)
+            m = (a @ bb.T).amax(1)
+            A = A[m.argsort(descending=True)]
+            R = torch.cat([A[min(r, len(A)) :], B])
+        mask[b, R] = True
+    return mask
+
+
+@pytest.mark.parametrize("shape", list(DEDUP_SHAPES))
+@pytest.mark.parametrize("impl", ["cuda", "published_loop_gpu", "cpu"])
+def test_cosine_dedup_mask(benchmark, shape, impl):
+    benchmark.group = f"cosine_dedup_mask {shape}"
+    x, candidates, order_scores, n_keep = dedup_case(*DEDUP_SHAPES[shape])
+    if impl == "cuda":
+        fn = synced(ops.cosine_dedup_mask, x, candidates, order_scores, n_keep, backend="cuda", validate=False)
+    elif impl == "published_loop_gpu":
+        fn = synced(published_dedup_loop, x, candidates, order_scores, n_keep)
+    else:
+        fn = synced(via_cpu, ops.cosine_dedup_mask, x, candidates, order_scores, n_keep, validate=False)
+    benchmark.pedantic(fn, rounds=5, warmup_rounds=1)
+
+
+# ---------------------------------------------------------------- allocate_budget
+
+@pytest.mark.parametrize("impl", ["cuda", "cpu"])
+def test_allocate_budget(benchmark, impl):
+    benchmark.group = "allocate_budget 64x13"
+    g = torch.Generator().manual_seed(3)
+    weights = torch.rand(64, 13, generator=g).cuda()
+    capacity = torch.full((64, 13), 256, device="cuda")
+    total = torch.full((64,), 1152, device="cuda")
+    if impl == "cuda":
+        fn = synced(ops.allocate_budget, weights, total, capacity, backend="cuda", validate=False)
+    else:
+        fn = synced(via_cpu, ops.allocate_budget, weights, total, capacity, validate=False)
+    benchmark(fn)

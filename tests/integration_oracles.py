@@ -1,0 +1,155 @@
+"""Independent hand-pruned pipelines for the integration tests (tests/test_integration_*.py).
+
+Nothing here uses ``vtprune_kernels.integrations``: scores come from EAGER attention maps of a
+deep copy of the model (``output_attentions=True`` is allowed in tests only), selections from the
+methods' own ``select(...)``, and the language model runs on ``inputs_embeds`` built by walking the
+prompt token by token.
+"""
+from __future__ import annotations
+
+import copy
+from typing import List, Sequence
+
+import torch
+
+import vtprune_kernels  # noqa: F401  (registers torch.ops.vtprune.*)
+from tiny_models import IMAGE_TOKEN
+from vtprune_kernels.methods import HIVTP, PTP, Random, Uniform, VisPruner
+
+
+# The integration forwards this to vtprune_kernels.ops (the C++ CPU kernels on CPU tensors); the
+# capture tests also run the "reference" backend.
+BACKEND = "auto"
+
+
+def eager_copy(model):
+    """A deep copy of the model running eager attention (so it can return attention maps)."""
+    clone = copy.deepcopy(model)
+    clone.set_attn_implementation("eager")
+    return clone
+
+
+def tower_maps(eager_model, pixel_values):
+    """(hidden_states, attentions) of the eager copy's vision tower: every layer run, every map kept."""
+    out = eager_model.model.vision_tower(pixel_values=pixel_values, output_attentions=True, output_hidden_states=True)
+    return out.hidden_states, out.attentions
+
+
+def cls_attention(attn: torch.Tensor) -> torch.Tensor:
+    """[B, N]: head-mean attention of the [CLS] row (row 0), [CLS] column dropped."""
+    return attn[:, :, 0, 1:].mean(1)
+
+
+def received_attention(attentions: Sequence[torch.Tensor], layers: Sequence[int], has_cls: bool) -> torch.Tensor:
+    """[B, N]: attention received per key, averaged over layers, heads and all rows ([CLS] column dropped)."""
+    mean = torch.stack([attentions[i].mean(dim=(1, 2)) for i in layers]).mean(0)
+    return mean[:, 1:] if has_cls else mean
+
+
+def method_keep(method, *, grid, cls_attn=None, received=None, features=None, batch=None, backend=BACKEND):
+    """The method's own ``select`` on hand-computed inputs: bool [B, N]."""
+    if isinstance(method, VisPruner):
+        return method.select(cls_attn if cls_attn is not None else received, features, backend=backend)
+    if isinstance(method, HIVTP):
+        return method.select(received, grid, backend=backend)
+    if isinstance(method, (Random, Uniform)):
+        return method.select(grid, batch, backend=backend)
+    raise TypeError(type(method))
+
+
+def method_scores(method, attentions, feature_layer: int, has_cls: bool):
+    """(cls_attn, received) the method would be given, from eager maps (0-based feature layer)."""
+    if isinstance(method, VisPruner):
+        if has_cls:
+            return cls_attention(attentions[feature_layer]), None
+        return None, received_attention(attentions, [feature_layer], has_cls)
+    if isinstance(method, HIVTP):
+        return None, received_attention(attentions, method.layers, has_cls)
+    return None, None
+
+
+def hand_logits(model, input_ids, attention_mask, image_features: List[torch.Tensor], image_token_id: int):
+    """Logits [B, W, V] and mask [B, W] of the language model on the hand-built shortened prompt.
+
+    Each row's real tokens are walked in order; every maximal run of image placeholders is
+    replaced by the next image's kept features (so an image's run must be contiguous and images
+    must be separated by text, as processors do). Rows are left-padded with zero embeddings.
+    """
+    embed = model.get_input_embeddings()
+    rows = []
+    next_image = 0
+    for b in range(input_ids.shape[0]):
+        ids = input_ids[b][attention_mask[b].bool()].tolist()
+        pieces, j = [], 0
+        while j < len(ids):
+            if ids[j] == image_token_id:
+                while j < len(ids) and ids[j] == image_token_id:
+                    j += 1
+                pieces.append(image_features[next_image])
+                next_image += 1
+            else:
+                pieces.append(embed(torch.tensor([ids[j]]))[0:1])
+                j += 1
+        rows.append(torch.cat([p.reshape(-1, p.shape[-1]) for p in pieces]))
+    assert next_image == len(image_features), "prompt runs and images do not match"
+    width = max(r.shape[0] for r in rows)
+    embeds = torch.zeros(len(rows), width, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for b, r in enumerate(rows):
+        embeds[b, width - r.shape[0]:] = r
+        mask[b, width - r.shape[0]:] = 1
+    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    return model.lm_head(hidden), mask
+
+
+def assert_pruned_forward_matches(model, method, inputs: dict, image_features, selections, num_tokens):
+    """Run ``model(**inputs)`` under ``apply(model, method)``; its logits must equal the hand pipeline's
+    (``image_features``: per image, the hand-pruned projected features) within 1e-4, and
+    ``last_selection`` / ``last_num_tokens`` must equal ``selections`` / ``num_tokens``."""
+    from vtprune_kernels import apply
+
+    expected, expected_mask = hand_logits(model, inputs["input_ids"], inputs["attention_mask"], image_features, IMAGE_TOKEN)
+    with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
+        out = model(**inputs)
+    assert out.logits.shape == expected.shape
+    valid = expected_mask.bool()
+    torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
+    assert [s.tolist() for s in handle.last_selection] == [list(s) for s in selections]
+    assert handle.last_num_tokens == list(num_tokens)
+
+
+def hand_greedy_logits(model, input_ids, attention_mask, image_features, image_token_id, new_tokens: torch.Tensor):
+    """Per step, logits [B, V] at the last position after appending the given new tokens [B, T] one by one."""
+    steps = []
+    ids, mask = input_ids, attention_mask
+    for t in range(new_tokens.shape[1] + 1):
+        logits, _ = hand_logits(model, ids, mask, image_features, image_token_id)
+        steps.append(logits[:, -1])
+        if t < new_tokens.shape[1]:
+            ids = torch.cat([ids, new_tokens[:, t : t + 1]], 1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    return steps[:-1]
+
+
+def instruction_attention(eager_model, embeds: torch.Tensor, layer: int, num_instruction: int) -> torch.Tensor:
+    """[S]: max over the last ``num_instruction`` rows of the head-mean attention at LLM block ``layer``
+    (eager maps of the whole language model on one unpadded sequence of embeddings [1, S, D])."""
+    out = eager_model.model.language_model(inputs_embeds=embeds, output_attentions=True)
+    attn = out.attentions[layer][0]  # [H, S, S]
+    return attn[:, -num_instruction:, :].mean(0).amax(0)
+
+
+__all__ = [
+    "BACKEND",
+    "PTP",
+    "eager_copy",
+    "tower_maps",
+    "cls_attention",
+    "received_attention",
+    "method_keep",
+    "method_scores",
+    "hand_logits",
+    "assert_pruned_forward_matches",
+    "hand_greedy_logits",
+    "instruction_attention",
+]

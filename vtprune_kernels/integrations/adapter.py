@@ -1,0 +1,173 @@
+"""What every model family shares: the adapter base, the vision step, and what a family returns.
+
+``TowerAdapter`` resolves a call's vision arguments (feature layer, select strategy) and the
+method's needs; ``capture_vision`` runs a tower up to the last layer a method needs while
+capturing the scores it asks for (``Needs.vision_layers`` / ``query_rows``); ``select`` calls the
+method; ``PrunedImages`` is what a family adapter hands to the prompt surgery and to the model
+(``mm_encoder_outputs``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from ..methods.base import Captured, Needs
+from .capture import VisionScoreCapture
+from .vision_runner import VisionTower, describe_tower, run_tower
+
+
+@dataclasses.dataclass
+class PrunedImages:
+    """Result of pruning the images of one call.
+
+    pooler_output: what the model's forward takes as ``mm_encoder_outputs["image"].pooler_output``
+        (a list of per-image [k_i, D] tensors, or a tensor for InternVL).
+    placeholder_keep: per image, bool [n_i] over that image's placeholders (prompt order).
+    selection: per image, int64 kept indices into its unpruned visual tokens (tiles concatenated in
+        the model's order), increasing.
+    num_tokens: per image, the number of unpruned visual tokens that ``selection`` indexes.
+    """
+
+    pooler_output: Union[List[torch.Tensor], torch.Tensor]
+    placeholder_keep: List[torch.Tensor]
+    selection: List[torch.Tensor]
+    num_tokens: List[int]
+
+
+@dataclasses.dataclass
+class VisionCapture:
+    """features: [B, S, C] output of the feature layer; scores: float32 [B, S] or None (S includes [CLS])."""
+
+    features: torch.Tensor
+    scores: Optional[torch.Tensor]
+
+
+def score_layers(needs: Needs, feature_layer: int) -> Sequence[int]:
+    """0-based vision layers whose attention the method scores (``None`` = the feature layer)."""
+    return (feature_layer,) if needs.vision_layers is None else tuple(int(i) for i in needs.vision_layers)
+
+
+def capture_vision(
+    tower: VisionTower,
+    pixel_values: torch.Tensor,
+    needs: Needs,
+    *,
+    feature_layer: int,
+    backend: str,
+    tower_kwargs: Optional[dict] = None,
+) -> VisionCapture:
+    """Run the tower to max(feature layer, scored layers) and capture the scores ``needs`` asks for.
+
+    When a method scores layers after the feature layer (e.g. HIVTP's layers on a tower whose
+    feature layer is earlier), the tower runs up to the last scored layer and no further; the
+    features still come from the feature layer.
+    """
+    if needs.query_rows == "none":
+        out = run_tower(tower, pixel_values, feature_layer=feature_layer, last_layer=feature_layer, tower_kwargs=tower_kwargs)
+        return VisionCapture(features=out["features"], scores=None)
+    layers = score_layers(needs, feature_layer)
+    capture = VisionScoreCapture(tower, layers, needs.query_rows, backend=backend)
+    last = max(feature_layer, *layers)
+    with capture:
+        out = run_tower(tower, pixel_values, feature_layer=feature_layer, last_layer=last, tower_kwargs=tower_kwargs)
+    return VisionCapture(features=out["features"], scores=capture.scores())
+
+
+def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.detach()
+
+
+def make_captured(
+    needs: Needs, grid, scores: Optional[torch.Tensor], features: Optional[torch.Tensor], batch_size: Optional[int] = None, **extra
+) -> Captured:
+    """``Captured`` for B tiles: scores float32 [B, N] ([CLS] column dropped) go to ``cls_attn``
+    (``query_rows="cls"``) or ``received`` (``"all"``); features [B, N, C]; ``extra`` fields as given.
+    Every tensor is detached: selection needs no gradient."""
+    fields = {name: _detached(t) for name, t in extra.items()}
+    fields.update(grid=tuple(int(g) for g in grid), features=_detached(features), batch_size=batch_size)
+    scores = _detached(scores)
+    if needs.query_rows == "cls":
+        fields["cls_attn"] = scores
+    elif needs.query_rows == "all":
+        fields["received"] = scores
+    return Captured(**fields)
+
+
+def select(method, captured: Captured, shape, backend: str) -> torch.Tensor:
+    """``method.select_captured(captured)`` (with ``backend`` when the method takes it), checked to be
+    a bool mask of ``shape``."""
+    takes_backend = "backend" in inspect.signature(method.select_captured).parameters
+    keep = method.select_captured(captured, backend=backend) if takes_backend else method.select_captured(captured)
+    if not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or tuple(keep.shape) != tuple(shape):
+        got = (keep.dtype, tuple(keep.shape)) if isinstance(keep, torch.Tensor) else type(keep).__name__
+        raise RuntimeError(f"{type(method).__name__}.select_captured returned {got}, expected a bool mask of shape {tuple(shape)}")
+    return keep
+
+
+def require_vision_only(needs: Needs, method, family: str):
+    """Methods that need a per-tile [CLS] region score or an LLM probe (PTP) run only on InternVL."""
+    if needs.cls_embedding or needs.llm_probe_layer is not None:
+        raise ValueError(
+            f"{type(method).__name__} needs per-tile [CLS] tokens and an LLM probe (PTP): it is supported only on "
+            f"InternVLForConditionalGeneration, not on {family}"
+        )
+
+
+def config_or_call(kwargs: dict, name: str, config):
+    """A per-call override (``vision_feature_layer=...``) or the config's value."""
+    value = kwargs.get(name)
+    return getattr(config, name) if value is None else value
+
+
+def check_strategy(strategy: str, has_cls: bool, family: str):
+    """Pruning needs the visual tokens to be exactly the patch grid ([CLS] dropped when there is one)."""
+    expected = "default" if has_cls else "full"
+    if strategy != expected:
+        tower = "with a [CLS] token" if has_cls else "without a [CLS] token"
+        raise ValueError(
+            f"{family}: vision_feature_select_strategy={strategy!r} with a tower {tower} is not supported "
+            f"(pruning needs the visual tokens to be the patch grid: use {expected!r})"
+        )
+
+
+def square_grid(num_tokens: int, family: str) -> Tuple[int, int]:
+    """(h, w) of a square patch grid of ``num_tokens`` tokens."""
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"{family}: {num_tokens} patch tokens do not form a square grid")
+    return side, side
+
+
+class TowerAdapter:
+    """Base of the family adapters: the model, its vision tower, and a call's vision arguments.
+
+    Subclasses set ``family`` (the model class name), ``consumed_kwargs`` (the call arguments that
+    the pruned call no longer passes to the model) and implement ``prune(kwargs, method, backend)``.
+    """
+
+    family = ""
+    consumed_kwargs: Tuple[str, ...] = ()
+
+    def __init__(self, model):
+        self.model = model
+        self.inner = model.model
+        self.tower = describe_tower(self.inner.vision_tower)
+        self.image_token_id = int(model.config.image_token_id)
+
+    def vision_setup(self, kwargs: dict, method, *, allow_probe: bool = False):
+        """(vision_feature_layer as given, its 0-based encoder layer, the method's Needs) for this call."""
+        cfg = self.model.config
+        feature_layer_arg = config_or_call(kwargs, "vision_feature_layer", cfg)
+        layer = self.tower.hidden_state_layer(feature_layer_arg)
+        check_strategy(config_or_call(kwargs, "vision_feature_select_strategy", cfg), self.tower.has_cls, self.family)
+        needs = method.needs(self.tower.has_cls)
+        if not allow_probe:
+            require_vision_only(needs, method, self.family)
+        return feature_layer_arg, layer, needs
+
+    def prune(self, kwargs: dict, method, backend: str) -> PrunedImages:
+        raise NotImplementedError

@@ -1,0 +1,220 @@
+"""``apply(model, method)``: prune the visual tokens of a transformers 5.x VLM for every call.
+
+While a handle is active, ``model(**inputs)`` / ``model.forward(...)`` and ``model.generate(**inputs)``
+with processor-style inputs (N image placeholders per image, ``pixel_values``) are rewritten before
+they reach the unmodified model:
+
+1. the family adapter runs the vision tower up to the needed layer, capturing q/k scores
+   (hooks, never attention maps), calls ``method.select_captured``, and projects the kept tokens;
+2. the prompt surgery drops the pruned placeholders from ``input_ids`` / ``attention_mask`` /
+   ``labels`` (padding side preserved, ``position_ids`` left to the model);
+3. the model gets the kept features as ``mm_encoder_outputs={"image": ...}`` instead of ``pixel_values``.
+
+Calls without ``pixel_values`` (e.g. generate's decoding steps) pass through unchanged. The handle
+installs two instance attributes on that model only (``forward`` and ``generate`` wrappers with the
+originals' signatures; ``functools.wraps`` keeps ``inspect.signature`` working, which generate
+relies on); ``remove()`` deletes them (or puts back instance attributes that were there before), so
+the model is restored exactly. Nothing global is patched (PTP's LLM probe registers one named
+attention function in transformers' AttentionInterface; see llm_probe.py for why that is harmless).
+
+``generate`` returns sequences whose prompt part is the shortened prompt.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from typing import List, Optional
+
+import torch
+
+from .prompt_surgery import locate_images, rebuild_prompt
+
+_SUPPORTED = (
+    "LlavaForConditionalGeneration (CLIP or SigLIP vision tower)",
+    "LlavaNextForConditionalGeneration (CLIP vision tower)",
+    "InternVLForConditionalGeneration",
+)
+
+
+def _adapter_for(model):
+    from transformers import (
+        InternVLForConditionalGeneration,
+        LlavaForConditionalGeneration,
+        LlavaNextForConditionalGeneration,
+    )
+
+    if isinstance(model, LlavaNextForConditionalGeneration):
+        from .llava_next import LlavaNextAdapter
+
+        return LlavaNextAdapter(model)
+    if isinstance(model, LlavaForConditionalGeneration):
+        from .llava import LlavaAdapter
+
+        return LlavaAdapter(model)
+    if isinstance(model, InternVLForConditionalGeneration):
+        from .internvl import InternVLAdapter
+
+        return InternVLAdapter(model)
+    raise TypeError(
+        f"vtprune_kernels.apply does not support {type(model).__name__}; supported models: " + "; ".join(_SUPPORTED)
+    )
+
+
+def _as_kwargs(signature: inspect.Signature, args, kwargs) -> dict:
+    """Positional + keyword arguments of a call as one keyword dict (``**kwargs`` flattened)."""
+    if not args:
+        return dict(kwargs)
+    bound = signature.bind_partial(*args, **kwargs)
+    out = {}
+    for name, value in bound.arguments.items():
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        else:
+            out[name] = value
+    return out
+
+
+class PruningHandle:
+    """An active pruning of one model (from ``apply``). Context manager; ``remove()`` restores the model.
+
+    last_selection: after a call with images, per image (in ``pixel_values`` order) an int64 tensor of
+        the kept indices into that image's unpruned visual tokens, increasing. Index space: LLaVA:
+        patch index in the tile's raster order (N = h*w); LLaVA-NeXT: tile * h*w + patch over the
+        image's tiles in the tower's order (base tile first; newline tokens are not indexed, they are
+        always kept); InternVL: tile * T + token over the image's tiles (thumbnail last), token = index
+        on the pixel-shuffled grid of T tokens.
+    last_num_tokens: per image, the size of that index space.
+    """
+
+    def __init__(self, model, method, adapter, backend: str):
+        self.model = model
+        self.method = method
+        self.backend = backend
+        self._adapter = adapter
+        self.last_selection: Optional[List[torch.Tensor]] = None
+        self.last_num_tokens: Optional[List[int]] = None
+        self._lock = threading.Lock()
+        self._saved = {name: model.__dict__[name] for name in ("forward", "generate") if name in model.__dict__}
+        self._active = True
+        self._install()
+
+    # -- installation -------------------------------------------------------------------------
+    def _install(self):
+        model = self.model
+        original_forward = model.forward
+        original_generate = model.generate
+        forward_sig = inspect.signature(original_forward)
+        generate_sig = inspect.signature(original_generate)
+
+        @functools.wraps(original_forward)
+        def forward(*args, **kwargs):
+            call = _as_kwargs(forward_sig, args, kwargs)
+            if call.get("pixel_values") is None:
+                return original_forward(*args, **kwargs)
+            return original_forward(**self.prepare_inputs(**call))
+
+        @functools.wraps(original_generate)
+        def generate(*args, **kwargs):
+            call = _as_kwargs(generate_sig, args, kwargs)
+            if call.get("pixel_values") is None:
+                return original_generate(*args, **kwargs)
+            if call.get("inputs") is not None:
+                if call.get("input_ids") is not None:
+                    raise ValueError("generate: pass the prompt as `inputs` or `input_ids`, not both")
+                call["input_ids"] = call.pop("inputs")
+            with torch.no_grad():
+                call = self.prepare_inputs(**call)
+            return original_generate(**call)
+
+        forward._vtprune_handle = self
+        generate._vtprune_handle = self
+        model.forward = forward
+        model.generate = generate
+
+    def remove(self):
+        """Restore the model exactly (idempotent)."""
+        if not self._active:
+            return
+        for name in ("forward", "generate"):
+            if name in self._saved:
+                setattr(self.model, name, self._saved[name])
+            else:
+                self.model.__dict__.pop(name, None)
+        self._active = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+    # -- the rewrite -----------------------------------------------------------------------------
+    def prepare_inputs(self, **inputs) -> dict:
+        """The model inputs after pruning: input_ids / attention_mask / labels with the kept placeholder
+        counts, ``mm_encoder_outputs`` holding the kept features, ``pixel_values`` (and the vision
+        arguments it used) removed. Also updates ``last_selection``. Inputs without pixel_values are
+        returned unchanged."""
+        if inputs.get("pixel_values") is None:
+            return dict(inputs)
+        input_ids = inputs.get("input_ids")
+        if input_ids is None or inputs.get("inputs_embeds") is not None:
+            raise ValueError("pruning rewrites the prompt: pass input_ids (not inputs_embeds) together with pixel_values")
+        if inputs.get("position_ids") is not None:
+            raise ValueError("pruning shortens the prompt: leave position_ids=None (the model derives them)")
+        if inputs.get("mm_encoder_outputs"):
+            raise ValueError("pass either pixel_values or mm_encoder_outputs, not both")
+        if inputs.get("past_key_values") is not None and inputs["past_key_values"].get_seq_length() > 0:
+            raise ValueError("pruning rewrites the prompt: it cannot continue from a filled past_key_values")
+
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        pruned = self._adapter.prune(inputs, self.method, self.backend)
+        images = locate_images(input_ids, self._adapter.image_token_id, [k.numel() for k in pruned.placeholder_keep])
+        ids, mask, labels = rebuild_prompt(
+            input_ids,
+            inputs.get("attention_mask"),
+            inputs.get("labels"),
+            images,
+            pruned.placeholder_keep,
+            pad_token_id=self._pad_token_id(input_ids, inputs.get("attention_mask")),
+        )
+        out = {k: v for k, v in inputs.items() if k not in self._adapter.consumed_kwargs}
+        out["input_ids"] = ids
+        if mask is not None:
+            out["attention_mask"] = mask
+        if labels is not None:
+            out["labels"] = labels
+        out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pruned.pooler_output)}
+        with self._lock:
+            self.last_selection = pruned.selection
+            self.last_num_tokens = pruned.num_tokens
+        return out
+
+    def _pad_token_id(self, input_ids, attention_mask) -> int:
+        if attention_mask is not None and bool((attention_mask == 0).any()):
+            return int(input_ids[attention_mask == 0][0])
+        text = getattr(self.model.config, "text_config", self.model.config)
+        pad = getattr(text, "pad_token_id", None)
+        return 0 if pad is None else int(pad)
+
+
+def apply(model, method, *, backend: str = "auto") -> PruningHandle:
+    """Prune the visual tokens of ``model`` with ``method`` until the handle is removed.
+
+    model: LlavaForConditionalGeneration (CLIP/SigLIP), LlavaNextForConditionalGeneration or
+        InternVLForConditionalGeneration (transformers 5.x). method: a ``vtprune_kernels.methods``
+        object (``needs(has_cls)`` / ``select_captured(captured)``). backend: forwarded to
+        ``vtprune_kernels.ops.attention_scores`` ("auto", "cpu", "reference", "triton").
+
+    Usage: ``with apply(model, VisPruner(keep=64)) as h: model.generate(**inputs)``; then
+    ``h.last_selection``.
+    """
+    if getattr(getattr(model, "forward", None), "_vtprune_handle", None) is not None:
+        raise RuntimeError("this model already has an active vtprune_kernels handle: remove it first")
+    for attr in ("needs", "select_captured"):
+        if not callable(getattr(method, attr, None)):
+            raise TypeError(f"method must provide {attr}(...) (a vtprune_kernels.methods object), got {type(method).__name__}")
+    adapter = _adapter_for(model)
+    return PruningHandle(model, method, adapter, backend)

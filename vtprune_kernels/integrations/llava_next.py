@@ -1,0 +1,96 @@
+"""LLaVA-NeXT (``LlavaNextForConditionalGeneration``): anyres tiles, packed with newline tokens.
+
+Each image is a base tile (the whole image resized) plus a grid of tiles; the tower sees every
+tile as an independent image of h x w patches. The method selects per tile (VisPruner: ``keep``
+tokens per tile, its published LLaVA-NeXT behaviour), over the tile's full h x w grid.
+
+Packing stays the model's own: the model's ``pack_image_features`` (base tile first, then the
+grid tiles re-assembled into one big grid, unpadded to the image's aspect ratio, one newline token
+at the end of every row) is applied to a *tracer* holding each token's source index, which gives
+the packed position of every source token (and of every newline). The pruned image is then the
+packed sequence restricted to the kept sources plus ALL newline tokens (newlines are never scored
+and always kept, so the row structure the model was trained with stays marked). Tokens removed by
+the model's unpadding are removed as usual; a tile therefore keeps at most ``keep`` tokens.
+The number of placeholders of an image = kept patch tokens + newlines.
+
+Selection indices: tile * (h*w) + patch, over the image's tiles in the tower's order.
+"""
+from __future__ import annotations
+
+import torch
+
+from .adapter import PrunedImages, TowerAdapter, capture_vision, make_captured, select, square_grid
+
+
+class LlavaNextAdapter(TowerAdapter):
+    """Prunes the images of one ``LlavaNextForConditionalGeneration`` call."""
+
+    family = "LlavaNextForConditionalGeneration"
+    consumed_kwargs = ("pixel_values", "image_sizes", "vision_feature_layer", "vision_feature_select_strategy")
+
+    def __init__(self, model):
+        super().__init__(model)
+        if not self.tower.has_cls:
+            raise ValueError(f"{self.family}: only towers with a [CLS] token (CLIP) are supported")
+
+    def tiles_per_image(self, image_sizes) -> list:
+        from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+        cfg = self.model.config
+        return [
+            image_size_to_num_patches(
+                image_size=size, grid_pinpoints=cfg.image_grid_pinpoints, patch_size=cfg.vision_config.image_size
+            )
+            for size in image_sizes
+        ]
+
+    def packed_sources(self, tiles: list, tokens_per_tile: int, image_sizes) -> list:
+        """Per image, int64 [L_i]: the source token (tile * N + patch) of every packed position, -1 for newlines."""
+        tracers = [
+            torch.arange(t * tokens_per_tile, dtype=torch.float64).view(t, tokens_per_tile, 1) for t in tiles
+        ]
+        packed, _ = self.inner.pack_image_features(
+            tracers, image_sizes, vision_feature_select_strategy="default", image_newline=torch.tensor([-1.0], dtype=torch.float64)
+        )
+        return [p[:, 0].long() for p in packed]
+
+    def prune(self, kwargs: dict, method, backend: str) -> PrunedImages:
+        pixel_values, image_sizes = kwargs["pixel_values"], kwargs.get("image_sizes")
+        if image_sizes is None:
+            raise ValueError(f"{self.family}: pruning needs image_sizes with pixel_values")
+        _, layer, needs = self.vision_setup(kwargs, method)
+
+        tiles = self.tiles_per_image(image_sizes)
+        if pixel_values.dim() == 5:
+            pixel_values = torch.cat([pv[:t] for pv, t in zip(pixel_values, tiles)], dim=0)
+        elif pixel_values.dim() != 4:
+            raise ValueError(f"pixel_values must have 4 or 5 dimensions, got shape {tuple(pixel_values.shape)}")
+        if pixel_values.shape[0] != sum(tiles):
+            raise ValueError(f"pixel_values hold {pixel_values.shape[0]} tiles, image_sizes imply {sum(tiles)}")
+
+        vis = capture_vision(self.tower, pixel_values, needs, feature_layer=layer, backend=backend)
+        features = vis.features[:, 1:]  # [tiles, N, C]
+        n_tiles, N = features.shape[:2]
+        scores = None if vis.scores is None else vis.scores[:, 1:]
+        captured = make_captured(needs, square_grid(N, self.family), scores, features)
+        keep = select(method, captured, (n_tiles, N), backend)
+
+        sources = self.packed_sources(tiles, N, image_sizes)
+        newline = self.inner.image_newline
+        flat_features, flat_keep = features.reshape(-1, features.shape[-1]), keep.reshape(-1)
+        pooler, placeholder_keep, selection, num_tokens = [], [], [], []
+        offset = 0
+        for t, src in zip(tiles, sources):
+            src = src.to(keep.device)
+            is_newline = src < 0
+            kept_here = is_newline | flat_keep[offset + src.clamp(min=0)]
+            kept_src = src[kept_here & ~is_newline]
+            projected = self.inner.multi_modal_projector(flat_features[offset + kept_src])
+            image = newline.to(projected.dtype).expand(int(kept_here.sum()), -1).clone()
+            image[~is_newline[kept_here]] = projected
+            pooler.append(image)
+            placeholder_keep.append(kept_here)
+            selection.append(kept_src.sort().values)
+            num_tokens.append(t * N)
+            offset += t * N
+        return PrunedImages(pooler_output=pooler, placeholder_keep=placeholder_keep, selection=selection, num_tokens=num_tokens)

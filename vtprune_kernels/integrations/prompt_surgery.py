@@ -1,0 +1,121 @@
+"""Rebuild a processor-style prompt so that each image has only its kept number of placeholders.
+
+The model fills placeholders with image features in flat row-major order (``masked_scatter``), so
+image i owns the placeholders [c_i, c_i + n_i) of that order, where n_i is its unpruned token count
+and c_i the sum of the counts before it. ``locate_images`` finds them; ``rebuild_prompt`` drops the
+pruned placeholders and re-pads the rows (rows may shrink by different amounts).
+
+Padding: rows whose padding is at the start (left) stay left-padded, at the end (right) stay
+right-padded. A batch without padding is left-padded if its rows end up with different lengths
+(left padding is what decoder-only generation needs). ``labels`` lose the same positions and are
+padded with -100.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePlaceholders:
+    """The placeholders of one image: row ``row`` of input_ids, positions ``positions`` (int64 [n], increasing)."""
+
+    row: int
+    positions: torch.Tensor
+
+
+def locate_images(input_ids: torch.Tensor, image_token_id: int, counts: Sequence[int]) -> List[ImagePlaceholders]:
+    """Split the placeholders of input_ids [B, S] among images with ``counts`` tokens each (flat order)."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+    rows, cols = (input_ids == image_token_id).nonzero(as_tuple=True)
+    total = int(sum(counts))
+    if rows.numel() != total:
+        raise ValueError(
+            f"input_ids hold {rows.numel()} image placeholders (token {image_token_id}) but the images have "
+            f"{total} unpruned tokens ({list(counts)} per image): the prompt must hold one placeholder per token"
+        )
+    images = []
+    start = 0
+    for i, n in enumerate(counts):
+        r, c = rows[start : start + n], cols[start : start + n]
+        if n and not bool((r == r[0]).all()):
+            raise ValueError(f"the placeholders of image {i} span several rows of input_ids")
+        images.append(ImagePlaceholders(row=int(r[0]) if n else 0, positions=c))
+        start += n
+    return images
+
+
+def placeholder_runs(input_ids: torch.Tensor, image_token_id: int) -> List[Tuple[int, int, int]]:
+    """Maximal runs of consecutive placeholders in flat (row-major) order: (row, start, length)."""
+    is_ph = (input_ids == image_token_id).to(torch.int8)
+    edges = torch.nn.functional.pad(is_ph, (1, 1)).diff(dim=1)  # +1 where a run starts, -1 after it ends
+    starts = (edges == 1).nonzero().tolist()
+    ends = (edges == -1).nonzero().tolist()
+    return [(row, begin, end - begin) for (row, begin), (_, end) in zip(starts, ends)]
+
+
+def _padding_side(attention_mask: torch.Tensor) -> Optional[str]:
+    """'left', 'right' or None (no padding); a clear error for masks that are not one contiguous block per row."""
+    mask = attention_mask.bool()
+    lengths = mask.sum(1)
+    seq = mask.shape[1]
+    idx = torch.arange(seq, device=mask.device)
+    left = mask == (idx[None, :] >= (seq - lengths)[:, None])
+    right = mask == (idx[None, :] < lengths[:, None])
+    is_left, is_right = bool(left.all()), bool(right.all())
+    if bool((lengths == seq).all()):
+        return None
+    if is_left:
+        return "left"
+    if is_right:
+        return "right"
+    raise ValueError("attention_mask must be one contiguous block of ones per row (left or right padding)")
+
+
+def rebuild_prompt(
+    input_ids: torch.Tensor,
+    attention_mask: Optional[torch.Tensor],
+    labels: Optional[torch.Tensor],
+    images: Sequence[ImagePlaceholders],
+    keep: Sequence[torch.Tensor],
+    *,
+    pad_token_id: int,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Drop the placeholders whose ``keep[i]`` (bool [n_i]) is False; re-pad.
+
+    Returns (input_ids, attention_mask, labels) [B, S']. attention_mask is None only when it was
+    None and every row keeps the same length.
+    """
+    B, S = input_ids.shape
+    device = input_ids.device
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    if labels is not None and labels.shape != input_ids.shape:
+        raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    real = torch.ones(B, S, dtype=torch.bool, device=device) if attention_mask is None else attention_mask.bool()
+    side = None if attention_mask is None else _padding_side(attention_mask)
+    survive = real.clone()
+    for img, k in zip(images, keep):
+        if k.shape != img.positions.shape:
+            raise ValueError(f"keep mask of {k.numel()} entries for an image with {img.positions.numel()} placeholders")
+        survive[img.row, img.positions] = k.to(device)
+    lengths = survive.sum(1).tolist()
+    width = max(lengths)
+    if attention_mask is None and len(set(lengths)) == 1:
+        new_ids = input_ids[survive].view(B, width)
+        new_labels = None if labels is None else labels[survive].view(B, width)
+        return new_ids, None, new_labels
+    side = side or "left"
+    new_ids = torch.full((B, width), pad_token_id, dtype=input_ids.dtype, device=device)
+    new_mask = torch.zeros((B, width), dtype=attention_mask.dtype if attention_mask is not None else torch.long, device=device)
+    new_labels = None if labels is None else torch.full((B, width), -100, dtype=labels.dtype, device=device)
+    for b, n in enumerate(lengths):
+        cols = slice(width - n, width) if side == "left" else slice(0, n)
+        new_ids[b, cols] = input_ids[b][survive[b]]
+        new_mask[b, cols] = 1
+        if labels is not None:
+            new_labels[b, cols] = labels[b][survive[b]]
+    return new_ids, new_mask, new_labels

@@ -1,0 +1,139 @@
+"""Run a vision tower only up to the last layer the pruning needs (never the layers after it).
+
+``VisionTower`` describes one of the supported towers (CLIP, SigLIP, InternViT): its encoder
+layers, where each layer's query/key projections come out, head count and scale, whether it has
+a [CLS] token. ``run_tower`` calls the tower's own ``forward`` (so embeddings, pre-norms and the
+model's own attention implementation are exactly the model's) and leaves it by raising a private
+exception from a forward hook on the last needed layer. Nothing of the tower is modified; the
+hooks exist only during the call and fire only in the calling thread.
+
+Layer indices here are 0-based encoder layers. A transformers ``vision_feature_layer`` v selects
+``hidden_states[v]`` of the L+1 hidden states, i.e. the output of encoder layer ``(v mod (L+1)) - 1``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionTower:
+    """Where the pieces of a supported vision tower live.
+
+    layers: the encoder layers (``nn.ModuleList``), layer i's output is ``hidden_states[i + 1]``.
+    query_module(i) / key_module(i): modules whose output is layer i's query / key, [B, S, H*D]
+        (after any q/k norm, before the head split; vision towers have no rotary embedding).
+    num_heads, head_dim, scale: the attention's head layout and softmax scale.
+    has_cls: the sequence starts with a [CLS] token (CLIP, InternViT) or not (SigLIP).
+    final_norm: applied by the tower to the last layer's output in ``last_hidden_state``
+        (InternViT's ``layernorm``; ``None`` where hidden_states[-1] is used raw).
+    """
+
+    module: nn.Module
+    layers: nn.ModuleList
+    query_module: Callable[[int], nn.Module]
+    key_module: Callable[[int], nn.Module]
+    num_heads: int
+    head_dim: int
+    scale: float
+    has_cls: bool
+    final_norm: Optional[nn.Module] = None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def hidden_state_layer(self, vision_feature_layer: int) -> int:
+        """0-based encoder layer whose output is ``hidden_states[vision_feature_layer]``."""
+        if not isinstance(vision_feature_layer, int):
+            raise ValueError(
+                f"vision_feature_layer must be a single int for pruning, got {vision_feature_layer!r} "
+                "(several concatenated feature layers are not supported)"
+            )
+        n_states = self.num_layers + 1
+        if not -n_states <= vision_feature_layer < n_states:
+            raise ValueError(f"vision_feature_layer={vision_feature_layer} is out of range for a {self.num_layers}-layer tower")
+        layer = vision_feature_layer % n_states - 1
+        if layer < 0:
+            raise ValueError("vision_feature_layer selects the embeddings (hidden_states[0]); pruning needs an encoder layer")
+        return layer
+
+
+def describe_tower(tower: nn.Module) -> VisionTower:
+    """The ``VisionTower`` of a CLIP, SigLIP or InternViT vision model; a clear error otherwise."""
+    name = type(tower).__name__
+    if name in ("CLIPVisionModel", "SiglipVisionModel"):
+        layers, attention, q_name, k_name, final_norm = tower.encoder.layers, "self_attn", "q_proj", "k_proj", None
+    elif name == "InternVLVisionModel":
+        # q_norm/k_norm are nn.Identity when the config has no qk norm: their output is always the q/k used.
+        layers, attention, q_name, k_name, final_norm = tower.encoder.layer, "attention", "q_norm", "k_norm", tower.layernorm
+    else:
+        raise ValueError(
+            f"unsupported vision tower {name}: vtprune_kernels supports CLIPVisionModel, SiglipVisionModel and InternVLVisionModel"
+        )
+    first = getattr(layers[0], attention)
+    return VisionTower(
+        module=tower,
+        layers=layers,
+        query_module=lambda i: getattr(getattr(layers[i], attention), q_name),
+        key_module=lambda i: getattr(getattr(layers[i], attention), k_name),
+        num_heads=first.num_heads,
+        head_dim=first.head_dim,
+        scale=first.scale,
+        has_cls=name != "SiglipVisionModel",
+        final_norm=final_norm,
+    )
+
+
+class _StopTower(Exception):
+    """Raised by the hook on the last needed layer to leave the tower's forward early."""
+
+
+def _layer_output(output) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def run_tower(
+    tower: VisionTower,
+    pixel_values: torch.Tensor,
+    *,
+    feature_layer: int,
+    last_layer: int,
+    tower_kwargs: Optional[dict] = None,
+) -> Dict[str, torch.Tensor]:
+    """Run ``tower`` on pixel_values, stopping after encoder layer ``last_layer`` (>= feature_layer).
+
+    Returns {"features": output of layer ``feature_layer`` [B, S, C]} (S includes [CLS] when the tower
+    has one). Layers after ``last_layer`` never run.
+    """
+    if not 0 <= feature_layer <= last_layer < tower.num_layers:
+        raise ValueError(
+            f"need 0 <= feature_layer ({feature_layer}) <= last_layer ({last_layer}) < {tower.num_layers} tower layers"
+        )
+    owner = threading.get_ident()
+    outputs: Dict[str, torch.Tensor] = {}
+
+    def keep_features(module, args, output):
+        if threading.get_ident() == owner:
+            outputs["features"] = _layer_output(output)
+
+    def stop(module, args, output):
+        if threading.get_ident() == owner:
+            raise _StopTower()
+
+    handles = [tower.layers[feature_layer].register_forward_hook(keep_features)]
+    handles.append(tower.layers[last_layer].register_forward_hook(stop))
+    try:
+        tower.module(pixel_values=pixel_values, return_dict=True, **(tower_kwargs or {}))
+    except _StopTower:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    if "features" not in outputs:
+        raise RuntimeError("the vision tower returned before reaching the feature layer")
+    return outputs
