@@ -51,6 +51,7 @@ inline void check_attention_scores_args(const at::Tensor& q, const at::Tensor& k
   TORCH_CHECK(k.size(0) == B && k.size(3) == D, "k must have shape [B=", B, ", Hk, N, D=", D, "] to match q ",
               q.sizes(), ", got ", k.sizes());
   const int64_t Hk = k.size(1), N = k.size(2);
+  TORCH_CHECK(Hq >= 1, "q must have at least one head (Hq >= 1)");
   TORCH_CHECK(Hk > 0 && Hq % Hk == 0, "k has ", Hk, " heads; the ", Hq,
               " query heads of q must be a multiple of it (GQA)");
   TORCH_CHECK(D >= 1 && D <= 256, "q head dim D=", D, " must be in [1, 256]");

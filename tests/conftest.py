@@ -7,6 +7,14 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 HAS_CUDA = torch.cuda.is_available()
+
+# Without a GPU the Triton kernels run under Triton's interpreter, on CPU tensors. Triton reads
+# TRITON_INTERPRET when a kernel is defined (@triton.jit, i.e. when vtprune_kernels is first
+# imported), so it is set here, before any test module imports the package. With a GPU it stays
+# unset and the compiled kernels run.
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 
 

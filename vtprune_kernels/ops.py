@@ -7,7 +7,8 @@ Each function checks its arguments, then runs one backend:
 - ``"cpu"``: the C++ CPU kernel (CPU tensors only).
 - ``"reference"``: the plain PyTorch oracle in ``vtprune_kernels.reference``.
 - ``"triton"``: the Triton kernel of attention_scores, called directly (CUDA tensors, or CPU
-  tensors when ``TRITON_INTERPRET=1`` is set before triton is imported).
+  tensors when ``TRITON_INTERPRET=1`` is set before ``vtprune_kernels`` is imported: the kernels
+  are decorated at import).
 - ``"cuda"``: the CUDA C++ kernel of a selection op (CUDA tensors, extension built with CUDA).
 
 ``validate=True`` also checks values (budgets, region ids, weights). That reads the data: free

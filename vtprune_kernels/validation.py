@@ -50,6 +50,8 @@ def check_attention_scores_args(q, k, scale, query_reduce, head_reduce, causal, 
     if k.shape[0] != B or k.shape[3] != D:
         _fail(f"k must have shape [B={B}, Hk, N, D={D}] to match q {tuple(q.shape)}, got {tuple(k.shape)}")
     Hk, N = k.shape[1], k.shape[2]
+    if Hq == 0:
+        _fail("q must have at least one head (Hq >= 1)")
     if Hk == 0 or Hq % Hk != 0:
         _fail(f"k has {Hk} heads; the {Hq} query heads of q must be a multiple of it (GQA)")
     if D == 0 or D > MAX_HEAD_DIM:
