@@ -59,6 +59,7 @@ CASES = {
     "k head dim differs": (attention(k=K[..., :4]), r"\bk must have shape"),
     "heads not a multiple (GQA)": (attention(k=torch.randn(2, 3, 9, 8)), r"\bk has 3 heads"),
     "head dim above 256": (attention(q=torch.randn(1, 1, 2, 300), k=torch.randn(1, 1, 3, 300)), r"\bq head dim"),
+    "no query heads": (attention(q=Q[:, :0]), r"\bq must have at least one head"),
     "no query rows": (attention(q=Q[:, :, :0]), r"\bq must have at least one query row"),
     "no keys": (attention(k=K[:, :, :0]), r"\bk must have at least one key"),
     "causal with M > N": (attention(q=torch.randn(2, 4, 10, 8), causal=True), r"causal"),

@@ -90,9 +90,7 @@ def attention_scores(
     Hk, N = k.shape[1], k.shape[2]
     scale = D**-0.5 if scale is None else float(scale)
     out_shape = (B, Hq, N) if head_reduce == "none" else (B, N)
-    if Hq == 0 and head_reduce != "none":
-        raise ValueError(f"q has no heads: head_reduce={head_reduce!r} needs at least one (q shape {tuple(q.shape)})")
-    if B == 0 or Hq == 0:
+    if B == 0:
         return torch.zeros(out_shape, dtype=torch.float32, device=q.device)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         if lse is None:
