@@ -47,7 +47,9 @@ check-kernels: install
 	$(PY) -m vtprune_kernels check-kernels
 
 bench: install
+	mkdir -p bench_out
 	HF_HUB_OFFLINE=1 $(PY) -m pytest benchmarks --benchmark-only --benchmark-json=bench_out/benchmarks.json
+	$(PY) benchmarks/plot_results.py bench_out/benchmarks.json --out bench_out
 
 clean:
 	rm -rf build *.egg-info vtprune_kernels/*.so bench_out demo_out

@@ -52,6 +52,7 @@ setup(
         "vtprune_kernels.methods",
         "vtprune_kernels.integrations",
         "vtprune_kernels.kernel_check",
+        "vtprune_kernels.demo",
         "vtprune_kernels.triton_kernels",
     ],
     # The Triton sources live in the top-level folder triton_kernels/ but install under

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+OP_NAMES = ("attention_scores", "region_topk_mask", "window_argmax_mask", "cosine_dedup_mask", "allocate_budget")
+
 
 def _check_kernels(args) -> int:
     from .kernel_check import format_table, run_all
@@ -22,20 +24,49 @@ def _check_kernels(args) -> int:
 
 
 def _demo(args) -> int:
-    import time
+    from .demo.command import run_demo
 
-    import torch
+    return run_demo(
+        model_path=args.model,
+        image_path=args.image,
+        prompt=args.prompt,
+        methods=args.method,
+        keep=args.keep,
+        out_dir=args.out,
+        device=args.device,
+        repeats=args.repeats,
+        max_new_tokens=args.max_new_tokens,
+        backend=args.backend,
+        progress=not args.no_progress,
+    )
 
-    from . import ops
 
-    torch.manual_seed(0)
-    q = torch.randn(2, 16, 577, 64)
-    k = torch.randn(2, 16, 577, 64)
-    for backend in ("reference", "cpu"):
-        t0 = time.perf_counter()
-        s = ops.attention_scores(q, k, backend=backend)
-        print(f"attention_scores[{backend}]: {1e3 * (time.perf_counter() - t0):.1f} ms, top-5 keys {s[0].topk(5).indices.tolist()}")
-    return 0
+def _bench(args) -> int:
+    from .demo.bench_command import run_bench
+
+    return run_bench(device=args.device, json_path=args.json, only_ops=args.op, min_time=args.min_time,
+                     progress=not args.no_progress)
+
+
+def _method_list(value: str):
+    """argparse type of --method: comma-separated names, checked here so a typo fails with usage."""
+    from .demo.errors import DemoInputError
+    from .demo.method_names import parse_method_names
+
+    try:
+        return parse_method_names([value])
+    except DemoInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {number}")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,12 +75,57 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check-kernels", help="compile every GPU kernel for sm_80/sm_90 and report registers/spills").set_defaults(
         func=_check_kernels
     )
-    demo = sub.add_parser("demo", help="prune visual tokens of a (tiny, embedded) VLM and show the result")
-    demo.add_argument("--out", default="demo_out")
+    demo = sub.add_parser(
+        "demo",
+        help="prune the visual tokens of a VLM (embedded tiny LLaVA by default) and report time, memory, text, pictures",
+        description="Prune visual tokens with each method, print a table and write PNGs of the kept tokens. "
+        "Default: the embedded tiny LLaVA-style model (random weights) on a bundled image, offline.",
+    )
+    demo.add_argument("--model", metavar="PATH", help="local transformers checkpoint folder (LLaVA-1.5, LLaVA-NeXT or InternVL -hf)")
+    demo.add_argument("--image", metavar="FILE", help="image file (default: a bundled picture drawn by the package)")
+    demo.add_argument("--prompt", default="Describe the picture.", help="user prompt (default: %(default)r)")
+    demo.add_argument(
+        "--method",
+        action="extend",
+        type=_method_list,
+        metavar="NAME[,NAME...]",
+        help="vispruner, hivtp, ptp, random, uniform; repeatable or comma-separated (default: all that apply to the model)",
+    )
+    demo.add_argument("--keep", type=_positive_int, metavar="N", help="visual tokens kept per image/tile (default: a quarter)")
+    demo.add_argument("--out", default="demo_out", metavar="DIR", help="folder for the PNGs (default: %(default)s)")
+    demo.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    demo.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "cpu", "reference"),
+        help="kernels for scoring and selection: auto (the device's kernels), cpu (C++), reference (plain PyTorch)",
+    )
+    demo.add_argument("--repeats", type=_positive_int, default=3, help="timed runs per measurement (median; default 3)")
+    demo.add_argument("--max-new-tokens", type=_positive_int, default=12, help="tokens to generate (default 12)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser(
+        "bench",
+        help="time the vtprune ops at real models' shapes against plain PyTorch and print a table",
+        description="Time every op (backend auto: C++ on the CPU, Triton/CUDA C++ on CUDA) against a baseline "
+        "(eager attention for attention_scores, the PyTorch reference for the selection ops).",
+    )
+    bench.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--op", action="append", choices=OP_NAMES, help="only this op (repeatable)")
+    bench.add_argument("--min-time", type=float, default=0.2, help="seconds to time each case at least (default 0.2)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.set_defaults(func=_bench)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    from .demo.errors import DemoInputError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DemoInputError as err:  # bad user input found after parsing (missing file, unsupported model, ...)
+        parser.exit(2, f"vtprune {args.command}: error: {err}\n")

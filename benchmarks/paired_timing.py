@@ -1,0 +1,32 @@
+"""Paired timing for ratios on a shared machine.
+
+pytest-benchmark runs all rounds of one benchmark before the next, so when other processes load
+the machine for a while, two benchmarks meant to be compared can see different loads. Here two
+calls alternate (a, b, a, b, ...) and the fastest run of each is kept: both see the same load
+and the ratio of the two minima is the least disturbed estimate.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Tuple
+
+import torch
+
+
+def paired_best(first: Callable[[], object], second: Callable[[], object], pairs: int = 3) -> Tuple[float, float]:
+    """(fastest first(), fastest second()) in seconds over ``pairs`` alternating runs after one
+    warm-up run of each (CUDA work is synchronised inside every timed run)."""
+    if pairs < 1:
+        raise ValueError(f"pairs must be >= 1, got {pairs}")
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    best = [float("inf"), float("inf")]
+    for fn in (first, second):
+        fn()
+    for _ in range(pairs):
+        for i, fn in enumerate((first, second)):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best[0], best[1]

@@ -1,0 +1,99 @@
+"""Timing and peak-memory measurement for the demo and the benchmarks.
+
+Peak memory is the allocator's view on both devices, so CPU and CUDA figures mean the same:
+the most tensor bytes alive at once during a call, minus the bytes alive when it started.
+CUDA reads the caching allocator's statistics; the CPU reads the allocation/free events that
+the PyTorch profiler records (every CPU tensor allocation, kernels' workspaces included).
+Timing and memory are separate calls: the profiler slows the code it watches.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import sys
+import time
+from typing import Callable, List
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device`` (no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device="cpu", *, warmup: int = 1, repeats: int = 3) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` calls."""
+    if repeats < 1:
+        raise ValueError(f"time_call: repeats must be >= 1, got {repeats}")
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times: List[float] = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Discard everything written to file descriptor 2 (native and Python) inside the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_profile(device="cpu", *, profile_memory: bool = False):
+    """``torch.profiler.profile`` of the CPU (and CUDA on a CUDA device) with stderr silenced.
+
+    The profiler logs to file descriptor 2 at every start and stop whatever its log level, and
+    warns when a block allocated before it started is freed. Callers profile a repeat of a call
+    they already ran unprofiled (messages visible), so nothing new is hidden."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
+    with _stderr_silenced(), profile(activities=activities, profile_memory=profile_memory) as prof:
+        yield prof
+
+
+def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
+    with quiet_profile("cpu", profile_memory=True) as prof:
+        fn()
+    events = getattr(getattr(prof, "profiler", None), "kineto_results", None)
+    if events is None:
+        raise RuntimeError("peak_memory: this torch profiler exposes no allocation events (kineto_results)")
+    deltas = sorted((e.start_ns(), e.nbytes()) for e in events.events() if e.name() == "[memory]" and e.device_type().name == "CPU")
+    live = peak = 0
+    for _, nbytes in deltas:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def peak_memory(fn: Callable[[], object], device="cpu") -> int:
+    """Peak extra tensor memory of one call of ``fn()`` in bytes (allocator view, see module doc)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    if device.type == "cpu":
+        return _cpu_peak_bytes(fn)
+    raise ValueError(f"peak_memory: device must be cpu or cuda, got {device}")
