@@ -248,6 +248,55 @@ def test_dedup_global_scratch_path():
     assert_cuda_equals_cpu(torch.ops.vtprune.cosine_dedup_mask, x, candidates, order_scores, torch.tensor([20, 0]), 8)
 
 
+def test_dedup_images_in_several_chunks():
+    # The binding sorts at most 2^23 Gram entries per chunk: N = 577 (Np = 580) gives 24 images per
+    # chunk, so 27 images run as two chunks (offset pointers into every tensor of the batch).
+    B, N = 27, 577
+    x = exact_features(B, N, 8, seed=11, support=4)
+    _, candidates, order_scores, n_keep = dedup_inputs(B, N, 1, seed=11, tie_levels=4)
+    out = assert_cuda_equals_cpu(torch.ops.vtprune.cosine_dedup_mask, x, candidates, order_scores, n_keep, 8)
+    assert torch.equal(out.sum(1), torch.minimum(n_keep, candidates.sum(1)))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["nan", "negative_nan"])
+def test_dedup_nan_features_on_the_radix_sort_path(sign):
+    # N > 1024: torch sorts float64 rows of this length with a radix sort, which ranks a NaN by its
+    # sign bit; the binding's NaN marker (+inf) must keep every NaN cosine first.
+    B, N = 2, 1500
+    x = exact_features(B, N, 8, seed=12, support=4)
+    x[0, 7, 1] = sign * float("nan")
+    x[1, 100:110, 0] = sign * float("nan")
+    candidates = torch.ones(B, N, dtype=torch.bool)
+    order_scores = torch.rand(B, N, generator=generator(12))
+    n_keep = torch.tensor([300, 1200])
+    assert_cuda_equals_cpu(torch.ops.vtprune.cosine_dedup_mask, x, candidates, order_scores, n_keep, 8)
+
+
+def test_empty_shapes_launch_nothing():
+    for B, H, W in [(0, 4, 4), (2, 0, 5), (2, 5, 0)]:
+        scores, exclude = cuda(torch.randn(B, H, W), torch.zeros(B, H, W, dtype=torch.bool))
+        out = torch.ops.vtprune.window_argmax_mask(scores, exclude, [2, 2])
+        assert out.shape == (B, H, W) and out.is_cuda
+    for B, N in [(0, 5), (3, 0)]:
+        x, candidates, order_scores, n_keep = cuda(
+            torch.randn(B, N, 4), torch.ones(B, N, dtype=torch.bool), torch.rand(B, N), torch.zeros(B, dtype=torch.long)
+        )
+        out = torch.ops.vtprune.cosine_dedup_mask(x, candidates, order_scores, n_keep, 8)
+        assert out.shape == (B, N) and not out.any()
+    empty_long = torch.zeros(0, dtype=torch.long)
+    weights, total, capacity = cuda(torch.rand(0, 3), empty_long, empty_long.reshape(0, 3))
+    assert torch.ops.vtprune.allocate_budget(weights, total, capacity).shape == (0, 3)
+    torch.cuda.synchronize()
+
+
+def test_window_sizes_near_int64_max():
+    # ceil(H / wh) must not overflow for a huge window: one window over the whole grid.
+    scores, exclude = window_inputs(2, 9, 13, seed=13)
+    big = 2**63 - 1
+    got = torch.ops.vtprune.window_argmax_mask(*cuda(scores, exclude), [big, big]).cpu()
+    assert torch.equal(got, torch.ops.vtprune.window_argmax_mask(scores, exclude, [9, 13]))
+
+
 def test_dedup_negative_n_keep_acts_as_zero_without_validation():
     x, candidates, order_scores, _ = dedup_inputs(2, 40, 8, seed=9)
     args = cuda(x, candidates, order_scores, torch.tensor([-3, 5]))

@@ -1,12 +1,14 @@
-// Round bookkeeping of cosine_dedup_mask (DESIGN.md 2.4), shared by the CPU and CUDA kernels:
-// how many tokens a round drops, where the survivors go, and the NaN-propagating max that
-// defines m(a) = max over b in B of cos(x_a, x_b).
+// Round bookkeeping of cosine_dedup_mask (DESIGN.md 2.4), used by the CUDA kernel and the host
+// tests (the CPU kernel, csrc/cpu/cosine_dedup_mask.cpp, runs the same rounds with vectors): how
+// many tokens a round drops, where the survivors go, the NaN-propagating max that defines
+// m(a) = max over b in B of cos(x_a, x_b), and m(a) read from a sorted Gram row.
 //
 // One round on R (|R| = n, in order): A = R[0::2] (n_a = ceil(n/2)), B = R[1::2] (n_b = floor(n/2));
 // A is ranked by m descending (tie rule: NaN last, equal -> earlier in A); the first `drop` of
 // that ranking leave; R becomes (the rest of A, in ranking order) followed by B (in order).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "common/hd.h"
@@ -48,6 +50,32 @@ VTPRUNE_HD T nan_max(T a, T b) {
   if (a != a) return a;
   if (b != b) return b;
   return b > a ? b : a;
+}
+
+// ---- m(a) from a sorted Gram row (the CUDA path) ----
+// The CUDA binding sorts every row of the cosine Gram matrix descending once; m(a) is then the
+// value at the first column of the sorted row that belongs to B. Before the sort, NaN cosines are
+// stored as +inf, the "NaN marker": torch's CUDA radix sort ranks a NaN by its sign bit (a NaN with
+// the sign bit set sorts below -inf), while +inf sorts first whatever its origin. A cosine of
+// L2-normalised float64 vectors is never +inf (|cos| <= ~1, or NaN when a vector holds inf/NaN), so
+// the marker is unambiguous, and "every NaN first" makes the first hit NaN whenever B holds a NaN
+// column: exactly the NaN-propagating max.
+
+// A stored (sorted) Gram entry back to the cosine it stands for.
+VTPRUNE_HD double dedup_gram_entry(double stored) { return stored == static_cast<double>(INFINITY) ? NAN : stored; }
+
+// Whether column c is in the bit set (32 columns per word).
+VTPRUNE_HD bool dedup_in_set(const uint32_t* bits, int64_t c) { return (bits[c >> 5] >> (c & 31)) & 1u; }
+
+// m(a) from one sorted row (values descending, NaN markers first; columns their column indices):
+// the cosine at the first column in the set, -inf when none is. The CUDA kernel reads the same
+// entries 4 or 128 at a time; this scalar form is its specification (and the host tests' version).
+VTPRUNE_HD double dedup_max_over_set_sorted(const double* values, const int32_t* columns, int64_t n_columns,
+                                            const uint32_t* in_set) {
+  for (int64_t j = 0; j < n_columns; ++j) {
+    if (dedup_in_set(in_set, columns[j])) return dedup_gram_entry(values[j]);
+  }
+  return -static_cast<double>(INFINITY);
 }
 
 }  // namespace vtprune

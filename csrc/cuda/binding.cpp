@@ -12,6 +12,7 @@
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <tuple>
@@ -71,7 +72,8 @@ at::Tensor region_topk_mask_cuda(const at::Tensor& scores_in, const at::Tensor& 
   const at::Tensor scores = scores_in.contiguous(), region_ids = region_ids_in.contiguous(), k = k_in.contiguous();
   const int64_t B = scores.size(0), N = scores.size(1), R = k.size(1);
   check_below_int32(op, "N", N);
-  check_below_int32(op, "B * R", B * R);
+  check_below_int32(op, "B", B);  // one block per row (gridDim.x < 2^31)
+  check_below_int32(op, "B * R", B * R);  // one block per segment
   at::Tensor mask = at::empty({B, N}, scores.options().dtype(at::kBool));
   const int64_t ws_bytes = static_cast<int64_t>(cuda::region_topk_mask_workspace_bytes(B, N, R));
   at::Tensor workspace = at::empty({ws_bytes}, scores.options().dtype(at::kByte));
@@ -95,7 +97,9 @@ at::Tensor window_argmax_mask_cuda(const at::Tensor& scores_in, const at::Tensor
   const int64_t B = scores.size(0), H = scores.size(1), W = scores.size(2);
   const int64_t wh = window[0], ww = window[1];
   check_below_int32(op, "H * W", H * W);
-  check_below_int32(op, "the number of windows", B * ((H + wh - 1) / wh) * ((W + ww - 1) / ww));
+  // ceil(H / wh) without forming H + wh - 1, which overflows for a huge window size
+  const int64_t windows_y = H == 0 ? 0 : (H - 1) / wh + 1, windows_x = W == 0 ? 0 : (W - 1) / ww + 1;
+  check_below_int32(op, "the number of windows", B * windows_y * windows_x);
   at::Tensor mask = at::empty({B, H, W}, scores.options().dtype(at::kBool));
   check_launch(op, with_score_type(op, scores.scalar_type(), [&](auto tag) {
                  using T = TypeOf<decltype(tag)>;
@@ -106,18 +110,46 @@ at::Tensor window_argmax_mask_cuda(const at::Tensor& scores_in, const at::Tensor
   return mask;
 }
 
-// The cosine Gram matrix of every image, each row sorted descending (NaN first): values float64 and
-// column indices int32, [B, Np, Np]. F.normalize semantics (x / max(||x||, 1e-12)) in float64 like
-// the CPU kernel, so both rank near-equal cosines alike; one batched GEMM and one batched sort.
-// Rows are padded with zero vectors to Np for aligned int4 loads. Every token rather than the
-// candidates only: gathering a data-dependent count of rows would need a host sync.
+// The cosine Gram matrix of every image, each row sorted descending: values float64 and column
+// indices int32, [B, Np, Np]. F.normalize semantics (x / max(||x||, 1e-12)) in float64 like the CPU
+// kernel, so both rank near-equal cosines alike; one batched GEMM and one batched sort. NaN cosines
+// are stored as +inf (the NaN marker of common/dedup.h) before the sort: torch's CUDA radix sort
+// ranks a NaN by its sign bit, +inf always first. Rows are padded with zero vectors to Np for
+// aligned int4 loads. Every token rather than the candidates only: gathering a data-dependent count
+// of rows would need a host sync.
+// Memory per Gram entry: 8 (G) during the GEMM; inside torch.sort up to about 48 (G, sorted values,
+// int64 indices, torch's iota of indices, CUB's double buffers; rows of <= 1024 sort in place: 24);
+// 12 once the sort returns (sorted values and int32 columns: G and the int64 indices are freed as
+// soon as they are consumed). Np = 3000: 432 MB per image at the peak, 108 MB for the kernel.
 std::tuple<at::Tensor, at::Tensor> sorted_cosine_gram(const at::Tensor& x, int64_t Np) {
-  const at::Tensor xd = x.to(at::kDouble);
-  at::Tensor unit = xd / at::linalg_vector_norm(xd, 2, at::IntArrayRef{-1}, /*keepdim=*/true).clamp_min(1e-12);
-  if (Np != x.size(1)) unit = at::constant_pad_nd(unit, {0, 0, 0, Np - x.size(1)});
-  const at::Tensor gram = at::bmm(unit, unit.transpose(1, 2));
-  auto [values, columns] = at::sort(gram, /*dim=*/-1, /*descending=*/true);
-  return {values.contiguous(), columns.to(at::kInt).contiguous()};
+  at::Tensor gram;
+  {
+    const at::Tensor xd = x.to(at::kDouble);
+    at::Tensor unit = xd / at::linalg_vector_norm(xd, 2, at::IntArrayRef{-1}, /*keepdim=*/true).clamp_min(1e-12);
+    if (Np != x.size(1)) unit = at::constant_pad_nd(unit, {0, 0, 0, Np - x.size(1)});
+    gram = at::bmm(unit, unit.transpose(1, 2));
+  }
+  gram.nan_to_num_(/*nan=*/std::numeric_limits<double>::infinity());
+  auto sorted = at::sort(gram, /*dim=*/-1, /*descending=*/true);
+  gram.reset();
+  at::Tensor values = std::move(std::get<0>(sorted));
+  at::Tensor columns = std::get<1>(sorted).to(at::kInt);
+  std::get<1>(sorted).reset();
+  return {values.contiguous(), columns.contiguous()};
+}
+
+// Images per chunk of cosine_dedup_mask: the sorted Gram matrices of a chunk hold at most
+// kDedupChunkEntries entries (at least one image), which bounds the op's transient memory to about
+// 48 bytes * 2^23 = 384 MiB, or one image where a single image is larger (N = 3000: 432 MB;
+// N = 9000: 3.9 GB), whatever B is. Without chunks, batch 8 at N = 3000 would peak at ~3.5 GB.
+// Chunks run one after another on the current stream; the caching allocator hands a freed chunk's
+// memory to the next one in stream order, so nothing waits on the host.
+constexpr int64_t kDedupChunkEntries = int64_t{1} << 23;
+
+int64_t dedup_images_per_chunk(int64_t B, int64_t Np) {
+  const int64_t per_image = Np * Np;
+  const int64_t images = per_image > 0 ? kDedupChunkEntries / per_image : B;
+  return std::max<int64_t>(1, std::min<int64_t>(B, images));
 }
 
 at::Tensor cosine_dedup_mask_cuda(const at::Tensor& x, const at::Tensor& candidates_in,
@@ -127,24 +159,33 @@ at::Tensor cosine_dedup_mask_cuda(const at::Tensor& x, const at::Tensor& candida
   check_on_cuda(op, x);
   c10::DeviceGuard guard(x.device());
   const int64_t B = x.size(0), N = x.size(1);
-  check_below_int32(op, "N", N);
+  const int64_t Np = cuda::dedup_gram_size(N);  // N rounded up to a multiple of 4
+  check_below_int32(op, "N rounded up to a multiple of 4", Np);
   at::Tensor mask = at::empty({B, N}, x.options().dtype(at::kBool));
   if (B == 0 || N == 0) return mask;
   const at::Tensor candidates = candidates_in.contiguous(), order_scores = order_scores_in.contiguous(),
                    n_keep = n_keep_in.contiguous();
-  at::Tensor sorted_values, sorted_columns;  // (std::tie: lambdas cannot capture structured bindings in C++17)
-  std::tie(sorted_values, sorted_columns) = sorted_cosine_gram(x, cuda::dedup_gram_size(N));
-  const int64_t ws_bytes = static_cast<int64_t>(cuda::cosine_dedup_mask_workspace_bytes(B, N));
-  at::Tensor workspace = at::empty({ws_bytes}, x.options().dtype(at::kByte));
-  check_launch(op, with_score_type(op, order_scores.scalar_type(), [&](auto tag) {
-                 using T = TypeOf<decltype(tag)>;
-                 return cuda::launch_cosine_dedup_mask<T>(
-                     sorted_values.const_data_ptr<double>(), sorted_columns.const_data_ptr<int32_t>(),
-                     candidates.const_data_ptr<bool>(),
-                     static_cast<const T*>(order_scores.const_data_ptr()), n_keep.const_data_ptr<int64_t>(), step, B,
-                     N, ws_bytes ? workspace.mutable_data_ptr() : nullptr, mask.mutable_data_ptr<bool>(),
-                     current_stream(x));
-               }));
+  const int64_t chunk = dedup_images_per_chunk(B, Np);
+  for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+    const int64_t nb = std::min(chunk, B - b0);
+    // Rows b0 .. b0+nb of every (contiguous) tensor: contiguous views, pointers at the chunk.
+    const at::Tensor chunk_candidates = candidates.narrow(0, b0, nb), chunk_scores = order_scores.narrow(0, b0, nb),
+                     chunk_keep = n_keep.narrow(0, b0, nb);
+    at::Tensor chunk_mask = mask.narrow(0, b0, nb);
+    at::Tensor sorted_values, sorted_columns;  // (std::tie: lambdas cannot capture structured bindings in C++17)
+    std::tie(sorted_values, sorted_columns) = sorted_cosine_gram(x.narrow(0, b0, nb), Np);
+    const int64_t ws_bytes = static_cast<int64_t>(cuda::cosine_dedup_mask_workspace_bytes(nb, N));
+    at::Tensor workspace = at::empty({ws_bytes}, x.options().dtype(at::kByte));
+    check_launch(op, with_score_type(op, chunk_scores.scalar_type(), [&](auto tag) {
+                   using T = TypeOf<decltype(tag)>;
+                   return cuda::launch_cosine_dedup_mask<T>(
+                       sorted_values.const_data_ptr<double>(), sorted_columns.const_data_ptr<int32_t>(),
+                       chunk_candidates.const_data_ptr<bool>(), static_cast<const T*>(chunk_scores.const_data_ptr()),
+                       chunk_keep.const_data_ptr<int64_t>(), step, nb, N,
+                       ws_bytes ? workspace.mutable_data_ptr() : nullptr, chunk_mask.mutable_data_ptr<bool>(),
+                       current_stream(x));
+                 }));
+  }
   return mask;
 }
 

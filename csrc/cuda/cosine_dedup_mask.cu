@@ -1,12 +1,13 @@
 // cosine_dedup_mask on CUDA (DESIGN.md 2.4): VisPruner's diverse tokens, every round on the device.
 //
 // The binding computes the cosine Gram matrix G of the L2-normalised features once (float64 bmm,
-// like the CPU kernel and the reference, so that near-equal maxima rank alike on every backend) and
-// sorts every row of it, descending with NaN first (torch.sort): values V [B, Np, Np] and their
-// columns C [B, Np, Np] (int32). Then m(a) = max over b in B of G[a, b] is V[a, j] for the first j
-// whose column C[a, j] is in B: a NaN among B comes first and makes m NaN (torch.amax semantics),
-// and an empty B gives -inf. A round thus reads a few entries per row instead of the whole row
-// (on average Np / |B|), which makes the rounds cheap enough for one block per image.
+// like the CPU kernel and the reference, so that near-equal maxima rank alike on every backend),
+// replaces its NaNs by the +inf "NaN marker" and sorts every row descending (torch.sort): values V
+// [B, Np, Np] and their columns C [B, Np, Np] (int32). Then m(a) = max over b in B of G[a, b] is
+// V[a, j] for the first j whose column C[a, j] is in B (common/dedup.h): a NaN among B sorts first
+// as the marker and makes m NaN (torch.amax semantics), and an empty B gives -inf. A round thus
+// reads a few entries per row instead of the whole row (on average Np / |B|), which makes the
+// rounds cheap enough for one block per image.
 //
 // One persistent block (1024 threads) per image runs every round without returning to the host:
 //   R0: the candidates, bitonic-sorted in shared memory by (descending_key64(order score), index).
@@ -16,9 +17,13 @@
 //           flight (a warp per row, 128 columns a step, once A has at most 32 members);
 //     A is bitonic-sorted by (descending_key64(m), position in A): m descending, NaN last, stable;
 //     R = (A ranked, minus the first `drop`) followed by B.
-// Per-image scratch (sort keys and indices, two orders, the bit set: 12 * next_pow2(N) + 8 * N
-// bytes) lives in shared memory when it fits the device's opt-in limit (N up to 8192 on A100 and
-// H100), else in a global workspace from the binding.
+// Per-image scratch (sort keys and indices, two orders, the bit set: 12 * next_pow2(N) + 8 * N +
+// 4 * ceil(Np / 32) bytes) lives in dynamic shared memory when it fits the device's opt-in limit
+// (cudaDevAttrMaxSharedMemoryPerBlockOptin, less 1 KiB kept for the static shared memory), else in a
+// global workspace from the binding. N = 8192 needs 164,864 bytes: it fits A100 (166,912) and H100
+// (232,448); N = 8193 jumps to next_pow2 = 16384 and 263,180 bytes, beyond both. Above 48 KiB the
+// launcher raises the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize first (per device: it
+// runs under the binding's device guard).
 //
 // Exactness: the rounds only compare Gram entries, so the mask is a function of G alone. cuBLAS and
 // CPU BLAS may round G differently in the last bit; equal masks are then guaranteed for features
@@ -97,21 +102,18 @@ __device__ void block_bitonic_sort(uint64_t* keys, uint32_t* indices, int n) {
   }
 }
 
-__device__ __forceinline__ bool in_set(const uint32_t* bits, int column) {
-  return (bits[column >> 5] >> (column & 31)) & 1u;
-}
-
 // Position (0..3) of the first of 4 columns that is in the set, or -1.
 __device__ __forceinline__ int first_in_set(const uint32_t* bits, int4 cols) {
-  if (in_set(bits, cols.x)) return 0;
-  if (in_set(bits, cols.y)) return 1;
-  if (in_set(bits, cols.z)) return 2;
-  if (in_set(bits, cols.w)) return 3;
+  if (dedup_in_set(bits, cols.x)) return 0;
+  if (dedup_in_set(bits, cols.y)) return 1;
+  if (dedup_in_set(bits, cols.z)) return 2;
+  if (dedup_in_set(bits, cols.w)) return 3;
   return -1;
 }
 
-// m(a) from row a of the sorted Gram matrix: the value at the first column in B (B not empty).
-// One thread per row: columns read 4 at a time (int4), the next 4 loading while these are tested.
+// m(a) from row a of the sorted Gram matrix: dedup_max_over_set_sorted (common/dedup.h), i.e. the
+// cosine at the first column in B. One thread per row: columns read 4 at a time (int4, 16-byte
+// aligned since Np % 4 == 0), the next 4 loading while these are tested.
 __device__ double max_over_b_thread(const double* __restrict__ values, const int32_t* __restrict__ columns,
                                     const uint32_t* in_b, int quads) {
   const int4* columns4 = reinterpret_cast<const int4*>(columns);
@@ -120,7 +122,7 @@ __device__ double max_over_b_thread(const double* __restrict__ values, const int
     const int4 cols = next;
     if (q + 1 < quads) next = __ldg(columns4 + q + 1);
     const int hit = first_in_set(in_b, cols);
-    if (hit >= 0) return values[4 * q + hit];
+    if (hit >= 0) return dedup_gram_entry(values[4 * q + hit]);
   }
   return -INFINITY;
 }
@@ -136,7 +138,7 @@ __device__ double max_over_b_warp(const double* __restrict__ values, const int32
     const unsigned found = __ballot_sync(kFullWarp, hit >= 0);
     if (found) {
       const int src = __ffs(found) - 1;
-      return values[4 * (q0 + src) + __shfl_sync(kFullWarp, hit, src)];
+      return dedup_gram_entry(values[4 * (q0 + src) + __shfl_sync(kFullWarp, hit, src)]);
     }
   }
   return -INFINITY;
@@ -267,7 +269,10 @@ const char* launch_cosine_dedup_mask(const double* sorted_values, const int32_t*
   if (shared_bytes + kStaticSharedReserve > static_cast<size_t>(kDefaultSharedBytes)) {
     const cudaError_t err = cudaFuncSetAttribute(cosine_dedup_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                  static_cast<int>(shared_bytes));
-    if (err != cudaSuccess) return cudaGetErrorString(err);
+    if (err != cudaSuccess) {
+      cudaGetLastError();  // consume it here: left set, a later, unrelated launch check would report it
+      return cudaGetErrorString(err);
+    }
   }
   cosine_dedup_kernel<T><<<static_cast<unsigned>(B), kThreads, shared_bytes, as_stream(stream)>>>(
       sorted_values, sorted_columns, candidates, order_scores, n_keep, step, static_cast<int>(N),

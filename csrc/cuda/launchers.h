@@ -45,10 +45,11 @@ int64_t dedup_gram_size(int64_t N);
 // the per-image scratch fits in shared memory.
 size_t cosine_dedup_mask_workspace_bytes(int64_t B, int64_t N);
 
-// sorted_values float64 [B, Np, Np]: every row of the cosine Gram matrix sorted descending, NaN
-// first; sorted_columns int32 [B, Np, Np]: their column indices. candidates [B, N]; order_scores
-// [B, N]; n_keep [B]; mask [B, N] (written entirely); workspace:
-// cosine_dedup_mask_workspace_bytes(B, N) bytes (may be null when 0).
+// sorted_values float64 [B, Np, Np]: every row of the cosine Gram matrix, NaN cosines replaced by
+// +inf (the NaN marker, common/dedup.h), sorted descending; sorted_columns int32 [B, Np, Np]: their
+// column indices. candidates [B, N]; order_scores [B, N]; n_keep [B]; mask [B, N] (written
+// entirely); workspace: cosine_dedup_mask_workspace_bytes(B, N) bytes (may be null when 0).
+// One block per image (gridDim.x = B < 2^31).
 template <typename T>
 const char* launch_cosine_dedup_mask(const double* sorted_values, const int32_t* sorted_columns,
                                      const bool* candidates, const T* order_scores, const int64_t* n_keep,

@@ -66,9 +66,9 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     window_argmax_thread_kernel(const T* __restrict__ scores, const bool* __restrict__ exclude, WindowGrid g,
                                 bool* __restrict__ mask) {
-  const int w = blockIdx.x * kThreads + threadIdx.x;
-  if (w >= g.count()) return;
-  const Window win = window_at(g, w);
+  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;  // may pass 2^31 - 1
+  if (thread >= g.count()) return;
+  const Window win = window_at(g, static_cast<int>(thread));
   BestCell best;
   for (int i = win.i0; i < win.i1; ++i) {
     const int64_t row = win.base + static_cast<int64_t>(i) * g.W;
@@ -81,10 +81,10 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     window_argmax_warp_kernel(const T* __restrict__ scores, const bool* __restrict__ exclude, WindowGrid g,
                               bool* __restrict__ mask) {
-  const int w = static_cast<int>((static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / 32);
+  const int64_t w = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
-  if (w >= g.count()) return;  // warp-uniform
-  const Window win = window_at(g, w);
+  if (w >= g.count()) return;  // warp-uniform (kThreads is a multiple of 32): no lane is left behind
+  const Window win = window_at(g, static_cast<int>(w));
   const int width = win.j1 - win.j0;
   const int cells = (win.i1 - win.i0) * width;
   BestCell best;
@@ -106,11 +106,13 @@ const char* launch_window_argmax_mask(const T* scores, const bool* exclude, int6
                                       int64_t wh, int64_t ww, bool* mask, void* stream) {
   // Window sizes beyond the image act like the image size (and keep the int arithmetic safe).
   const int64_t wh_eff = wh < H ? wh : H, ww_eff = ww < W ? ww : W;
-  const int64_t windows = B * ceil_div(H, wh) * ceil_div(W, ww);
-  if (windows == 0) return nullptr;
+  // ceil(H / wh) without forming H + wh - 1 (which overflows for a huge window size)
+  const int64_t n_wy = H <= 0 ? 0 : (H - 1) / wh + 1, n_wx = W <= 0 ? 0 : (W - 1) / ww + 1;
+  const int64_t windows = B * n_wy * n_wx;
+  if (windows <= 0) return nullptr;
   const WindowGrid g{static_cast<int>(B),      static_cast<int>(H),      static_cast<int>(W),
-                     static_cast<int>(wh_eff), static_cast<int>(ww_eff), static_cast<int>(ceil_div(H, wh)),
-                     static_cast<int>(ceil_div(W, ww))};
+                     static_cast<int>(wh_eff), static_cast<int>(ww_eff), static_cast<int>(n_wy),
+                     static_cast<int>(n_wx)};
   const cudaStream_t s = as_stream(stream);
   const int64_t cells = wh_eff * ww_eff;
   if (cells < kWarpWindowCells) {

@@ -131,5 +131,41 @@ int main() {
     const int64_t step = 1 + static_cast<int64_t>(rng() % 9);
     CHECK(helper_rounds(R, g, keep, step) == contract_rounds(R, g, keep, step));
   }
+  // m(a) from a sorted row (the CUDA path): NaN stored as the +inf marker, the row sorted
+  // descending with equal values in any order; the first column in the set gives the NaN-propagating
+  // max over the set, -inf for an empty set.
+  CHECK(std::isnan(dedup_gram_entry(std::numeric_limits<double>::infinity())));
+  CHECK_EQ(dedup_gram_entry(-std::numeric_limits<double>::infinity()), -std::numeric_limits<double>::infinity());
+  CHECK_EQ(dedup_gram_entry(0.25), 0.25);
+  for (int trial = 0; trial < 500; ++trial) {
+    const int n_cols = 1 + static_cast<int>(rng() % 70);
+    std::vector<double> row(static_cast<size_t>(n_cols));
+    for (double& v : row) {
+      const unsigned pick = rng() % 12;
+      v = pick == 0 ? std::nan("") : pick == 1 ? -std::nan("") : static_cast<double>(rng() % 5) / 4.0 - 0.5;
+      if (pick == 2) v = -0.0;
+    }
+    std::vector<uint32_t> bits(static_cast<size_t>((n_cols + 31) / 32), 0u);
+    std::vector<int> members;
+    for (int c = 0; c < n_cols; ++c) {
+      if (rng() % (1 + trial % 6) == 0) {
+        bits[c >> 5] |= 1u << (c & 31);
+        members.push_back(c);
+      }
+    }
+    double expected = -std::numeric_limits<double>::infinity();
+    for (int c : members) expected = nan_max(expected, row[c]);
+    // The binding's layout: NaN -> +inf, then descending with ties in a random order.
+    std::vector<int32_t> columns(static_cast<size_t>(n_cols));
+    for (int c = 0; c < n_cols; ++c) columns[c] = c;
+    std::shuffle(columns.begin(), columns.end(), rng);
+    const auto stored = [&](int32_t c) { return row[c] != row[c] ? std::numeric_limits<double>::infinity() : row[c]; };
+    std::stable_sort(columns.begin(), columns.end(), [&](int32_t a, int32_t b) { return stored(a) > stored(b); });
+    std::vector<double> values(static_cast<size_t>(n_cols));
+    for (int j = 0; j < n_cols; ++j) values[j] = stored(columns[j]);
+    for (int c = 0; c < n_cols; ++c) CHECK_EQ(dedup_in_set(bits.data(), c), (bits[c >> 5] >> (c & 31)) & 1u);
+    const double got = dedup_max_over_set_sorted(values.data(), columns.data(), n_cols, bits.data());
+    CHECK((std::isnan(got) && std::isnan(expected)) || got == expected);
+  }
   return vtprune_test::check_exit_code("test_dedup_rounds");
 }
