@@ -5,6 +5,10 @@ TRITON_INTERPRET=1); with a GPU the same cases run the compiled kernels on CUDA 
 Block sizes are those that ship (64-128 rows/keys for 16-bit inputs, 16-64 for float32), so the
 shapes with M = 70 and N = 130 cross block, chunk and key-block boundaries.
 """
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -193,3 +197,130 @@ def test_row_chunks_cover_the_rows_and_fill_the_gpu():
         assert rows_per_chunk % 64 == 0 and (n_chunks - 1) * rows_per_chunk < M <= n_chunks * rows_per_chunk
         programs = B * slots * n_chunks * -(-N // 128)
         assert programs >= min(_triton_backend.TARGET_PROGRAMS, B * slots * -(-N // 128) * -(-M // 64))
+
+
+# --- non-finite values across skipped row blocks, key tails and padding rows -------------------------
+# Blocks: float32 column pass 16 rows x 64 keys, 16-bit 64 x 64/128; so with M = N = 130 causal, the
+# key blocks from 64 on skip whole row blocks that see none of their keys.
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's NaN warnings under the interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_nan_query_row_poisons_the_keys_it_cannot_see(dtype):
+    # the reference's softmax of a row holding NaN is NaN for every key, visible or not: under the
+    # causal mask row 0 sees key 0 only, yet every column must come out NaN (key blocks >= 64 skip row 0)
+    q, k = attention_inputs(1, 2, 1, 130, 130, 16, dtype, seed=20)
+    q[0, 1, 0, 3] = float("nan")
+    for query_reduce, head_reduce in REDUCES:
+        kwargs = dict(query_reduce=query_reduce, head_reduce=head_reduce, causal=True)
+        expected = reference.attention_scores(q, k, **kwargs)
+        actual = triton_scores(q, k, **kwargs)
+        assert expected[..., -1].isnan().any()  # the last key too (head 1 with head_reduce="none")
+        assert torch.equal(actual.isnan(), expected.isnan()), kwargs
+        assert_scores_close(actual, expected)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("causal", [False, True])
+def test_given_lse_with_infinite_and_nan_rows(causal):
+    # p = exp(logit - lse): a row with lse = -inf gives +inf on visible keys and NaN (-inf - -inf) on
+    # invisible ones, lse = +inf gives 0, lse = NaN gives NaN everywhere, exactly as the reference
+    q, k = attention_inputs(1, 3, 1, 70, 130, 16, seed=21)
+    lse = lse_from_logits(q, k, causal=causal)
+    lse[0, 0, 2] = float("-inf")  # rows 2 and 5 are skipped by the later causal key blocks
+    lse[0, 1, 40] = float("inf")  # head 1 stays finite: compared by value with head_reduce="none"
+    lse[0, 2, 5] = float("nan")
+    for query_reduce, head_reduce in REDUCES:
+        kwargs = dict(query_reduce=query_reduce, head_reduce=head_reduce, causal=causal, lse=lse)
+        expected = reference.attention_scores(q, k, **kwargs)
+        actual = triton_scores(q, k, **kwargs)
+        assert torch.equal(actual.isnan(), expected.isnan()), kwargs
+        assert torch.equal(actual.isinf(), expected.isinf()), kwargs
+        finite = expected.isfinite()  # (an infinite entry would make the absolute tolerance infinite)
+        if finite.any():
+            assert_scores_close(actual[finite], expected[finite])
+    # only +inf rows: they add nothing, and nothing turns NaN
+    lse_inf = lse_from_logits(q, k, causal=causal)
+    lse_inf[0, :, :3] = float("inf")
+    kwargs = dict(causal=causal, lse=lse_inf)
+    actual = triton_scores(q, k, **kwargs)
+    assert not actual.isnan().any()
+    assert_scores_close(actual, reference.attention_scores(q, k, **kwargs))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("causal", [False, True])
+def test_minus_inf_logits_before_finite_ones(causal):
+    # keys 0..39 give logit -inf to every row (q[..., 0] > 0, k[..., 0] = -inf): softmax ignores them.
+    # The online lse must not compute exp(-inf - -inf) = NaN over those first key blocks, and the
+    # zero-padded q rows of the last row block (0 * -inf = NaN) must not leak into any column.
+    q, k = attention_inputs(1, 2, 2, 21, 70, 16, seed=22)
+    q[..., 0] = q[..., 0].abs() + 0.5
+    k[:, :, :40, 0] = float("-inf")
+    for query_reduce, head_reduce in REDUCES:
+        kwargs = dict(query_reduce=query_reduce, head_reduce=head_reduce, causal=causal)
+        expected = reference.attention_scores(q, k, **kwargs)
+        assert not expected.isnan().any()
+        assert_scores_close(triton_scores(q, k, **kwargs), expected)
+        # the column pass alone (the padding rows), with the true lse given
+        assert_scores_close(triton_scores(q, k, lse=lse_from_logits(q, k, causal=causal), **kwargs), expected)
+    lse = _triton_backend.row_lse(to_device(q, DEVICE), to_device(k, DEVICE), 16**-0.5, causal).cpu()
+    torch.testing.assert_close(lse, lse_from_logits(q, k, causal=causal), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_row_of_only_minus_inf_logits_is_nan_like_softmax():
+    q, k = attention_inputs(1, 1, 1, 3, 9, 8, seed=23)
+    q[..., 0] = q[..., 0].abs() + 0.5
+    k[..., 0] = float("-inf")
+    expected = reference.attention_scores(q, k, query_reduce="sum", head_reduce="none")
+    assert expected.isnan().all()
+    actual = triton_scores(q, k, query_reduce="sum", head_reduce="none")
+    assert actual.isnan().all()
+
+
+# Run in a child process: before int64 row offsets, the wrapped int32 offset read far outside the
+# buffer (a segfault under the interpreter), which must fail this test, not kill the test session.
+_SEQUENCE_MAJOR_SCRIPT = """
+import sys
+import torch
+from vtprune_kernels import _triton_backend, reference
+N, row = int(sys.argv[1]), int(sys.argv[2])
+D = 16
+storage = torch.empty(N * row, dtype=torch.float16)  # virtual memory: only touched pages are mapped
+k = storage.as_strided((1, 1, N, D), (0, 0, row, 1))
+g = torch.Generator().manual_seed(24)
+values = torch.randn(1, 1, N, D, generator=g).half()
+k.copy_(values)
+q = torch.randn(1, 2, 5, D, generator=g).half()
+for kwargs in (dict(), dict(query_reduce="max", head_reduce="max", causal=True)):
+    actual = _triton_backend.attention_scores(q, k, **kwargs)
+    torch.testing.assert_close(actual, reference.attention_scores(q, values, **kwargs), rtol=1e-5, atol=1e-6)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize(
+    "n_keys, key_stride",
+    [
+        (2100, 2**20),  # keys from 2048 on lie beyond 2^31 elements: int64 tile starts
+        (70, 2**25),  # one tile spans over 2^31 elements: the launcher copies k (MAX_TILE_STRIDE)
+    ],
+)
+def test_offsets_beyond_int32_in_a_sequence_major_buffer(n_keys, key_stride):
+    # k[0, 0, j] sits j * key_stride elements into its buffer, as in a [N, B*H*D] buffer with
+    # N * B*H*D > 2^31 (a long prompt or many stacked layers, sequence-major)
+    assert (n_keys - 1) * key_stride > 2**31
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run(
+        [sys.executable, "-c", _SEQUENCE_MAJOR_SCRIPT, str(n_keys), str(key_stride)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), (result.returncode, result.stderr[-2000:])
+
+
+def test_grid_beyond_cuda_limits_is_an_error():
+    # one program per head on grid axis 1, which CUDA caps at 65535
+    q, k, lse = torch.zeros(1, 65536, 1, 8), torch.zeros(1, 1, 1, 8), torch.zeros(1, 65536, 1)
+    with pytest.raises(ValueError, match="grid axis 1"):
+        _triton_backend.attention_scores(q, k, head_reduce="none", lse=lse)

@@ -149,3 +149,40 @@ def test_opcheck_on_cuda():
     q, k = cuda_inputs(1, 4, 2, 9, 40, 32, torch.float16, seed=12)
     for kwargs in [dict(query_reduce="max", head_reduce="mean", causal=True), dict(head_reduce="none")]:
         torch.library.opcheck(torch.ops.vtprune.attention_scores.default, (q, k), kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+def test_nan_and_infinite_lse_rows_with_skipped_row_blocks(dtype):
+    # causal M = N: key blocks past a row block skip it, yet a NaN or -inf lse in a skipped row makes
+    # p = NaN on the keys that row cannot see (the reference), so every later column is NaN
+    q, k = cuda_inputs(2, 8, 4, 577, 577, 64, dtype, seed=13)
+    lse = lse_from_logits(q.cpu(), k.cpu(), causal=True)
+    lse[0, 3, 0] = float("nan")
+    lse[1, 5, 10] = float("-inf")
+    lse[1, 6, 20] = float("inf")
+    lse = lse.cuda()
+    for query_reduce, head_reduce in REDUCES:
+        kwargs = dict(query_reduce=query_reduce, head_reduce=head_reduce, causal=True, lse=lse)
+        actual = _triton_backend.attention_scores(q, k, **kwargs)
+        expected = reference_by_batch(q, k, **kwargs)
+        assert torch.equal(actual.isnan().cpu(), expected.isnan()), kwargs
+        assert torch.equal(actual.isinf().cpu(), expected.isinf()), kwargs
+        finite = expected.isfinite()
+        if finite.any():
+            assert_scores_close(actual[finite.cuda()], expected[finite].cuda())
+
+
+@pytest.mark.parametrize("n_keys, key_stride", [(2100, 2**20), (70, 2**25)])
+def test_sequence_major_keys_beyond_int32_offsets(n_keys, key_stride):
+    # k[0, 0, j] sits j * key_stride elements into a 4.4-4.7 GB buffer (a [N, B*H*D] layout with
+    # N * B*H*D > 2^31): int64 tile starts, and for the second case the launcher's contiguous copy
+    storage = torch.empty(n_keys * key_stride, dtype=torch.float16, device="cuda")
+    k = storage.as_strided((1, 1, n_keys, 64), (0, 0, key_stride, 1))
+    values = torch.randn(1, 1, n_keys, 64, generator=torch.Generator().manual_seed(14)).half()
+    k.copy_(values.cuda())
+    q = torch.randn(1, 4, 70, 64, generator=torch.Generator().manual_seed(15)).half().cuda()
+    for kwargs in (dict(), dict(query_reduce="max", head_reduce="max", causal=True), dict(head_reduce="none")):
+        actual = _triton_backend.attention_scores(q, k, **kwargs)
+        assert_scores_close(actual, reference_by_batch(q.cpu(), values, **kwargs).cuda())
+    del storage, k
+    torch.cuda.empty_cache()

@@ -43,8 +43,8 @@ _ROW_LSE = {
     (128, "16bit"): LaunchConfig(128, 64, 8, 3),
     (256, "16bit"): LaunchConfig(128, 64, 8, 2),
     (64, "float32"): LaunchConfig(32, 32, 4, 2),
-    (128, "float32"): LaunchConfig(16, 64, 4, 2),
-    (256, "float32"): LaunchConfig(16, 64, 4, 2),
+    (128, "float32"): LaunchConfig(16, 64, 8, 2),  # 4 warps: ptxas spills on sm_90 (fully unrolled FMA dot)
+    (256, "float32"): LaunchConfig(16, 64, 8, 2),
 }
 # column_scores: (one program per head?, dtype class) -> config, spill-free for every BLOCK_D.
 # One head: elementwise accumulator, k tile loaded once. All heads: a k tile load per kv head and
@@ -54,6 +54,12 @@ _COLUMN_SCORES = {
     (False, "16bit"): LaunchConfig(64, 64, 8, 2),
     (True, "float32"): LaunchConfig(16, 64, 8, 1),
     (False, "float32"): LaunchConfig(16, 64, 8, 1),
+}
+# float32 over every head: ptxas's allocation of the unrolled FMA dot is erratic here (16 x 64
+# tiles spill a few bytes at d=64 on sm_80, 32 x 32 tiles at d=256): per head-dim choices.
+_COLUMN_SCORES_BY_HEAD_DIM = {
+    (False, "float32", 64): LaunchConfig(32, 32, 8, 1),
+    (False, "float32", 128): LaunchConfig(32, 32, 8, 1),
 }
 
 
@@ -78,7 +84,8 @@ def row_lse_config(bd: int, dtype: str) -> LaunchConfig:
 def column_scores_config(bd: int, dtype: str, head_op: int) -> LaunchConfig:
     if bd not in HEAD_DIM_BUCKETS:
         raise ValueError(f"BLOCK_D must be one of {HEAD_DIM_BUCKETS}, got {bd}")
-    return _COLUMN_SCORES[(head_op == ONE_HEAD, _dtype_class(dtype))]
+    key = (head_op == ONE_HEAD, _dtype_class(dtype))
+    return _COLUMN_SCORES_BY_HEAD_DIM.get(key + (bd,), _COLUMN_SCORES[key])
 
 
 @dataclasses.dataclass(frozen=True)

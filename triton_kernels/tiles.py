@@ -2,6 +2,12 @@
 
 A tile is a block of rows of one head's [rows, D] matrix (q or k), padded to [BLOCK, BLOCK_D]
 with zeros outside the matrix, so padded head dims add nothing to q . k.
+
+Offsets: the start row of a tile goes in int64 (``row0 * stride_row`` exceeds 2^31 elements for
+a long sequence in a sequence-major buffer, k viewed from [N, B*H*D] with N * B*H*D > 2^31, and an
+int32 product would wrap silently); offsets inside a tile stay int32 (int64 ones double the address
+registers: the float32 row_lse spills), which holds while BLOCK * stride < 2^31. The launcher
+copies the rare tensor whose row or dim stride breaks that (``MAX_TILE_STRIDE``).
 """
 import triton
 import triton.language as tl
@@ -16,11 +22,27 @@ SIZE_ARGS = ("M", "N", "HQ", "GROUP", "causal_shift")
 
 
 @triton.jit
-def load_tile(base, offs_rows, n_rows, stride_row, offs_d, head_dim, stride_d):
-    """[len(offs_rows), BLOCK_D] tile of a [n_rows, head_dim] matrix at ``base``; 0 outside it."""
-    ptrs = base + offs_rows[:, None] * stride_row + offs_d[None, :] * stride_d
-    inside = (offs_rows[:, None] < n_rows) & (offs_d[None, :] < head_dim)
+def row_pointer(base, row, stride_row):
+    """Pointer to row ``row`` of a matrix at ``base``: the product in int64 (it may exceed 2^31)."""
+    return base + tl.cast(row, tl.int64) * stride_row
+
+
+@triton.jit
+def load_tile(first, row0, n_rows, stride_row, offs_d, head_dim, stride_d, BLOCK: tl.constexpr):
+    """[BLOCK, BLOCK_D] tile: rows row0 .. row0 + BLOCK - 1 of a [n_rows, head_dim] matrix, ``first``
+    pointing at row row0; 0 outside the matrix."""
+    offs = tl.arange(0, BLOCK)
+    ptrs = first + offs[:, None] * stride_row + offs_d[None, :] * stride_d
+    inside = (row0 + offs[:, None] < n_rows) & (offs_d[None, :] < head_dim)
     return tl.load(ptrs, mask=inside, other=0.0)
+
+
+@triton.jit
+def load_rows(first, row0, n_rows, stride_row, other, BLOCK: tl.constexpr):
+    """[BLOCK] entries row0 .. row0 + BLOCK - 1 of a [n_rows] vector, ``first`` pointing at entry row0;
+    ``other`` outside the vector."""
+    offs = tl.arange(0, BLOCK)
+    return tl.load(first + offs * stride_row, mask=row0 + offs < n_rows, other=other)
 
 
 @triton.jit
@@ -37,13 +59,15 @@ def logits_log2(q, k, qk_scale_log2, UPCAST: tl.constexpr):
     if q.dtype == tl.float32:
         s = tl.dot(q, tl.trans(k), input_precision="ieee")
     else:
-        s = tl.dot(q, tl.trans(k))
+        s = tl.dot(q, tl.trans(k), out_dtype=tl.float32)
     return s * qk_scale_log2
 
 
 @triton.jit
-def visible(offs_m, offs_n, causal_shift, N):
-    """bool [BLOCK_M, BLOCK_N]: row i sees key j iff j < N and j <= i + causal_shift
-    (causal_shift = N - M for the right-aligned causal mask, N otherwise). One compare per entry."""
-    last_key = tl.minimum(offs_m + causal_shift, N - 1)
+def visible(offs_m, offs_n, causal_shift, M, N):
+    """bool [BLOCK_M, BLOCK_N]: row i sees key j iff i < M, j < N and j <= i + causal_shift
+    (causal_shift = N - M for the right-aligned causal mask, N otherwise). Padding rows (i >= M) see
+    no key, so whatever their zero-padded q row gives (NaN against an infinite key) never reaches
+    a real result. One compare per entry."""
+    last_key = tl.where(offs_m < M, tl.minimum(offs_m + causal_shift, N - 1), -1)
     return offs_n[None, :] <= last_key[:, None]

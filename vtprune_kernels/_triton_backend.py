@@ -36,12 +36,36 @@ TARGET_PROGRAMS = 1024
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
+# Offsets inside a tile are int32 in the kernels (tiles.py): a row or head-dim stride times the
+# widest tile extent (1024 lse rows scanned at once) must stay below 2^31. A tensor with a larger
+# stride (a row step of over 2M elements, unseen in practice) is copied to a contiguous one first.
+MAX_TILE_STRIDE = 2**31 // 1024
+
+# CUDA grid limits: x up to 2^31 - 1 programs, y and z up to 65535
+MAX_GRID = (2**31 - 1, 65535, 65535)
+
+
 def _launch(kernel, grid, variant: configs.Variant, *args):
+    for axis, (size, limit) in enumerate(zip(grid, MAX_GRID)):
+        if size > limit:
+            raise ValueError(
+                f"attention_scores: {variant.kernel} would launch {size} programs on grid axis {axis} "
+                f"(CUDA allows {limit}); split the batch (B) or the heads into several calls"
+            )
     kernel[grid](*args, **variant.constexprs(upcast=INTERPRETED), **variant.launch_options())
+
+
+def _tile_addressable(t: torch.Tensor, dims: int = 2) -> torch.Tensor:
+    """t, or a contiguous copy when a stride of its last ``dims`` dims (those walked inside a tile:
+    rows and head dim of q/k, rows of lse) is too large for int32 tile offsets."""
+    if max(abs(s) for s in t.stride()[-dims:]) < MAX_TILE_STRIDE:
+        return t
+    return t.contiguous()
 
 
 def row_lse(q: torch.Tensor, k: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
     """float32 [B, Hq, M]: ln sum_j exp(scale * q . k) over the keys each row sees. q [B,Hq,M,D], k [B,Hk,N,D]."""
+    q, k = _tile_addressable(q), _tile_addressable(k)
     B, Hq, M, D = q.shape
     Hk, N = k.shape[1], k.shape[2]
     lse = torch.empty(B, Hq, M, dtype=torch.float32, device=q.device)
@@ -92,6 +116,8 @@ def attention_scores(
     out_shape = (B, Hq, N) if head_reduce == "none" else (B, N)
     if B == 0:
         return torch.zeros(out_shape, dtype=torch.float32, device=q.device)
+    q, k = _tile_addressable(q), _tile_addressable(k)
+    lse = None if lse is None else _tile_addressable(lse, dims=1)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         if lse is None:
             lse = row_lse(q, k, scale, causal)

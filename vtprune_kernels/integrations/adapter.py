@@ -25,10 +25,10 @@ class PrunedImages:
     """Result of pruning the images of one call.
 
     pooler_output: what the model's forward takes as ``mm_encoder_outputs["image"].pooler_output``
-        (a list of per-image [k_i, D] tensors, or a tensor for InternVL).
-    placeholder_keep: per image, bool [n_i] over that image's placeholders (prompt order).
+        (a list of per-image [k_i, D] tensors, or a tensor for InternVL), on the model's device.
+    placeholder_keep: per image, bool [n_i] over that image's placeholders (prompt order), on the host.
     selection: per image, int64 kept indices into its unpruned visual tokens (tiles concatenated in
-        the model's order), increasing.
+        the model's order), increasing, on the host.
     num_tokens: per image, the number of unpruned visual tokens that ``selection`` indexes.
     """
 
@@ -99,13 +99,25 @@ def make_captured(
 
 def select(method, captured: Captured, shape, backend: str) -> torch.Tensor:
     """``method.select_captured(captured)`` (with ``backend`` when the method takes it), checked to be
-    a bool mask of ``shape``."""
+    a bool mask of ``shape``. ``backend`` is the call's attention backend; "triton" (attention only)
+    selects with the selection ops' "auto" (the CUDA kernels on CUDA tensors)."""
+    backend = "auto" if backend == "triton" else backend
     takes_backend = "backend" in inspect.signature(method.select_captured).parameters
     keep = method.select_captured(captured, backend=backend) if takes_backend else method.select_captured(captured)
     if not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or tuple(keep.shape) != tuple(shape):
         got = (keep.dtype, tuple(keep.shape)) if isinstance(keep, torch.Tensor) else type(keep).__name__
         raise RuntimeError(f"{type(method).__name__}.select_captured returned {got}, expected a bool mask of shape {tuple(shape)}")
     return keep
+
+
+def gather_rows(x: torch.Tensor, keep_host: torch.Tensor) -> torch.Tensor:
+    """[K, ...] = x[keep] for x [A, B, ...] on any device and a host bool mask keep [A, B]: the
+    indices are found on the host and uploaded without a sync (no data-dependent shape on the device)."""
+    from ..methods._device import from_host
+
+    index = from_host(keep_host.reshape(-1).nonzero().flatten(), x.device)
+    B = keep_host.shape[1]
+    return x[index // B, index % B]
 
 
 def require_vision_only(needs: Needs, method, family: str):
@@ -169,5 +181,7 @@ class TowerAdapter:
             require_vision_only(needs, method, self.family)
         return feature_layer_arg, layer, needs
 
-    def prune(self, kwargs: dict, method, backend: str) -> PrunedImages:
+    def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
+        """Select and gather the kept tokens of one call. ``reads`` (``host_reads.HostReads``) is the
+        call's only way to read device data: one ``reads.fetch(keep)`` after the selection."""
         raise NotImplementedError

@@ -18,6 +18,16 @@ the model is restored exactly. Nothing global is patched (PTP's LLM probe regist
 attention function in transformers' AttentionInterface; see llm_probe.py for why that is harmless).
 
 ``generate`` returns sequences whose prompt part is the shortened prompt.
+
+Host synchronisation (CUDA): one per call, by design. The shortened prompt has as many
+placeholders as the method kept, a count only the device knows, so the keep masks are read on the
+host once, together with the prompt (``host_reads.HostReads``: every copy is asynchronous, one
+stream synchronisation). Everything else (scores, selection, gathers of the kept features, the new
+prompt's upload) is enqueued without waiting. Two cases read earlier, because host code needs the
+prompt before the selection: PTP (its LLM probe slices each image's row of the prompt) and
+LLaVA-NeXT with ``image_sizes`` on the GPU (the tile counts decide which tiles the tower sees; the
+unmodified model reads them the same way); they synchronise twice. ``last_host_syncs`` reports the
+count of the last call.
 """
 from __future__ import annotations
 
@@ -28,6 +38,8 @@ from typing import List, Optional
 
 import torch
 
+from ..methods._device import from_host
+from .host_reads import HostReads
 from .prompt_surgery import locate_images, rebuild_prompt
 
 _SUPPORTED = (
@@ -85,6 +97,7 @@ class PruningHandle:
         always kept); InternVL: tile * T + token over the image's tiles (thumbnail last), token = index
         on the pixel-shuffled grid of T tokens.
     last_num_tokens: per image, the size of that index space.
+    last_host_syncs: host synchronisations of the last call with images (1 by design; see the module doc).
     """
 
     def __init__(self, model, method, adapter, backend: str):
@@ -94,6 +107,7 @@ class PruningHandle:
         self._adapter = adapter
         self.last_selection: Optional[List[torch.Tensor]] = None
         self.last_num_tokens: Optional[List[int]] = None
+        self.last_host_syncs: Optional[int] = None
         self._lock = threading.Lock()
         self._saved = {name: model.__dict__[name] for name in ("forward", "generate") if name in model.__dict__}
         self._active = True
@@ -155,7 +169,7 @@ class PruningHandle:
         """The model inputs after pruning: input_ids / attention_mask / labels with the kept placeholder
         counts, ``mm_encoder_outputs`` holding the kept features, ``pixel_values`` (and the vision
         arguments it used) removed. Also updates ``last_selection``. Inputs without pixel_values are
-        returned unchanged."""
+        returned unchanged. One host synchronisation on CUDA (see the module doc)."""
         if inputs.get("pixel_values") is None:
             return dict(inputs)
         input_ids = inputs.get("input_ids")
@@ -170,29 +184,40 @@ class PruningHandle:
 
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        pruned = self._adapter.prune(inputs, self.method, self.backend)
-        images = locate_images(input_ids, self._adapter.image_token_id, [k.numel() for k in pruned.placeholder_keep])
+        # the prompt's host copies start now; the adapter's one read of the keep masks completes them
+        reads = HostReads(
+            input_ids=input_ids,
+            attention_mask=inputs.get("attention_mask"),
+            labels=inputs.get("labels"),
+            image_sizes=inputs.get("image_sizes"),
+        )
+        pruned = self._adapter.prune(inputs, self.method, self.backend, reads)
+        # host bookkeeping on the host copies, then the new prompt goes up without a sync
+        host_ids, host_mask = reads.get("input_ids"), reads.get("attention_mask")
+        images = locate_images(host_ids, self._adapter.image_token_id, [k.numel() for k in pruned.placeholder_keep])
         ids, mask, labels = rebuild_prompt(
-            input_ids,
-            inputs.get("attention_mask"),
-            inputs.get("labels"),
+            host_ids,
+            host_mask,
+            reads.get("labels"),
             images,
             pruned.placeholder_keep,
-            pad_token_id=self._pad_token_id(input_ids, inputs.get("attention_mask")),
+            pad_token_id=self._pad_token_id(host_ids, host_mask),
         )
         out = {k: v for k, v in inputs.items() if k not in self._adapter.consumed_kwargs}
-        out["input_ids"] = ids
+        out["input_ids"] = from_host(ids, input_ids.device)
         if mask is not None:
-            out["attention_mask"] = mask
+            out["attention_mask"] = from_host(mask, input_ids.device)
         if labels is not None:
-            out["labels"] = labels
+            out["labels"] = from_host(labels, inputs["labels"].device)
         out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pruned.pooler_output)}
         with self._lock:
             self.last_selection = pruned.selection
             self.last_num_tokens = pruned.num_tokens
+            self.last_host_syncs = reads.syncs
         return out
 
     def _pad_token_id(self, input_ids, attention_mask) -> int:
+        """The padding token: the one in the padded positions, else the config's (host tensors)."""
         if attention_mask is not None and bool((attention_mask == 0).any()):
             return int(input_ids[attention_mask == 0][0])
         text = getattr(self.model.config, "text_config", self.model.config)

@@ -22,8 +22,9 @@ from typing import List
 
 import torch
 
+from ..methods._device import from_host
 from ..methods.pixel_shuffle_pooling import pixel_shuffle_pool
-from .adapter import PrunedImages, TowerAdapter, capture_vision, make_captured, select, square_grid
+from .adapter import PrunedImages, TowerAdapter, capture_vision, gather_rows, make_captured, select, square_grid
 from .llm_probe import instruction_scores
 from .prompt_surgery import locate_images, placeholder_runs
 
@@ -42,7 +43,7 @@ class InternVLAdapter(TowerAdapter):
             raise ValueError(f"{self.family}: downsample_ratio={ratio} is not 1/integer")
 
     def tiles_per_image(self, input_ids: torch.Tensor, tokens_per_tile: int, total_tiles: int) -> List[int]:
-        """Tiles of each image, from its run of placeholders (tiles * T consecutive tokens)."""
+        """Tiles of each image, from its run of placeholders (tiles * T consecutive tokens); input_ids on the host."""
         tiles = []
         for row, start, length in placeholder_runs(input_ids, self.image_token_id):
             if length % tokens_per_tile:
@@ -55,12 +56,17 @@ class InternVLAdapter(TowerAdapter):
             raise ValueError(f"the prompt's image placeholders make {sum(tiles)} tiles but pixel_values holds {total_tiles}")
         return tiles
 
-    def prune(self, kwargs: dict, method, backend: str) -> PrunedImages:
+    def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
         cfg = self.model.config
         pixel_values = kwargs["pixel_values"]
         if pixel_values.dim() != 4:
             raise ValueError(f"pixel_values must be [tiles, C, H, W], got shape {tuple(pixel_values.shape)}")
         feature_layer_arg, layer, needs = self.vision_setup(kwargs, method, allow_probe=True)
+        per_image = needs.llm_probe_layer is not None or needs.cls_embedding
+        if per_image:
+            # PTP selects per image and its LLM probe slices each image's row of the prompt: the host
+            # reads the prompt now, before any work is enqueued (the call's first of two syncs)
+            reads.get("input_ids")
 
         vis = capture_vision(self.tower, pixel_values.to(self.inner.dtype), needs, feature_layer=layer, backend=backend)
         features = vis.features
@@ -73,11 +79,11 @@ class InternVLAdapter(TowerAdapter):
         T = shuffled.shape[1]
         grid = (h // self.factor, w // self.factor)
         pooled = None if vis.scores is None else pixel_shuffle_pool(vis.scores[:, 1:], (h, w), self.factor)
-        tiles = self.tiles_per_image(kwargs["input_ids"], T, n_tiles)
 
-        if needs.llm_probe_layer is not None or needs.cls_embedding:
+        if per_image:
+            tiles = self.tiles_per_image(reads.get("input_ids"), T, n_tiles)  # already on the host
             projected = self.inner.multi_modal_projector(shuffled)  # [tiles, T, D]: the probe needs every token
-            c_scores = self._instruction_scores(kwargs, projected, tiles, needs.llm_probe_layer, backend)
+            c_scores = self._instruction_scores(kwargs, reads, projected, tiles, needs.llm_probe_layer, backend)
             keeps, first = [], 0
             for S, c in zip(tiles, c_scores):
                 captured = make_captured(
@@ -88,12 +94,14 @@ class InternVLAdapter(TowerAdapter):
                 )
                 keeps.append(select(method, captured, (S, T), backend))
                 first += S
-            keep = torch.cat(keeps)
-            kept = projected[keep]
+            (keep,) = reads.fetch(torch.cat(keeps))  # kept counts decide the prompt: read on the host
+            kept = gather_rows(projected, keep)
         else:
             captured = make_captured(needs, grid, pooled, shuffled)
             keep = select(method, captured, (n_tiles, T), backend)
-            kept = self.inner.multi_modal_projector(shuffled[keep])  # [K, D], tile-major order
+            (keep,) = reads.fetch(keep)  # the call's one host synchronisation: kept counts decide the prompt
+            tiles = self.tiles_per_image(reads.get("input_ids"), T, n_tiles)  # read with the masks: no sync
+            kept = self.inner.multi_modal_projector(gather_rows(shuffled, keep))  # [K, D], tile-major order
 
         per_tile = keep.sum(1)
         if bool((per_tile == per_tile[0]).all()):
@@ -113,13 +121,15 @@ class InternVLAdapter(TowerAdapter):
             pooler_output=pooler, placeholder_keep=placeholder_keep, selection=selection, num_tokens=[S * T for S in tiles]
         )
 
-    def _instruction_scores(self, kwargs, projected, tiles, layer, backend) -> List[torch.Tensor]:
-        """Per image, float32 [S_i, T]: PTP's instruction score of each of its tokens."""
+    def _instruction_scores(self, kwargs, reads, projected, tiles, layer, backend) -> List[torch.Tensor]:
+        """Per image, float32 [S_i, T]: PTP's instruction score of each of its tokens. Positions come
+        from the host copy of the prompt (``reads``); the device only gathers and scatters by index."""
         if layer is None:
             raise ValueError("a method asking for per-tile [CLS] tokens must also name its LLM probe layer")
-        input_ids, attention_mask = kwargs["input_ids"], kwargs.get("attention_mask")
+        input_ids, attention_mask = kwargs["input_ids"], reads.get("attention_mask")
+        device = input_ids.device
         T = projected.shape[1]
-        images = locate_images(input_ids, self.image_token_id, [S * T for S in tiles])
+        images = locate_images(reads.get("input_ids"), self.image_token_id, [S * T for S in tiles])
         per_image = torch.split(projected.reshape(-1, projected.shape[-1]), [S * T for S in tiles])
         embed = self.inner.get_input_embeddings()
         scores: List[torch.Tensor] = [None] * len(images)
@@ -127,7 +137,7 @@ class InternVLAdapter(TowerAdapter):
             in_row = [i for i, img in enumerate(images) if img.row == row]
             embeds = embed(input_ids[row]).clone()
             for i in in_row:
-                embeds[images[i].positions] = per_image[i].to(embeds.dtype)
+                embeds[from_host(images[i].positions, device)] = per_image[i].to(embeds.dtype)
             if attention_mask is None:
                 start, end = 0, input_ids.shape[1]
             else:
@@ -145,5 +155,5 @@ class InternVLAdapter(TowerAdapter):
                 backend=backend,
             )
             for i in in_row:
-                scores[i] = s[images[i].positions - start].reshape(tiles[i], T)
+                scores[i] = s[from_host(images[i].positions - start, s.device)].reshape(tiles[i], T)
         return scores

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .adapter import PrunedImages, TowerAdapter, capture_vision, make_captured, select, square_grid
+from .adapter import PrunedImages, TowerAdapter, capture_vision, gather_rows, make_captured, select, square_grid
 
 
 class LlavaAdapter(TowerAdapter):
@@ -19,7 +19,7 @@ class LlavaAdapter(TowerAdapter):
     family = "LlavaForConditionalGeneration"
     consumed_kwargs = ("pixel_values", "vision_feature_layer", "vision_feature_select_strategy", "image_sizes")
 
-    def prune(self, kwargs: dict, method, backend: str) -> PrunedImages:
+    def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
         if kwargs.get("image_sizes") is not None:
             raise ValueError(f"{self.family}: image_sizes (variable-size towers) is not supported by pruning")
         pixel_values = kwargs["pixel_values"]
@@ -33,8 +33,9 @@ class LlavaAdapter(TowerAdapter):
         scores = None if vis.scores is None else vis.scores[:, start:]
         captured = make_captured(needs, square_grid(N, self.family), scores, features)
         keep = select(method, captured, (n, N), backend)
+        (keep,) = reads.fetch(keep)  # the call's one host synchronisation: kept counts decide the prompt
 
-        projected = self.inner.multi_modal_projector(features[keep])  # [K, D], image-major order
+        projected = self.inner.multi_modal_projector(gather_rows(features, keep))  # [K, D], image-major order
         per_image = list(torch.split(projected, keep.sum(1).tolist()))
         return PrunedImages(
             pooler_output=per_image,

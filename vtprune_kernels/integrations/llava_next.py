@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..methods._device import from_host
 from .adapter import PrunedImages, TowerAdapter, capture_vision, make_captured, select, square_grid
 
 
@@ -54,10 +55,12 @@ class LlavaNextAdapter(TowerAdapter):
         )
         return [p[:, 0].long() for p in packed]
 
-    def prune(self, kwargs: dict, method, backend: str) -> PrunedImages:
-        pixel_values, image_sizes = kwargs["pixel_values"], kwargs.get("image_sizes")
-        if image_sizes is None:
+    def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
+        pixel_values = kwargs["pixel_values"]
+        if kwargs.get("image_sizes") is None:
             raise ValueError(f"{self.family}: pruning needs image_sizes with pixel_values")
+        # tile counts decide which tiles the tower sees: host values (one early sync if on the GPU)
+        image_sizes = reads.get("image_sizes")
         _, layer, needs = self.vision_setup(kwargs, method)
 
         tiles = self.tiles_per_image(image_sizes)
@@ -74,6 +77,7 @@ class LlavaNextAdapter(TowerAdapter):
         scores = None if vis.scores is None else vis.scores[:, 1:]
         captured = make_captured(needs, square_grid(N, self.family), scores, features)
         keep = select(method, captured, (n_tiles, N), backend)
+        (keep,) = reads.fetch(keep)  # the call's host synchronisation: kept counts decide the prompt
 
         sources = self.packed_sources(tiles, N, image_sizes)
         newline = self.inner.image_newline
@@ -81,13 +85,14 @@ class LlavaNextAdapter(TowerAdapter):
         pooler, placeholder_keep, selection, num_tokens = [], [], [], []
         offset = 0
         for t, src in zip(tiles, sources):
-            src = src.to(keep.device)
+            # host bookkeeping of the packed order; the device only gathers and scatters by index
             is_newline = src < 0
             kept_here = is_newline | flat_keep[offset + src.clamp(min=0)]
             kept_src = src[kept_here & ~is_newline]
-            projected = self.inner.multi_modal_projector(flat_features[offset + kept_src])
+            token_slots = (~is_newline[kept_here]).nonzero().flatten()
+            projected = self.inner.multi_modal_projector(flat_features[from_host(offset + kept_src, features.device)])
             image = newline.to(projected.dtype).expand(int(kept_here.sum()), -1).clone()
-            image[~is_newline[kept_here]] = projected
+            image[from_host(token_slots, image.device)] = projected
             pooler.append(image)
             placeholder_keep.append(kept_here)
             selection.append(kept_src.sort().values)

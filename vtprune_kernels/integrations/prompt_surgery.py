@@ -9,6 +9,10 @@ Padding: rows whose padding is at the start (left) stay left-padded, at the end 
 right-padded. A batch without padding is left-padded if its rows end up with different lengths
 (left padding is what decoder-only generation needs). ``labels`` lose the same positions and are
 padded with -100.
+
+Host-side bookkeeping: the integration calls these on the host copies of the prompt (one read per
+call, see handle.py); on CUDA tensors their ``nonzero`` / ``bool()`` / ``tolist()`` would each
+synchronise.
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import torch
 
 from .. import ops
 from . import _checks
+from ._device import from_host
 from .base import Captured, Needs, PruningMethod
 
 Grid = Union[int, Sequence[int]]
@@ -75,7 +76,7 @@ class Random(_ScoreFreeBaseline):
 
     def _mask(self, h, w, batch_size, device, backend):
         n_tokens = h * w
-        scores = self.random_scores(n_tokens, batch_size).to(device)
+        scores = from_host(self.random_scores(n_tokens, batch_size), device)  # drawn on the CPU; no host sync
         return ops.region_topk_mask(
             scores,
             torch.zeros(n_tokens, dtype=torch.int64, device=device),
@@ -118,4 +119,4 @@ class Uniform(_ScoreFreeBaseline):
     def _mask(self, h, w, batch_size, device, backend):
         row = torch.zeros(h * w, dtype=torch.bool)
         row[torch.tensor(self.kept_indices((h, w)), dtype=torch.int64)] = True
-        return row.expand(batch_size, -1).contiguous().to(device)
+        return from_host(row.expand(batch_size, -1).contiguous(), device)  # no host sync

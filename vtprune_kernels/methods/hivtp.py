@@ -23,6 +23,7 @@ import torch
 
 from .. import ops
 from . import _checks
+from ._device import from_host
 from .base import Captured, Needs, PruningMethod
 
 
@@ -154,8 +155,9 @@ class HIVTP(PruningMethod):
         if h * w != N:
             raise ValueError(f"grid {(h, w)} has {h * w} cells but received has N={N} tokens per row")
         device = received.device
-        region_ids = self.region_ids((h, w)).to(device)
-        budgets = torch.tensor(self.region_budgets((h, w)), dtype=torch.int64, device=device)
+        # host-built constants of the grid, copied without a host sync (pinned, non-blocking)
+        region_ids = from_host(self.region_ids((h, w)), device)
+        budgets = from_host(torch.tensor(self.region_budgets((h, w)), dtype=torch.int64), device)
         regional = ops.region_topk_mask(
             received,
             region_ids,

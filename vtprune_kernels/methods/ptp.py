@@ -16,6 +16,7 @@ thumbnail) of T tokens each (after InternVL's pixel shuffle):
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -74,13 +75,23 @@ class PTP(PruningMethod):
         return min_max_normalise(similarity).softmax(0)
 
     def select(
-        self, cls_regions: torch.Tensor, b_scores: torch.Tensor, c_scores: torch.Tensor, *, backend: str = "auto"
+        self,
+        cls_regions: torch.Tensor,
+        b_scores: torch.Tensor,
+        c_scores: torch.Tensor,
+        *,
+        backend: str = "auto",
+        validate: Optional[bool] = None,
     ) -> torch.Tensor:
         """bool [S, T] keep mask of one image, exactly ``total_keep(S, T)`` tokens.
 
         cls_regions [S, C]: each region's [CLS] output embedding, thumbnail last. b_scores,
         c_scores float [S, T]: token scores on the pooled (pixel-shuffled) grid of each region.
-        ``backend`` is forwarded to the ops.
+        ``backend`` is forwarded to the ops. ``validate``: check the region weights (a NaN
+        embedding is an error); that reads them, one host sync on CUDA. ``None`` (default):
+        validate on the CPU only (free there), so CUDA calls never synchronise. Unvalidated on
+        CUDA, NaN weights give equal region budgets (the kernel's rule for weights not summing
+        above 0; the CPU kernel always rejects them).
         """
         _checks.float_tensor("cls_regions", cls_regions, 2)
         _checks.float_tensor("b_scores", b_scores, 2)
@@ -99,12 +110,15 @@ class PTP(PruningMethod):
             if t.device != b_scores.device:
                 raise ValueError(f"{name} is on {t.device} but b_scores is on {b_scores.device}")
         device = b_scores.device
+        if validate is None:
+            validate = device.type == "cpu"
         budgets = ops.allocate_budget(
             self.region_weights(cls_regions)[None],
-            torch.tensor([self.total_keep(S, T)], dtype=torch.int64, device=device),
+            torch.full((1,), self.total_keep(S, T), dtype=torch.int64, device=device),
             torch.full((1, S), T, dtype=torch.int64, device=device),
             backend=backend,
-        )  # validated: the weights come from the data (a NaN embedding is reported here)
+            validate=bool(validate),  # the weights come from the data (a NaN embedding is reported here)
+        )
         b = min_max_normalise(b_scores.float())
         c = min_max_normalise(c_scores.float())
         score = self.alpha * c + (1.0 - self.alpha) * b
@@ -114,6 +128,8 @@ class PTP(PruningMethod):
         )  # budgets <= T by allocate_budget's contract
         return mask.reshape(S, T)
 
-    def select_captured(self, captured: Captured, *, backend: str = "auto") -> torch.Tensor:
+    def select_captured(
+        self, captured: Captured, *, backend: str = "auto", validate: Optional[bool] = None
+    ) -> torch.Tensor:
         cls_regions, b_scores, c_scores = captured.require("cls_regions", "b_scores", "c_scores")
-        return self.select(cls_regions, b_scores, c_scores, backend=backend)
+        return self.select(cls_regions, b_scores, c_scores, backend=backend, validate=validate)
