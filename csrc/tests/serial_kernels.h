@@ -33,13 +33,16 @@ inline void bitonic_sort_pairs(std::vector<uint64_t>& keys, std::vector<uint32_t
 
 // The radix selection of region_topk_select_kernel over one segment's keys (rank_key values of a row
 // of n_indices tokens). Returns the final state; `pivots_ok` turns false if a pass did not find
-// exactly one pivot digit (the kernel relies on it: one thread writes the next state).
+// exactly one pivot digit (the kernel relies on it: one thread writes the next state) or the
+// selection did not finish. `passes` (optional) counts the histogram passes.
 inline vtprune::RadixSelectState radix_select(const std::vector<uint64_t>& keys, int64_t k, int64_t n_indices,
-                                              bool* pivots_ok) {
+                                              bool* pivots_ok, int* passes = nullptr) {
   using namespace vtprune;
+  if (passes != nullptr) *passes = 0;
   RadixSelectState state = radix_select_start(static_cast<int64_t>(keys.size()), k);
   for (int shift = radix_select_next_shift(-1, n_indices); shift >= 0 && !radix_select_done(state);
        shift = radix_select_next_shift(shift, n_indices)) {
+    if (passes != nullptr) ++*passes;
     int64_t hist[kRadixBins] = {};
     for (const uint64_t key : keys) {
       if (radix_select_is_candidate(state, key)) ++hist[radix_digit(key, shift)];

@@ -5,6 +5,7 @@
 
 #include "check.h"
 #include "common/bitonic.h"
+#include "serial_kernels.h"
 
 // The same loop nest as the CUDA block sort, one pair at a time.
 static void serial_bitonic_sort(std::vector<uint64_t>& keys, int64_t n) {
@@ -22,23 +23,6 @@ static void serial_bitonic_sort(std::vector<uint64_t>& keys, int64_t n) {
         CHECK(!touched[lo] && !touched[hi]);
         touched[lo] = touched[hi] = true;
         vtprune::bitonic_compare_exchange(keys[lo], keys[hi], ascending);
-      }
-    }
-  }
-}
-
-// The (key, index) two-array variant, as the de-dup sorts use it.
-static void serial_bitonic_sort_pairs(std::vector<uint64_t>& keys, std::vector<uint32_t>& indices, int64_t n) {
-  const int64_t P = vtprune::next_pow2(n);
-  keys.resize(static_cast<size_t>(P), ~0ull);
-  indices.resize(static_cast<size_t>(P), ~0u);
-  for (int64_t k = 2; k <= P; k <<= 1) {
-    for (int64_t j = k >> 1; j > 0; j >>= 1) {
-      for (int64_t t = 0; t < P / 2; ++t) {
-        int64_t lo, hi;
-        bool ascending;
-        vtprune::bitonic_pair(t, j, k, &lo, &hi, &ascending);
-        vtprune::bitonic_compare_exchange(keys[lo], indices[lo], keys[hi], indices[hi], ascending);
       }
     }
   }
@@ -83,7 +67,9 @@ int main() {
     std::vector<std::pair<uint64_t, uint32_t>> expected;
     for (int64_t i = 0; i < n; ++i) expected.emplace_back(keys[i], indices[i]);
     std::sort(expected.begin(), expected.end());
-    serial_bitonic_sort_pairs(keys, indices, n);
+    keys.resize(static_cast<size_t>(vtprune::next_pow2(n)));  // the kernel's padded buffers
+    indices.resize(keys.size());
+    vtprune_sim::bitonic_sort_pairs(keys, indices, n);  // the de-dup kernels' (key, index) variant
     for (int64_t i = 0; i < n; ++i) {
       CHECK_EQ(keys[i], expected[i].first);
       CHECK_EQ(indices[i], expected[i].second);

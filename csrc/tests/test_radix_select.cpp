@@ -11,6 +11,7 @@
 #include "common/radix_select.h"
 #include "common/ranking.h"
 #include "common/sort_keys.h"
+#include "serial_kernels.h"
 
 using namespace vtprune;
 
@@ -20,28 +21,9 @@ static std::vector<bool> radix_select(const std::vector<float>& scores, const st
   const int64_t n_indices = static_cast<int64_t>(scores.size());
   std::vector<uint64_t> keys;
   for (int i : members) keys.push_back(rank_key(scores[i], static_cast<uint32_t>(i)));
-  RadixSelectState state = radix_select_start(static_cast<int64_t>(keys.size()), k);
-  *passes = 0;
-  for (int shift = radix_select_next_shift(-1, n_indices); shift >= 0 && !radix_select_done(state);
-       shift = radix_select_next_shift(shift, n_indices)) {
-    ++*passes;
-    int64_t hist[kRadixBins] = {};
-    for (uint64_t key : keys)
-      if (radix_select_is_candidate(state, key)) ++hist[radix_digit(key, shift)];
-    int64_t below = 0;
-    int pivots = 0;
-    RadixSelectState next = state;
-    for (int d = 0; d < kRadixBins; ++d) {
-      if (radix_select_is_pivot_digit(state, below, hist[d])) {
-        ++pivots;
-        radix_select_advance(next, shift, d, below, hist[d]);
-      }
-      below += hist[d];
-    }
-    CHECK_EQ(pivots, 1);  // exactly one bin holds the pivot
-    state = next;
-  }
-  CHECK(radix_select_done(state));
+  bool pivots_ok = true;
+  const RadixSelectState state = vtprune_sim::radix_select(keys, k, n_indices, &pivots_ok, passes);
+  CHECK(pivots_ok);  // every pass found exactly one pivot bin, and the selection finished
   std::vector<bool> mask(scores.size(), false);
   for (uint64_t key : keys)
     if (radix_select_selected(state, key)) mask[rank_key_index(key)] = true;
