@@ -3,8 +3,9 @@
 Received attention (head mean, query mean), fp32, at two shapes:
 - ``llava-next``: B=5 tiles, H=16, M=N=577, D=64 (a LLaVA-NeXT 672x672 image through CLIP-L/14-336);
 - ``n4096``: B=1, H=16, M=N=4096, D=64 (a long sequence: the eager [M, N] maps take 1 GiB each).
-``benchmark.extra_info["peak_extra_mib"]`` holds the peak extra memory of one call (see
-peak_memory.py: resident pages in a fresh process on the CPU, the allocator's peak on CUDA).
+``benchmark.extra_info["peak_extra_mib"]`` holds the peak extra memory of one call: on the CPU
+resident pages in a fresh process (peak_memory.py), on CUDA the allocator's peak
+(``vtprune_kernels.demo.measure.peak_memory``).
 GPU cases (Triton kernel, eager on CUDA) skip without a GPU.
 
 Run: ``pytest benchmarks/bench_attention_scores.py --benchmark-only``
@@ -13,24 +14,23 @@ import pytest
 import torch
 
 import vtprune_kernels  # noqa: F401
-from peak_memory import cpu_peak_extra_bytes, cuda_peak_extra_bytes
-from vtprune_kernels import _library, ops, reference
+from peak_memory import cpu_peak_extra_bytes
+from timing import synced
+
+from vtprune_kernels import _library, ops
+from vtprune_kernels.demo.measure import peak_memory
+from vtprune_kernels.demo.op_bench import eager_attention_scores
 
 SHAPES = {"llava-next": (5, 16, 577, 577, 64), "n4096": (1, 16, 4096, 4096, 64)}
 HAS_CUDA = torch.cuda.is_available()
 
 
-def eager_scores(q, k):
-    """What a pruning method does without the op: materialise every head's [M, N] map."""
-    return torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1).mean(1).mean(1)
-
-
 IMPLS = {
     "vtprune-cpu": ("cpu", lambda q, k: ops.attention_scores(q, k, backend="cpu")),
-    "eager-cpu": ("cpu", eager_scores),
+    "eager-cpu": ("cpu", eager_attention_scores),
     "reference-cpu": ("cpu", lambda q, k: ops.attention_scores(q, k, backend="reference")),
     "vtprune-triton": ("cuda", lambda q, k: ops.attention_scores(q, k, backend="triton")),
-    "eager-cuda": ("cuda", eager_scores),
+    "eager-cuda": ("cuda", eager_attention_scores),
 }
 
 
@@ -63,8 +63,8 @@ def test_attention_scores(benchmark, impl, shape_name):
     q, k = inputs(shape_name, device)
     benchmark.group = f"attention_scores {shape_name} (fp32, head mean, query mean)"
     if device == "cuda":
-        benchmark.extra_info["peak_extra_mib"] = cuda_peak_extra_bytes(lambda: fn(q, k)) / 2**20
-        benchmark(lambda: (fn(q, k), torch.cuda.synchronize()))
+        benchmark.extra_info["peak_extra_mib"] = peak_memory(lambda: fn(q, k), "cuda") / 2**20
+        benchmark(synced(fn, q, k))
     else:
         benchmark.extra_info["peak_extra_mib"] = cpu_peak_extra_bytes(
             "bench_attention_scores", "memory_case", impl, shape_name) / 2**20

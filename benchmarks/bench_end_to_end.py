@@ -12,18 +12,19 @@ the prompt; only VisPruner captures q/k, scores and selects. Its two parts are a
 directly: scoring (time inside ``vtprune::attention_scores``, profiler) and selection (time
 inside ``select_captured``).
 
-Every comparison is also timed paired (``paired_timing.py``: the two calls alternate, fastest of
+Every comparison is also timed paired (``timing.py``: the two calls alternate, fastest of
 each kept) into ``extra_info["paired_*_s"]``; ``plot_results.py`` quotes those ratios.
 """
 import statistics
 
 import pytest
 import torch
-from paired_timing import paired_best
+from timing import paired_best
 from vlm_models import LLM_1024, clip_l_llava, llm_heavy_llava, prefill, prompt_inputs, visual_tokens
 
 import vtprune_kernels
 from vtprune_kernels import Uniform, VisPruner
+from vtprune_kernels.demo.measure import synchronize
 from vtprune_kernels.demo.session import scoring_seconds, timed
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -50,18 +51,13 @@ def llm_heavy():
     return _to(model, prompt_inputs(processor, images_per_prompt=5))
 
 
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
 def _bench_prefill(benchmark, model, inputs, keep=None):
     """Benchmark one prefill, unpruned (``keep=None``) or with VisPruner keeping ``keep`` per image;
     a pruned one is also timed paired with the unpruned prefill."""
 
     def unpruned():
         prefill(model, inputs)
-        _sync()
+        synchronize(DEVICE)
 
     def pruned():
         with vtprune_kernels.apply(model, VisPruner(keep=keep)):
@@ -112,7 +108,7 @@ def test_image_stage_llm_heavy(benchmark, llm_heavy, method_name):
 
         def call():
             handle.prepare_inputs(**inputs)
-            _sync()
+            synchronize(DEVICE)
 
         benchmark.pedantic(call, **ROUNDS)
         benchmark.extra_info["select_s"] = statistics.median(method.seconds)
@@ -130,4 +126,4 @@ def test_image_stage_llm_heavy(benchmark, llm_heavy, method_name):
 def _prepare(model, inputs, method):
     with vtprune_kernels.apply(model, method) as handle:
         handle.prepare_inputs(**inputs)
-    _sync()
+    synchronize(DEVICE)

@@ -14,19 +14,19 @@ call, two ways: ``extra_info["peak_extra_bytes"]``, the most tensor bytes alive 
 view, ``vtprune_kernels.demo.measure``, the measure the demo reports); on the CPU also
 ``extra_info["peak_extra_rss_bytes"]``, resident pages in a fresh process (``peak_memory.py``, the
 measure of the op benchmarks). The eager benchmark also times both paths paired
-(``paired_timing.py``) into ``extra_info["paired_package_s"]`` / ``["paired_eager_s"]``.
+(``timing.py``) into ``extra_info["paired_package_s"]`` / ``["paired_eager_s"]``.
 ``output_attentions`` appears here only as the baseline.
 """
 import pytest
 import torch
-from paired_timing import paired_best
 from peak_memory import cpu_peak_extra_bytes
+from timing import paired_best
 from vlm_models import LLM_TINY, clip_l_llava, prompt_inputs
 
 import vtprune_kernels
 from vtprune_kernels import VisPruner
 from vtprune_kernels.demo.llava_factory import LlavaSpec, build_llava
-from vtprune_kernels.demo.measure import peak_memory
+from vtprune_kernels.demo.measure import peak_memory, synchronize
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 KEEP = 144
@@ -89,11 +89,6 @@ def memory_case(path: str):
     return make(*_model_and_inputs()), make(*tiny)
 
 
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
 @pytest.mark.benchmark(group="score extraction clip_l batch 2")
 def test_score_extraction_package(benchmark, model_and_inputs):
     model, inputs = model_and_inputs
@@ -101,7 +96,7 @@ def test_score_extraction_package(benchmark, model_and_inputs):
 
         def call():
             handle.prepare_inputs(**inputs)
-            _sync()
+            synchronize(DEVICE)
 
         benchmark.pedantic(call, **ROUNDS)
         benchmark.extra_info["peak_extra_bytes"] = peak_memory(call, DEVICE)
@@ -116,7 +111,7 @@ def test_score_extraction_eager_output_attentions(benchmark, eager_tower):
 
     def call():
         eager_vispruner(model, pixel_values, KEEP)
-        _sync()
+        synchronize(DEVICE)
 
     benchmark.pedantic(call, **ROUNDS)
     benchmark.extra_info["peak_extra_bytes"] = peak_memory(call, DEVICE)
@@ -126,7 +121,7 @@ def test_score_extraction_eager_output_attentions(benchmark, eager_tower):
         model.model.vision_tower.set_attn_implementation("sdpa")
         with vtprune_kernels.apply(model, VisPruner(keep=KEEP)) as handle, torch.inference_mode():
             handle.prepare_inputs(**inputs)
-        _sync()
+        synchronize(DEVICE)
 
     def eager():
         model.model.vision_tower.set_attn_implementation("eager")

@@ -11,7 +11,8 @@ Run: ``pytest benchmarks/bench_selection.py --benchmark-only``
 """
 import pytest
 import torch
-import torch.nn.functional as F
+from baselines import published_dedup_loop, ranked_residual, topk_per_segment, window_unfold_argmax
+from timing import synced
 
 import vtprune_kernels  # noqa: F401
 from vtprune_kernels import _library, ops
@@ -30,10 +31,7 @@ def device_or_skip(impl):
 
 
 def timed(benchmark, device, fn, *args):
-    if device == "cuda":
-        benchmark(lambda: (fn(*args), torch.cuda.synchronize()))
-    else:
-        benchmark(fn, *args)
+    benchmark(synced(fn, *args)) if device == "cuda" else benchmark(fn, *args)
 
 
 # ---------------------------------------------------------------- region_topk_mask
@@ -44,16 +42,6 @@ REGION_CASES = {
     # HIVTP: 2x2 regions of the 24x24 grid, keep 25%, batch 8
     "hivtp-4x144": (8, 4, 144, 36),
 }
-
-
-def topk_loop_mask(scores, region_ids, k):
-    """Baseline: one torch.topk per (row, region)."""
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    for b in range(scores.shape[0]):
-        for r in range(k.shape[1]):
-            members = (region_ids == r).nonzero().flatten()
-            mask[b, members[scores[b, members].topk(int(k[b, r])).indices]] = True
-    return mask
 
 
 def region_inputs(case, device):
@@ -68,31 +56,13 @@ def region_inputs(case, device):
 def test_region_topk_mask(benchmark, impl, case):
     device = device_or_skip(impl)
     benchmark.group = f"region_topk_mask {case}"
-    fn = topk_loop_mask if impl.startswith("topk-loop") else torch.ops.vtprune.region_topk_mask
+    fn = topk_per_segment if impl.startswith("topk-loop") else torch.ops.vtprune.region_topk_mask
     timed(benchmark, device, fn, *region_inputs(case, device))
 
 
 # ---------------------------------------------------------------- cosine_dedup_mask
 
 DEDUP_SHAPE = (5, 576, 1024, 16, 16)  # tiles, tokens, channels, important tokens, diverse tokens kept
-
-
-def published_dedup_rounds(x, order, n_keep, step=8):
-    """Baseline: VisPruner's loop over rounds, batched over tiles; order [B, n] is the ranked residual.
-
-    Each round gathers the residual rows, normalises them, takes the A x B cosines with one GEMM,
-    their max, sorts A by it and re-concatenates. Returns the kept indices [B, n_keep].
-    """
-    C = x.shape[-1]
-    R = order
-    while (r := min(step, R.shape[1] - n_keep)) > 0:
-        A, B = R[:, ::2], R[:, 1::2]
-        xa = F.normalize(torch.gather(x, 1, A[..., None].expand(-1, -1, C)), dim=-1)
-        xb = F.normalize(torch.gather(x, 1, B[..., None].expand(-1, -1, C)), dim=-1)
-        best = (xa @ xb.transpose(1, 2)).amax(-1)
-        A = torch.gather(A, 1, best.argsort(dim=1, descending=True, stable=True))
-        R = torch.cat([A[:, r:], B], dim=1)
-    return R
 
 
 def dedup_inputs(device):
@@ -103,7 +73,7 @@ def dedup_inputs(device):
     ranked = scores.argsort(dim=1, descending=True, stable=True)
     candidates = torch.ones(B, N, dtype=torch.bool, device=device).scatter(1, ranked[:, :n_imp], False)
     n_keep = torch.full((B,), n_div, dtype=torch.int64, device=device)
-    return x, candidates, scores, n_keep, ranked[:, n_imp:]
+    return x, candidates, scores, n_keep, ranked_residual(candidates, scores)
 
 
 @pytest.mark.parametrize("impl", ["vtprune-cpu", "published-loop-cpu", "vtprune-cuda", "published-loop-cuda"])
@@ -114,22 +84,12 @@ def test_cosine_dedup_mask(benchmark, impl):
     if impl.startswith("vtprune"):
         timed(benchmark, device, torch.ops.vtprune.cosine_dedup_mask, x, candidates, scores, n_keep, 8)
     else:
-        timed(benchmark, device, published_dedup_rounds, x, residual, DEDUP_SHAPE[4])
+        timed(benchmark, device, published_dedup_loop, x, residual, DEDUP_SHAPE[4])
 
 
 # ---------------------------------------------------------------- window_argmax_mask
 
 WINDOW_SHAPE = (8, 24, 24, 2)  # batch, grid, grid, window
-
-
-def unfold_argmax_mask(scores, exclude, w):
-    """Baseline: excluded -> -inf, windows unfolded, argmax (first maximum), scattered back."""
-    B, H, W = scores.shape
-    masked = scores.masked_fill(exclude, float("-inf"))
-    windows = masked.view(B, H // w, w, W // w, w).permute(0, 1, 3, 2, 4).reshape(B, H // w, W // w, w * w)
-    best, arg = windows.max(-1)
-    hit = F.one_hot(arg, w * w).bool() & (best > float("-inf"))[..., None]
-    return hit.view(B, H // w, W // w, w, w).permute(0, 1, 3, 2, 4).reshape(B, H, W)
 
 
 @pytest.mark.parametrize("impl", ["vtprune-cpu", "unfold-argmax-cpu", "vtprune-cuda", "unfold-argmax-cuda"])
@@ -143,7 +103,7 @@ def test_window_argmax_mask(benchmark, impl):
     if impl.startswith("vtprune"):
         timed(benchmark, device, torch.ops.vtprune.window_argmax_mask, scores, exclude, [w, w])
     else:
-        timed(benchmark, device, unfold_argmax_mask, scores, exclude, w)
+        timed(benchmark, device, window_unfold_argmax, scores, exclude, (w, w))
 
 
 # ---------------------------------------------------------------- allocate_budget

@@ -7,8 +7,8 @@ path) next to its baselines, synchronising after every call:
   code does), the best vectorised torch form when all regions are equal contiguous blocks (one
   batched topk of the largest k, then a rank mask), and the C++ CPU kernel.
 - window_argmax_mask: the vectorised torch form (masked fill, window view, argmax) and the CPU kernel.
-- cosine_dedup_mask: VisPruner's published loop on the GPU (per round: gather A and B, normalise,
-  one GEMM, amax, sort) and the CPU kernel.
+- cosine_dedup_mask: VisPruner's published loop on the GPU, batched over the images (per round:
+  gather A and B, normalise, one GEMM, amax, sort) and the CPU kernel.
 - allocate_budget: the CPU kernel.
 The CPU kernel is timed as a caller with GPU tensors would use it: copy in, run, copy back.
 
@@ -16,10 +16,12 @@ Run: ``pytest benchmarks/bench_selection_cuda.py --benchmark-only``.
 """
 import pytest
 import torch
-import torch.nn.functional as F
+from baselines import published_dedup_loop, ranked_residual, topk_per_segment, window_unfold_argmax
+from timing import synced
 
 import vtprune_kernels  # noqa: F401
 from vtprune_kernels import _library, ops
+from vtprune_kernels.demo.measure import peak_memory
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and _library.HAS_CUDA_KERNELS), reason="needs a CUDA device and the CUDA kernels"
@@ -29,15 +31,6 @@ pytestmark = pytest.mark.skipif(
 def via_cpu(op, *args, **kwargs):
     """The CPU path from GPU tensors: copy in, run the C++ CPU kernel, copy the result back."""
     return op(*(a.cpu() if isinstance(a, torch.Tensor) else a for a in args), backend="cpu", **kwargs).cuda()
-
-
-def synced(fn, *args, **kwargs):
-    def run():
-        out = fn(*args, **kwargs)
-        torch.cuda.synchronize()
-        return out
-
-    return run
 
 
 # ---------------------------------------------------------------- region_topk_mask
@@ -53,16 +46,6 @@ def region_case(B, R, S, device="cuda"):
     ids = torch.arange(R).repeat_interleave(S)
     k = torch.randint(0, S + 1, (B, R), generator=g)
     return scores.to(device), ids.to(device), k.to(device)
-
-
-def topk_per_segment(scores, ids, k):
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    for b in range(scores.shape[0]):
-        for r in range(k.shape[1]):
-            members = (ids == r).nonzero().flatten()
-            best = scores[b, members].topk(int(k[b, r])).indices
-            mask[b, members[best]] = True
-    return mask
 
 
 def topk_equal_blocks(scores, k, S):
@@ -93,17 +76,6 @@ def test_region_topk_mask(benchmark, shape, impl):
 
 # ---------------------------------------------------------------- window_argmax_mask
 
-def window_torch(scores, exclude, window):
-    B, H, W = scores.shape
-    wh, ww = window
-    v = scores.float().masked_fill(exclude, float("-inf")).view(B, H // wh, wh, W // ww, ww)
-    v = v.permute(0, 1, 3, 2, 4).reshape(B, H // wh, W // ww, wh * ww)
-    best = v.argmax(-1)
-    any_allowed = (~exclude).view(B, H // wh, wh, W // ww, ww).any(4).any(2)
-    onehot = F.one_hot(best, wh * ww).bool() & any_allowed[..., None]
-    return onehot.view(B, H // wh, W // ww, wh, ww).permute(0, 1, 3, 2, 4).reshape(B, H, W)
-
-
 @pytest.mark.parametrize("grid", [24, 48])
 @pytest.mark.parametrize("impl", ["cuda", "torch_vectorised", "cpu"])
 def test_window_argmax_mask(benchmark, grid, impl):
@@ -114,7 +86,7 @@ def test_window_argmax_mask(benchmark, grid, impl):
     if impl == "cuda":
         fn = synced(ops.window_argmax_mask, scores, exclude, (2, 2), backend="cuda")
     elif impl == "torch_vectorised":
-        fn = synced(window_torch, scores, exclude, (2, 2))
+        fn = synced(window_unfold_argmax, scores, exclude, (2, 2))
     else:
         fn = synced(via_cpu, ops.window_argmax_mask, scores, exclude, (2, 2))
     benchmark(fn)
@@ -140,24 +112,6 @@ def dedup_case(B, N, C, n_important, n_keep):
     return x, candidates, order_scores, torch.full((B,), n_keep, device="cuda")
 
 
-def published_dedup_loop(x, candidates, order_scores, n_keep, step=8):
-    """VisPruner's loop per image on the GPU: each round gathers A and B, normalises, one GEMM."""
-    mask = torch.zeros_like(candidates)
-    for b in range(x.shape[0]):
-        cand = candidates[b].nonzero().flatten()
-        R = cand[order_scores[b, cand].argsort(descending=True)]
-        keep = int(n_keep[b])
-        while (r := min(step, len(R) - keep)) > 0:
-            A, B = R[0::2], R[1::2]
-            a = F.normalize(x[b, A].float(), dim=-1)
-            bb = F.normalize(x[b, B].float(), dim=-1)
-            m = (a @ bb.T).amax(1)
-            A = A[m.argsort(descending=True)]
-            R = torch.cat([A[min(r, len(A)) :], B])
-        mask[b, R] = True
-    return mask
-
-
 @pytest.mark.parametrize("shape", list(DEDUP_SHAPES))
 @pytest.mark.parametrize("impl", ["cuda", "published_loop_gpu", "cpu"])
 def test_cosine_dedup_mask(benchmark, shape, impl):
@@ -165,15 +119,11 @@ def test_cosine_dedup_mask(benchmark, shape, impl):
     x, candidates, order_scores, n_keep = dedup_case(*DEDUP_SHAPES[shape])
     if impl == "cuda":
         fn = synced(ops.cosine_dedup_mask, x, candidates, order_scores, n_keep, backend="cuda", validate=False)
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        benchmark.extra_info["peak_extra_memory_mib"] = (torch.cuda.max_memory_allocated() - before) / 2**20
+        benchmark.extra_info["peak_extra_memory_mib"] = peak_memory(fn, "cuda") / 2**20
     elif impl == "cpu" and DEDUP_SHAPES[shape][0] * DEDUP_SHAPES[shape][1] > 10_000:
         pytest.skip("CPU kernel on a batch of long images: too slow to time")
     elif impl == "published_loop_gpu":
-        fn = synced(published_dedup_loop, x, candidates, order_scores, n_keep)
+        fn = synced(published_dedup_loop, x, ranked_residual(candidates, order_scores), int(n_keep[0]))
     else:
         fn = synced(via_cpu, ops.cosine_dedup_mask, x, candidates, order_scores, n_keep, validate=False)
     benchmark.pedantic(fn, rounds=5, warmup_rounds=1)

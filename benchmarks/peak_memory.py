@@ -1,4 +1,5 @@
-"""Peak extra memory of one call: CPU in a fresh process (resident pages), CUDA from the allocator.
+"""Peak extra memory of one call on the CPU, in a fresh process (resident pages). CUDA figures
+come from the allocator (``vtprune_kernels.demo.measure.peak_memory``).
 
 CPU, how: a child Python process imports the benchmark module, asks its case factory for
 ``(call, warm_up)``, runs ``warm_up()`` (a tiny case: thread pools and BLAS start-up), resets the
@@ -16,7 +17,6 @@ import subprocess
 import sys
 from typing import Optional
 
-import torch
 
 _CHILD = r"""
 import importlib, re, sys
@@ -41,13 +41,3 @@ def cpu_peak_extra_bytes(module: str, factory: str, *args) -> Optional[int]:
     code = _CHILD.format(folder=folder, module=module, factory=factory, args=tuple(args))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return int(re.search(r"PEAK_EXTRA_BYTES (-?\d+)", out).group(1))
-
-
-def cuda_peak_extra_bytes(call) -> int:
-    """Peak bytes the CUDA caching allocator holds for tensors during ``call()``, above the start."""
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    call()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - before

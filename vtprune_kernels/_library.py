@@ -12,9 +12,8 @@ import torch
 from . import _C  # noqa: F401  (loads schemas, CPU kernels and, when built with CUDA, CUDA kernels)
 from . import fake  # noqa: F401
 
-HAS_CUDA_KERNELS = hasattr(torch.ops.vtprune.region_topk_mask, "default") and torch._C._dispatch_has_kernel_for_dispatch_key(
-    "vtprune::region_topk_mask", "CUDA"
-)
+# True when the extension was built against a CUDA torch (csrc/cuda/binding.cpp registered).
+HAS_CUDA_KERNELS = torch._C._dispatch_has_kernel_for_dispatch_key("vtprune::region_topk_mask", "CUDA")
 
 
 def _register_triton_backend():

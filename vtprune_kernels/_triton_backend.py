@@ -111,7 +111,7 @@ def attention_scores(
             "(or TRITON_INTERPRET=1 set before importing vtprune_kernels, to interpret them on the CPU)"
         )
     B, Hq, M, D = q.shape
-    Hk, N = k.shape[1], k.shape[2]
+    N = k.shape[2]
     scale = D**-0.5 if scale is None else float(scale)
     out_shape = (B, Hq, N) if head_reduce == "none" else (B, N)
     if B == 0:

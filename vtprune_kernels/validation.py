@@ -19,7 +19,8 @@ def _fail(message: str):
     raise ValueError(message)
 
 
-def _tensor(name, t, ndim, dtypes):
+def check_tensor(name, t, ndim, dtypes):
+    """``t`` is a tensor of ``ndim`` dimensions with a dtype in ``dtypes`` (errors name ``name``)."""
     if not isinstance(t, torch.Tensor):
         _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != ndim:
@@ -41,8 +42,8 @@ def _shape(name, t, expected):
 
 
 def check_attention_scores_args(q, k, scale, query_reduce, head_reduce, causal, lse):
-    _tensor("q", q, 4, FLOAT_DTYPES)
-    _tensor("k", k, 4, FLOAT_DTYPES)
+    check_tensor("q", q, 4, FLOAT_DTYPES)
+    check_tensor("k", k, 4, FLOAT_DTYPES)
     if k.dtype != q.dtype:
         _fail(f"k must have the dtype of q ({q.dtype}), got {k.dtype}")
     _same_device("q", q, k=k, lse=lse)
@@ -69,16 +70,16 @@ def check_attention_scores_args(q, k, scale, query_reduce, head_reduce, causal, 
     if scale is not None and not isinstance(scale, (int, float)):
         _fail(f"scale must be a float or None, got {type(scale).__name__}")
     if lse is not None:
-        _tensor("lse", lse, 3, (torch.float32,))
+        check_tensor("lse", lse, 3, (torch.float32,))
         _shape("lse", lse, (B, Hq, M))
 
 
 def check_region_topk_mask_args(scores, region_ids, k):
-    _tensor("scores", scores, 2, FLOAT_DTYPES)
+    check_tensor("scores", scores, 2, FLOAT_DTYPES)
     if not isinstance(region_ids, torch.Tensor) or region_ids.dim() not in (1, 2):
         _fail(f"region_ids must be an int64 tensor [B, N] or [N], got {getattr(region_ids, 'shape', region_ids)}")
-    _tensor("region_ids", region_ids, region_ids.dim(), (torch.int64,))
-    _tensor("k", k, 2, (torch.int64,))
+    check_tensor("region_ids", region_ids, region_ids.dim(), (torch.int64,))
+    check_tensor("k", k, 2, (torch.int64,))
     _same_device("scores", scores, region_ids=region_ids, k=k)
     B, N = scores.shape
     if tuple(region_ids.shape) not in ((B, N), (N,)):
@@ -101,8 +102,8 @@ def check_region_topk_mask_values(scores, region_ids, k):
 
 
 def check_window_argmax_mask_args(scores, exclude, window):
-    _tensor("scores", scores, 3, FLOAT_DTYPES)
-    _tensor("exclude", exclude, 3, (torch.bool,))
+    check_tensor("scores", scores, 3, FLOAT_DTYPES)
+    check_tensor("exclude", exclude, 3, (torch.bool,))
     _same_device("scores", scores, exclude=exclude)
     _shape("exclude", exclude, scores.shape)
     if len(window) != 2 or any(int(w) < 1 for w in window):
@@ -110,10 +111,10 @@ def check_window_argmax_mask_args(scores, exclude, window):
 
 
 def check_cosine_dedup_mask_args(x, candidates, order_scores, n_keep, step):
-    _tensor("x", x, 3, FLOAT_DTYPES)
-    _tensor("candidates", candidates, 2, (torch.bool,))
-    _tensor("order_scores", order_scores, 2, FLOAT_DTYPES)
-    _tensor("n_keep", n_keep, 1, (torch.int64,))
+    check_tensor("x", x, 3, FLOAT_DTYPES)
+    check_tensor("candidates", candidates, 2, (torch.bool,))
+    check_tensor("order_scores", order_scores, 2, FLOAT_DTYPES)
+    check_tensor("n_keep", n_keep, 1, (torch.int64,))
     _same_device("x", x, candidates=candidates, order_scores=order_scores, n_keep=n_keep)
     B, N, _ = x.shape
     _shape("candidates", candidates, (B, N))
@@ -129,9 +130,9 @@ def check_cosine_dedup_mask_values(x, candidates, order_scores, n_keep, step):
 
 
 def check_allocate_budget_args(weights, total, capacity):
-    _tensor("weights", weights, 2, FLOAT_DTYPES + (torch.float64,))
-    _tensor("total", total, 1, (torch.int64,))
-    _tensor("capacity", capacity, 2, (torch.int64,))
+    check_tensor("weights", weights, 2, FLOAT_DTYPES + (torch.float64,))
+    check_tensor("total", total, 1, (torch.int64,))
+    check_tensor("capacity", capacity, 2, (torch.int64,))
     _same_device("weights", weights, total=total, capacity=capacity)
     B, S = weights.shape
     _shape("total", total, (B,))

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import torch
 
 from .errors import DemoInputError
-from .report import format_table
+from ..text_table import format_table
 
 
 def run_bench(

@@ -10,7 +10,8 @@ from .checkpoint import LoadedModel, build_inputs, load_checkpoint
 from .errors import DemoInputError
 from .method_names import METHOD_NAMES, parse_method_names
 from .render import comparison_picture, method_picture
-from .report import format_table, mib, ms, printable
+from ..text_table import format_table
+from .report import mib, ms, printable
 from .llava_factory import TINY, build_llava
 from .session import DemoSession, MethodResult, input_panels, run_session
 

@@ -3,7 +3,9 @@
 Peak memory is the allocator's view on both devices, so CPU and CUDA figures mean the same:
 the most tensor bytes alive at once during a call, minus the bytes alive when it started.
 CUDA reads the caching allocator's statistics; the CPU reads the allocation/free events that
-the PyTorch profiler records (every CPU tensor allocation, kernels' workspaces included).
+the PyTorch profiler records (every CPU tensor allocation, kernels' workspaces included). The
+profiler sees only the calling thread's allocations, so the CPU call runs on one intra-op
+thread: a kernel's per-thread workspace is counted once.
 Timing and memory are separate calls: the profiler slows the code it watches.
 """
 from __future__ import annotations
@@ -24,8 +26,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], device="cpu", *, warmup: int = 1, repeats: int = 3) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` calls."""
+def time_call(
+    fn: Callable[[], object], device="cpu", *, warmup: int = 1, repeats: int = 3, min_time: float = 0.0,
+    max_repeats: int = 100,
+) -> float:
+    """Median wall time of ``fn()`` in seconds after ``warmup`` calls: at least ``repeats`` timed
+    calls, more until they add up to ``min_time`` seconds (at most ``max_repeats``)."""
     if repeats < 1:
         raise ValueError(f"time_call: repeats must be >= 1, got {repeats}")
     device = torch.device(device)
@@ -33,7 +39,7 @@ def time_call(fn: Callable[[], object], device="cpu", *, warmup: int = 1, repeat
         fn()
     synchronize(device)
     times: List[float] = []
-    for _ in range(repeats):
+    while len(times) < repeats or (sum(times) < min_time and len(times) < max_repeats):
         start = time.perf_counter()
         fn()
         synchronize(device)
@@ -71,8 +77,15 @@ def quiet_profile(device="cpu", *, profile_memory: bool = False):
 
 
 def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
-    with quiet_profile("cpu", profile_memory=True) as prof:
-        fn()
+    # The profiler records allocations of the calling thread only, not those of the intra-op
+    # worker threads: run the call on one intra-op thread so every allocation is seen.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with quiet_profile("cpu", profile_memory=True) as prof:
+            fn()
+    finally:
+        torch.set_num_threads(threads)
     events = getattr(getattr(prof, "profiler", None), "kineto_results", None)
     if events is None:
         raise RuntimeError("peak_memory: this torch profiler exposes no allocation events (kineto_results)")

@@ -10,13 +10,12 @@ The repository's pytest-benchmark suites (``make bench``) cover more shapes and 
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
 from .. import ops, reference
+from .measure import time_call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +35,7 @@ def _randn(gen, *shape, device, dtype=torch.float32):
     return torch.randn(*shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
-def _eager_attention_scores(q, k, *, query_reduce="mean", causal=False, head_groups=1):
+def eager_attention_scores(q, k, *, query_reduce="mean", causal=False, head_groups=1):
     """What published code computes: the full softmax(q k^T) map, then reductions."""
     k = k.repeat_interleave(head_groups, dim=1) if head_groups > 1 else k
     logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
@@ -61,7 +60,7 @@ def _attention_case(name, shape, B, H, M, N, D, *, Hk=None, query_reduce="mean",
         build=build,
         run=lambda q, k: ops.attention_scores(q, k, query_reduce=query_reduce, causal=causal),
         baseline_name="eager softmax(QK^T)",
-        baseline=lambda q, k: _eager_attention_scores(q, k, query_reduce=query_reduce, causal=causal, head_groups=H // Hk),
+        baseline=lambda q, k: eager_attention_scores(q, k, query_reduce=query_reduce, causal=causal, head_groups=H // Hk),
     )
 
 
@@ -140,21 +139,6 @@ def cases() -> List[Case]:
     ]
 
 
-def _median_time(fn: Callable[[], object], device: torch.device, min_time: float, max_repeats: int) -> float:
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    fn()  # warm-up: compilation, caches
-    sync()
-    times: List[float] = []
-    spent = 0.0
-    while len(times) < max_repeats and (spent < min_time or len(times) < 3):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-        spent += times[-1]
-    return statistics.median(times)
-
-
 def run(
     device="cpu",
     *,
@@ -175,8 +159,8 @@ def run(
     rows = []
     for case in tqdm(selected, desc="bench", disable=not progress):
         args = case.build(device, torch.Generator().manual_seed(0))
-        ours = _median_time(lambda: case.run(**args), device, min_time, max_repeats)
-        base = _median_time(lambda: case.baseline(**args), device, min_time, max_repeats)
+        ours = time_call(lambda: case.run(**args), device, min_time=min_time, max_repeats=max_repeats)
+        base = time_call(lambda: case.baseline(**args), device, min_time=min_time, max_repeats=max_repeats)
         rows.append(
             dict(op=case.op, case=case.name, shape=case.shape, device=str(device), vtprune_s=ours,
                  baseline=case.baseline_name, baseline_s=base, speedup=base / ours if ours > 0 else float("inf"))

@@ -5,6 +5,8 @@ import dataclasses
 import importlib
 from typing import Iterable, List, Optional
 
+from .. import text_table
+
 ARCHS = (80, 90)
 # Modules that provide ``collect(archs) -> list[KernelReport]``.
 PROVIDERS = ("vtprune_kernels.kernel_check.triton_aot", "vtprune_kernels.kernel_check.nvcc")
@@ -27,24 +29,19 @@ class KernelReport:
 
 
 def format_table(rows: Iterable[KernelReport]) -> str:
-    rows = list(rows)
-    header = ("kernel", "arch", "regs", "spill B", "smem B", "status")
+    """The check-kernels table: one line per configuration and architecture."""
     body = [
         (
             r.kernel,
             f"sm_{r.arch}",
-            "-" if r.registers is None else str(r.registers),
-            "-" if r.spill_bytes is None else str(r.spill_bytes),
-            "-" if r.shared_bytes is None else str(r.shared_bytes),
+            "-" if r.registers is None else r.registers,
+            "-" if r.spill_bytes is None else r.spill_bytes,
+            "-" if r.shared_bytes is None else r.shared_bytes,
             "ok" if r.ok else (f"ERROR: {r.error}" if r.error else "SPILLS"),
         )
         for r in rows
     ]
-    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
-    return "\n".join(lines)
+    return text_table.format_table(("kernel", "arch", "regs", "spill B", "smem B", "status"), body, "llrrrl")
 
 
 def run_all(archs=ARCHS, providers=PROVIDERS) -> List[KernelReport]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 import operator
 from typing import Sequence, Tuple, Union
 
-import torch
+from .. import validation
 
 BACKENDS = ("auto", "cpu", "reference", "cuda")
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def count(name: str, value, minimum: int = 0) -> int:
@@ -58,11 +57,6 @@ def backend(value: str) -> str:
 
 
 def float_tensor(name: str, t, ndim: int):
-    """A floating tensor of ``ndim`` dimensions (fp32/fp16/bf16)."""
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
-    if t.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
+    """A floating tensor of ``ndim`` dimensions (fp32/fp16/bf16), as the ops take them."""
+    validation.check_tensor(name, t, ndim, validation.FLOAT_DTYPES)
     return t

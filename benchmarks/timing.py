@@ -1,8 +1,10 @@
-"""Paired timing for ratios on a shared machine.
+"""Timing helpers of the benchmark suites.
 
-pytest-benchmark runs all rounds of one benchmark before the next, so when other processes load
-the machine for a while, two benchmarks meant to be compared can see different loads. Here two
-calls alternate (a, b, a, b, ...) and the fastest run of each is kept: both see the same load
+``synced(fn, *args)``: a call that waits for its CUDA work, for pytest-benchmark on a GPU.
+
+``paired_best(first, second)``: paired timing for ratios on a shared machine. pytest-benchmark
+runs all rounds of one benchmark before the next, so when other processes load the machine for a
+while, two benchmarks meant to be compared can see different loads. Here two calls alternate (a, b, a, b, ...) and the fastest run of each is kept: both see the same load
 and the ratio of the two minima is the least disturbed estimate.
 """
 from __future__ import annotations
@@ -30,3 +32,15 @@ def paired_best(first: Callable[[], object], second: Callable[[], object], pairs
             sync()
             best[i] = min(best[i], time.perf_counter() - start)
     return best[0], best[1]
+
+
+def synced(fn: Callable[..., object], *args, **kwargs) -> Callable[[], object]:
+    """``fn(*args, **kwargs)`` as a no-argument call that returns after its CUDA work has run."""
+
+    def run():
+        out = fn(*args, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return out
+
+    return run
