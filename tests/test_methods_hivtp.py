@@ -7,7 +7,7 @@ import torch
 import paper_references
 from methods_support import backends, one_cpu_thread, quantised  # noqa: F401
 from vtprune_kernels import HIVTP
-from vtprune_kernels.methods import Captured, Needs
+from vtprune_kernels.methods import Captured, Needs, VisPruner
 
 BACKENDS = backends("region_topk_mask", "window_argmax_mask")
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -131,7 +131,16 @@ def test_count_bounds_against_brute_force(grid, region_grid, ratio, window, alig
 
 def test_needs_and_select_captured():
     method = HIVTP(layers=(6, 7, 8))
-    assert method.needs(True) == Needs(vision_layers=(6, 7, 8), query_rows="all")
+    assert method.needs(True) == Needs(vision_layers=(6, 7, 8), default_layers="middle", query_rows="all")
+    # by default the integration picks the layers: the paper's 6..9 on towers attending globally
+    from vtprune_kernels.integrations.adapter import score_layers
+
+    default = HIVTP().needs(True)
+    assert HIVTP().layers is None and default.vision_layers is None
+    assert score_layers(default, feature_layer=22) == (6, 7, 8, 9)
+    assert score_layers(method.needs(True), feature_layer=22) == (6, 7, 8)
+    assert score_layers(VisPruner(4).needs(True), feature_layer=22) == (22,)
+    assert score_layers(VisPruner(4, layer=3).needs(True), feature_layer=22) == (3,)
     assert method.needs(False) == method.needs(True)
     received = torch.rand(2, 35)
     captured = Captured(grid=(5, 7), received=received)

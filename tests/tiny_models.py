@@ -188,3 +188,115 @@ def pixels(n: int, size: int = 56, seed: int = 1, tiles: Optional[int] = None):
     gen = torch.Generator().manual_seed(seed)
     shape = (n, 3, size, size) if tiles is None else (n, tiles, 3, size, size)
     return torch.randn(shape, generator=gen)
+
+
+# -- Qwen2.5-VL / Qwen3-VL ---------------------------------------------------------------------------
+VIDEO_TOKEN = 89
+VISION_START_TOKEN = 91  # <|vision_start|> (InternVL's <img> id: the families never share a prompt)
+VISION_END_TOKEN = 92
+QWEN_PATCH = 14
+QWEN_PATCH_VALUES = 3 * 2 * QWEN_PATCH * QWEN_PATCH  # channels x temporal patch x patch x patch
+
+
+def _qwen_text(hidden: int = 64, layers: int = 2, **rope):
+    return dict(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 3, 3], **rope),
+        pad_token_id=PAD_TOKEN,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+
+
+_QWEN_TOKENS = dict(
+    image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN, vision_start_token_id=VISION_START_TOKEN, vision_end_token_id=VISION_END_TOKEN
+)
+
+
+def qwen2_5_vl(seed: int = 0, depth: int = 4, fullatt=(1, 3), window_size: int = 56):
+    """Qwen2.5-VL: 14 px patches, 2x2 merge, windows of 56 px (2x2 merged tokens) in every layer
+    except ``fullatt``; Qwen2-style text with M-RoPE sections (2, 3, 3) of a 16-dim head."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    vision = dict(
+        depth=depth, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, fullatt_block_indexes=list(fullatt),
+        window_size=window_size, patch_size=QWEN_PATCH, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=2,
+    )
+    cfg = Qwen2_5_VLConfig(vision_config=vision, text_config=_qwen_text(), **_QWEN_TOKENS)
+    return _finish(Qwen2_5_VLForConditionalGeneration(cfg), seed)
+
+
+def qwen3_vl(seed: int = 0, depth: int = 4, deepstack=(0, 2), text_layers: int = 3):
+    """Qwen3-VL: 14 px patches, 2x2 merge, full attention in every layer, DeepStack features of
+    vision layers ``deepstack`` injected after LLM blocks 0..len-1; interleaved M-RoPE."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    vision = dict(
+        depth=depth, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, deepstack_visual_indexes=list(deepstack),
+        patch_size=QWEN_PATCH, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+    )
+    text = _qwen_text(layers=text_layers, mrope_interleaved=True)
+    text["head_dim"] = 16
+    cfg = Qwen3VLConfig(vision_config=vision, text_config=text, **_QWEN_TOKENS)
+    return _finish(Qwen3VLForConditionalGeneration(cfg), seed)
+
+
+def qwen_visual_tokens(grid_thw) -> int:
+    """Merged tokens (placeholders) of one image/video with patch grid (t, h, w)."""
+    t, h, w = (int(v) for v in grid_thw)
+    return t * (h // 2) * (w // 2)
+
+
+def qwen_prompts(rows, *, per_frame_runs: bool = False, padding_side: str = "left", seed: int = 0):
+    """(input_ids, attention_mask, mm_token_type_ids) [B, S] in the processor's layout.
+
+    rows: per row a list of visual items, ("image", (t, h, w)) or ("video", (t, h, w)); each item is
+    <|vision_start|> + one placeholder per merged token + <|vision_end|>, with text before, between
+    and after. ``per_frame_runs`` (Qwen3-VL's video layout): every frame of a video is its own run,
+    preceded by a timestamp text token. Rows differ in length so padding is exercised."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def text(n):
+        return torch.randint(3, 80, (n,), generator=gen).tolist()
+
+    seqs, types = [], []
+    for b, items in enumerate(rows):
+        ids = text(2 + b)
+        kinds = [0] * len(ids)
+        for kind, grid in items:
+            token, type_id = (IMAGE_TOKEN, 1) if kind == "image" else (VIDEO_TOKEN, 2)
+            t = int(grid[0])
+            runs = [qwen_visual_tokens((1, grid[1], grid[2]))] * t if kind == "video" and per_frame_runs else [qwen_visual_tokens(grid)]
+            for n in runs:
+                prefix = text(1) if kind == "video" and per_frame_runs else []
+                ids += prefix + [VISION_START_TOKEN] + [token] * n + [VISION_END_TOKEN]
+                kinds += [0] * (len(prefix) + 1) + [type_id] * n + [0]
+            ids += text(1)
+            kinds += [0]
+        ids += text(3)
+        kinds += [0] * 3
+        seqs.append(ids)
+        types.append(kinds)
+    width = max(len(s) for s in seqs)
+    out_ids = torch.full((len(seqs), width), PAD_TOKEN, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    type_ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    for b, (s, k) in enumerate(zip(seqs, types)):
+        cols = slice(width - len(s), width) if padding_side == "left" else slice(0, len(s))
+        out_ids[b, cols] = torch.tensor(s)
+        mask[b, cols] = 1
+        type_ids[b, cols] = torch.tensor(k)
+    return out_ids, mask, type_ids
+
+
+def qwen_pixels(grids, seed: int = 1) -> torch.Tensor:
+    """Random flattened patches [sum t*h*w, 3*2*14*14] for the given patch grids."""
+    gen = torch.Generator().manual_seed(seed)
+    n = sum(int(t) * int(h) * int(w) for t, h, w in grids)
+    return torch.randn(n, QWEN_PATCH_VALUES, generator=gen)

@@ -16,6 +16,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..methods.base import Captured, Needs
+from ..methods.hivtp import PAPER_LAYERS
 from .capture import VisionScoreCapture
 from .vision_runner import VisionTower, describe_tower, run_tower
 
@@ -30,12 +31,17 @@ class PrunedImages:
     selection: per image, int64 kept indices into its unpruned visual tokens (tiles concatenated in
         the model's order), increasing, on the host.
     num_tokens: per image, the number of unpruned visual tokens that ``selection`` indexes.
+    encoder_outputs: the whole ``mm_encoder_outputs`` dict when the family needs more than image
+        features (Qwen-VL: videos, DeepStack); None -> {"image": pooler_output}.
+    placeholder_tokens: per entry, the token id of its placeholders (None: the image token for all).
     """
 
     pooler_output: Union[List[torch.Tensor], torch.Tensor]
     placeholder_keep: List[torch.Tensor]
     selection: List[torch.Tensor]
     num_tokens: List[int]
+    encoder_outputs: Optional[dict] = None
+    placeholder_tokens: Optional[List[int]] = None
 
 
 @dataclasses.dataclass
@@ -46,9 +52,12 @@ class VisionCapture:
     scores: Optional[torch.Tensor]
 
 
-def score_layers(needs: Needs, feature_layer: int) -> Sequence[int]:
-    """0-based vision layers whose attention the method scores (``None`` = the feature layer)."""
-    return (feature_layer,) if needs.vision_layers is None else tuple(int(i) for i in needs.vision_layers)
+def score_layers(needs: Needs, feature_layer: int, middle_layers: Sequence[int] = PAPER_LAYERS) -> Sequence[int]:
+    """0-based vision layers whose attention the method scores: ``needs.vision_layers``, or when
+    None, the feature layer (``default_layers="feature"``) or ``middle_layers`` (``"middle"``)."""
+    if needs.vision_layers is not None:
+        return tuple(int(i) for i in needs.vision_layers)
+    return (feature_layer,) if needs.default_layers == "feature" else tuple(middle_layers)
 
 
 def capture_vision(
@@ -77,8 +86,8 @@ def capture_vision(
     return VisionCapture(features=out["features"], scores=capture.scores())
 
 
-def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return None if t is None else t.detach()
+def _detached(t):
+    return t.detach() if isinstance(t, torch.Tensor) else t
 
 
 def make_captured(
@@ -159,16 +168,33 @@ class TowerAdapter:
 
     Subclasses set ``family`` (the model class name), ``consumed_kwargs`` (the call arguments that
     the pruned call no longer passes to the model) and implement ``prune(kwargs, method, backend)``.
+    ``pixel_kwargs``: the call arguments whose presence makes a call one to prune; ``host_inputs``:
+    the prompt-side tensors the adapter reads on the host (copied with the prompt, see host_reads).
     """
 
     family = ""
     consumed_kwargs: Tuple[str, ...] = ()
+    pixel_kwargs: Tuple[str, ...] = ("pixel_values",)
+    host_inputs: Tuple[str, ...] = ("image_sizes",)
 
     def __init__(self, model):
         self.model = model
         self.inner = model.model
-        self.tower = describe_tower(self.inner.vision_tower)
+        self.tower = self.describe_tower()
         self.image_token_id = int(model.config.image_token_id)
+
+    def describe_tower(self):
+        """The vision tower's description (``vision_runner.VisionTower`` for CLIP/SigLIP/InternViT)."""
+        return describe_tower(self.inner.vision_tower)
+
+    def has_pixels(self, call: dict) -> bool:
+        """Whether the call carries pixels to prune."""
+        return any(call.get(name) is not None for name in self.pixel_kwargs)
+
+    def finish(self, out: dict, inputs: dict, reads, layout) -> None:
+        """Last touches on the pruned call's inputs ``out`` (from the call's ``inputs``) after the
+        prompt surgery (``layout``: ``prompt_surgery.PromptLayout``); nothing by default (Qwen-VL:
+        M-RoPE positions)."""
 
     def vision_setup(self, kwargs: dict, method, *, allow_probe: bool = False):
         """(vision_feature_layer as given, its 0-based encoder layer, the method's Needs) for this call."""

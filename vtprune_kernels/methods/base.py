@@ -18,8 +18,13 @@ import torch
 class Needs:
     """Captures a method needs from the model.
 
-    vision_layers: 0-based vision encoder layers whose attention is scored; ``None`` means the
-        layer whose output the model uses as image features (LLaVA's ``vision_feature_layer``).
+    vision_layers: 0-based vision encoder layers whose attention is scored; ``None`` lets the
+        integration pick them by ``default_layers``.
+    default_layers: the layers ``vision_layers=None`` stands for: ``"feature"``, the layer whose
+        output the model uses as image features (LLaVA's ``vision_feature_layer``; on Qwen2.5-VL,
+        whose windowed layers do not see the whole image, the last full-attention layer), or
+        ``"middle"``, HIVTP's middle layers (0-based 6..9 on towers that attend globally in every
+        layer; the middle full-attention layers on Qwen2.5-VL).
     query_rows: ``"cls"`` for the [CLS] query row only, ``"all"`` for attention received from every
         row (mean over rows, [CLS] row included), ``"none"`` for no attention at all (baselines).
     features: the feature layer's output tokens (before the projector), [B, N, C].
@@ -28,6 +33,7 @@ class Needs:
     """
 
     vision_layers: Optional[Tuple[int, ...]] = None
+    default_layers: str = "feature"
     query_rows: str = "cls"
     features: bool = False
     cls_embedding: bool = False
@@ -36,6 +42,8 @@ class Needs:
     def __post_init__(self):
         if self.query_rows not in ("cls", "all", "none"):
             raise ValueError(f"query_rows must be 'cls', 'all' or 'none', got {self.query_rows!r}")
+        if self.default_layers not in ("feature", "middle"):
+            raise ValueError(f"default_layers must be 'feature' or 'middle', got {self.default_layers!r}")
 
 
 @dataclasses.dataclass

@@ -2,7 +2,11 @@
 
 Score: attention received from all query rows ([CLS] row included), averaged over ``layers``
 (0-based; the paper's layers 7..10 counted from 1 are 6..9, the released code averages 6..8),
-heads and rows, [CLS] column dropped.
+heads and rows, [CLS] column dropped. ``layers=None`` (the default) leaves the choice to the
+integration (``Needs.default_layers="middle"``): 6..9 on towers whose every layer attends over the
+whole image (CLIP, SigLIP, InternViT, Qwen3-VL); on Qwen2.5-VL, whose other layers attend inside
+112 px windows, the middle one or two of its full-attention layers (15 and 23 of 7, 15, 23, 31):
+received attention only means what the paper means where the attention spans the image.
 
 Selection on an h x w grid (any h, w; no divisibility needed):
 1. Regions: region_grid x region_grid blocks with row boundaries floor(i*h/r) and column
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -25,6 +29,9 @@ from .. import ops
 from . import _checks
 from ._device import from_host
 from .base import Captured, Needs, PruningMethod
+
+
+PAPER_LAYERS = (6, 7, 8, 9)  # the paper's layers 7..10 counted from 1: ``layers=None`` on towers that attend globally
 
 
 def _bands(n: int, parts: int) -> List[int]:
@@ -68,21 +75,22 @@ def _max_windows_with_a_free_cell(windows: List[Dict[int, int]], free: List[int]
 
 
 class HIVTP(PruningMethod):
-    """HIVTP(region_grid=2, region_ratio=0.25, window=2, layers=(6, 7, 8, 9))."""
+    """HIVTP(region_grid=2, region_ratio=0.25, window=2, layers=None); layers=None: the model's middle
+    layers (see the module doc; (6, 7, 8, 9) on towers that attend globally in every layer)."""
 
     def __init__(
         self,
         region_grid: int = 2,
         region_ratio: float = 0.25,
         window: Union[int, Sequence[int]] = 2,
-        layers: Sequence[int] = (6, 7, 8, 9),
+        layers: Optional[Sequence[int]] = None,
     ):
         self.region_grid = _checks.count("region_grid", region_grid, 1)
         self.region_ratio = _checks.fraction("region_ratio", region_ratio)
         self.window = _checks.window(window)
-        if isinstance(layers, int) or len(layers) == 0:
-            raise ValueError(f"layers must be a non-empty sequence of 0-based layer indices, got {layers!r}")
-        self.layers = tuple(_checks.count("layers", layer) for layer in layers)
+        if layers is not None and (isinstance(layers, int) or len(layers) == 0):
+            raise ValueError(f"layers must be None or a non-empty sequence of 0-based layer indices, got {layers!r}")
+        self.layers = None if layers is None else tuple(_checks.count("layers", layer) for layer in layers)
 
     def __repr__(self):
         return (
@@ -91,7 +99,7 @@ class HIVTP(PruningMethod):
         )
 
     def needs(self, has_cls: bool) -> Needs:
-        return Needs(vision_layers=self.layers, query_rows="all")
+        return Needs(vision_layers=self.layers, default_layers="middle", query_rows="all")
 
     def region_ids(self, grid: Tuple[int, int]) -> torch.Tensor:
         """int64 [h*w]: the region of every cell (raster order)."""

@@ -8,6 +8,10 @@ Published algorithm (DESIGN.md section 3, NOTES.md "published code's behaviour")
    (descending), rounds of r = min(step, |R| - T_div) drops of even-position tokens whose best
    cosine match among the odd-position ones is highest; survivors first, then the odd ones.
 
+``layer`` (0-based vision layer) overrides the scored layer; None (the default) is the layer whose
+output the model uses as features (on Qwen2.5-VL the last full-attention layer, which is its last
+layer in every released checkpoint; its windowed layers never see the whole image).
+
 Ties follow the contract (higher wins, equal -> lower index, NaN last), where the published code
 uses unstable sorts. Where the published code crashes, this is defined: an odd residual size
 gives the even positions one token more (a lone token with no odd partner has similarity -inf),
@@ -17,7 +21,7 @@ de-duplication. Every row keeps exactly min(keep, N) tokens.
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -27,15 +31,18 @@ from .base import Captured, Needs, PruningMethod
 
 
 class VisPruner(PruningMethod):
-    """VisPruner(keep, important_ratio=0.5, step=8): keep ``keep`` tokens per image (per tile)."""
+    """VisPruner(keep, important_ratio=0.5, step=8, layer=None): keep ``keep`` tokens per image (per
+    tile, per video frame); ``layer``: the scored vision layer (None: the feature layer)."""
 
-    def __init__(self, keep: int, important_ratio: float = 0.5, step: int = 8):
+    def __init__(self, keep: int, important_ratio: float = 0.5, step: int = 8, layer: Optional[int] = None):
         self.keep = _checks.count("keep", keep)
         self.important_ratio = _checks.fraction("important_ratio", important_ratio)
         self.step = _checks.count("step", step, 1)
+        self.layer = None if layer is None else _checks.count("layer", layer)
 
     def __repr__(self):
-        return f"VisPruner(keep={self.keep}, important_ratio={self.important_ratio}, step={self.step})"
+        layer = "" if self.layer is None else f", layer={self.layer}"
+        return f"VisPruner(keep={self.keep}, important_ratio={self.important_ratio}, step={self.step}{layer})"
 
     def budgets(self, n_tokens: int) -> Tuple[int, int]:
         """(T_imp, T_div) for rows of ``n_tokens``: T = min(keep, N), T_imp = floor(T * ratio)
@@ -45,7 +52,8 @@ class VisPruner(PruningMethod):
         return important, total - important
 
     def needs(self, has_cls: bool) -> Needs:
-        return Needs(vision_layers=None, query_rows="cls" if has_cls else "all", features=True)
+        layers = None if self.layer is None else (self.layer,)
+        return Needs(vision_layers=layers, query_rows="cls" if has_cls else "all", features=True)
 
     def select(self, cls_attn: torch.Tensor, features: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
         """bool [B, N] keep mask with exactly min(keep, N) tokens per row.
