@@ -1,16 +1,18 @@
 """``apply(model, method)``: prune the visual tokens of a transformers 5.x VLM for every call.
 
 While a handle is active, ``model(**inputs)`` / ``model.forward(...)`` and ``model.generate(**inputs)``
-with processor-style inputs (N image placeholders per image, ``pixel_values``) are rewritten before
-they reach the unmodified model:
+with processor-style inputs (N image placeholders per image, ``pixel_values``; Qwen-VL also
+``pixel_values_videos``) are rewritten before they reach the unmodified model:
 
 1. the family adapter runs the vision tower up to the needed layer, capturing q/k scores
    (hooks, never attention maps), calls ``method.select_captured``, and projects the kept tokens;
 2. the prompt surgery drops the pruned placeholders from ``input_ids`` / ``attention_mask`` /
    ``labels`` (padding side preserved, ``position_ids`` left to the model);
-3. the model gets the kept features as ``mm_encoder_outputs={"image": ...}`` instead of ``pixel_values``.
+3. the model gets the kept features as ``mm_encoder_outputs={"image": ...}`` instead of ``pixel_values``
+   (Qwen-VL: also ``"video"`` and DeepStack features, and ``position_ids`` holding the unpruned
+   M-RoPE positions of the kept columns; see qwen_vl.py).
 
-Calls without ``pixel_values`` (e.g. generate's decoding steps) pass through unchanged. The handle
+Calls without pixels (e.g. generate's decoding steps) pass through unchanged. The handle
 installs two instance attributes on that model only (``forward`` and ``generate`` wrappers with the
 originals' signatures; ``functools.wraps`` keeps ``inspect.signature`` working, which generate
 relies on); ``remove()`` deletes them (or puts back instance attributes that were there before), so
@@ -25,8 +27,9 @@ host once, together with the prompt (``host_reads.HostReads``: every copy is asy
 stream synchronisation). Everything else (scores, selection, gathers of the kept features, the new
 prompt's upload) is enqueued without waiting. Two cases read earlier, because host code needs the
 prompt before the selection: PTP (its LLM probe slices each image's row of the prompt) and
-LLaVA-NeXT with ``image_sizes`` on the GPU (the tile counts decide which tiles the tower sees; the
-unmodified model reads them the same way); they synchronise twice. ``last_host_syncs`` reports the
+LLaVA-NeXT with ``image_sizes`` on the GPU, Qwen-VL with ``image_grid_thw`` / ``video_grid_thw`` on
+the GPU (the tile counts / grids decide what the tower sees; the unmodified model reads them the
+same way); they synchronise twice. ``last_host_syncs`` reports the
 count of the last call.
 """
 from __future__ import annotations
@@ -40,12 +43,14 @@ import torch
 
 from ..methods._device import from_host
 from .host_reads import HostReads
-from .prompt_surgery import locate_images, rebuild_prompt
+from .prompt_surgery import locate_placeholders, plan_prompt
 
 _SUPPORTED = (
     "LlavaForConditionalGeneration (CLIP or SigLIP vision tower)",
     "LlavaNextForConditionalGeneration (CLIP vision tower)",
     "InternVLForConditionalGeneration",
+    "Qwen2_5_VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration",
 )
 
 
@@ -68,9 +73,17 @@ def _adapter_for(model):
         from .internvl import InternVLAdapter
 
         return InternVLAdapter(model)
+    if type(model).__name__ in ("Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration"):
+        from .qwen_vl import QwenVLAdapter
+
+        return QwenVLAdapter(model)
     raise TypeError(
         f"vtprune_kernels.apply does not support {type(model).__name__}; supported models: " + "; ".join(_SUPPORTED)
     )
+
+
+def _tensor_or_none(value) -> Optional[torch.Tensor]:
+    return value if isinstance(value, torch.Tensor) else None
 
 
 def _as_kwargs(signature: inspect.Signature, args, kwargs) -> dict:
@@ -124,14 +137,14 @@ class PruningHandle:
         @functools.wraps(original_forward)
         def forward(*args, **kwargs):
             call = _as_kwargs(forward_sig, args, kwargs)
-            if call.get("pixel_values") is None:
+            if not self._adapter.has_pixels(call):
                 return original_forward(*args, **kwargs)
             return original_forward(**self.prepare_inputs(**call))
 
         @functools.wraps(original_generate)
         def generate(*args, **kwargs):
             call = _as_kwargs(generate_sig, args, kwargs)
-            if call.get("pixel_values") is None:
+            if not self._adapter.has_pixels(call):
                 return original_generate(*args, **kwargs)
             if call.get("inputs") is not None:
                 if call.get("input_ids") is not None:
@@ -170,7 +183,7 @@ class PruningHandle:
         counts, ``mm_encoder_outputs`` holding the kept features, ``pixel_values`` (and the vision
         arguments it used) removed. Also updates ``last_selection``. Inputs without pixel_values are
         returned unchanged. One host synchronisation on CUDA (see the module doc)."""
-        if inputs.get("pixel_values") is None:
+        if not self._adapter.has_pixels(inputs):
             return dict(inputs)
         input_ids = inputs.get("input_ids")
         if input_ids is None or inputs.get("inputs_embeds") is not None:
@@ -178,7 +191,7 @@ class PruningHandle:
         if inputs.get("position_ids") is not None:
             raise ValueError("pruning shortens the prompt: leave position_ids=None (the model derives them)")
         if inputs.get("mm_encoder_outputs"):
-            raise ValueError("pass either pixel_values or mm_encoder_outputs, not both")
+            raise ValueError("pass either pixels or mm_encoder_outputs, not both")
         if inputs.get("past_key_values") is not None and inputs["past_key_values"].get_seq_length() > 0:
             raise ValueError("pruning rewrites the prompt: it cannot continue from a filled past_key_values")
 
@@ -189,27 +202,29 @@ class PruningHandle:
             input_ids=input_ids,
             attention_mask=inputs.get("attention_mask"),
             labels=inputs.get("labels"),
-            image_sizes=inputs.get("image_sizes"),
+            **{name: _tensor_or_none(inputs.get(name)) for name in self._adapter.host_inputs},
         )
         pruned = self._adapter.prune(inputs, self.method, self.backend, reads)
         # host bookkeeping on the host copies, then the new prompt goes up without a sync
         host_ids, host_mask = reads.get("input_ids"), reads.get("attention_mask")
-        images = locate_images(host_ids, self._adapter.image_token_id, [k.numel() for k in pruned.placeholder_keep])
-        ids, mask, labels = rebuild_prompt(
-            host_ids,
-            host_mask,
-            reads.get("labels"),
-            images,
-            pruned.placeholder_keep,
-            pad_token_id=self._pad_token_id(host_ids, host_mask),
-        )
+        tokens = pruned.placeholder_tokens or [self._adapter.image_token_id] * len(pruned.placeholder_keep)
+        entries = locate_placeholders(host_ids, tokens, [k.numel() for k in pruned.placeholder_keep])
+        layout = plan_prompt(host_ids, host_mask, entries, pruned.placeholder_keep)
         out = {k: v for k, v in inputs.items() if k not in self._adapter.consumed_kwargs}
-        out["input_ids"] = from_host(ids, input_ids.device)
-        if mask is not None:
-            out["attention_mask"] = from_host(mask, input_ids.device)
-        if labels is not None:
-            out["labels"] = from_host(labels, inputs["labels"].device)
-        out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pruned.pooler_output)}
+        out["input_ids"] = from_host(layout.gather(host_ids, self._pad_token_id(host_ids, host_mask)), input_ids.device)
+        if layout.masked:
+            dtype = host_mask.dtype if host_mask is not None else torch.long
+            out["attention_mask"] = from_host(layout.attention_mask(dtype), input_ids.device)
+        if inputs.get("labels") is not None:
+            labels = reads.get("labels")
+            if labels.shape != host_ids.shape:
+                raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(host_ids.shape)}")
+            out["labels"] = from_host(layout.gather(labels, -100), inputs["labels"].device)
+        encoder_outputs = pruned.encoder_outputs
+        if encoder_outputs is None:
+            encoder_outputs = {"image": BaseModelOutputWithPooling(pooler_output=pruned.pooler_output)}
+        out["mm_encoder_outputs"] = encoder_outputs
+        self._adapter.finish(out, inputs, reads, layout)
         with self._lock:
             self.last_selection = pruned.selection
             self.last_num_tokens = pruned.num_tokens
@@ -228,8 +243,9 @@ class PruningHandle:
 def apply(model, method, *, backend: str = "auto") -> PruningHandle:
     """Prune the visual tokens of ``model`` with ``method`` until the handle is removed.
 
-    model: LlavaForConditionalGeneration (CLIP/SigLIP), LlavaNextForConditionalGeneration or
-        InternVLForConditionalGeneration (transformers 5.x). method: a ``vtprune_kernels.methods``
+    model: LlavaForConditionalGeneration (CLIP/SigLIP), LlavaNextForConditionalGeneration,
+        InternVLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration or
+        Qwen3VLForConditionalGeneration (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``). backend: forwarded to
         ``vtprune_kernels.ops.attention_scores`` ("auto", "cpu", "reference", "triton").
 

@@ -1,0 +1,200 @@
+"""Independent hand-pruned pipeline for Qwen2.5-VL / Qwen3-VL (tests/test_integration_qwen_vl.py).
+
+Nothing here uses ``vtprune_kernels.integrations``:
+- scores: dense softmax maps recomputed from each scored attention module's inputs (its own
+  ``qkv`` and the model file's ``apply_rotary_pos_emb_vision``), per attention segment
+  (``cu_seqlens``), head mean and row mean, un-permuted with the model's own ``argsort(window_index)``,
+  then averaged over each merged token's 4 consecutive patches;
+- features: the model's own ``get_image_features`` / ``get_video_features`` on every token (its
+  merger and DeepStack mergers on all tokens), rows picked afterwards;
+- selection: the methods' own ``select`` on frames grouped by merged grid (images, then videos);
+- language model: the model's own unpruned ``inputs_embeds`` (placeholders scattered), its
+  ``get_rope_index`` positions and DeepStack inputs, from which the pruned columns are dropped,
+  run through ``language_model`` + ``lm_head``.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+from integration_oracles import BACKEND, method_keep
+from vtprune_kernels.methods import HIVTP, Random, Uniform, VisPruner
+
+
+def _rotary(model):
+    return sys.modules[type(model.model.visual.blocks[0].attn).__module__].apply_rotary_pos_emb_vision
+
+
+def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.Tensor:
+    """float [S]: per patch (processor order), received attention averaged over ``layers``, heads and
+    the rows of its attention segment."""
+    visual = model.model.visual
+    seen: Dict[int, Tuple] = {}
+    hooks = [
+        visual.blocks[l].attn.register_forward_pre_hook(
+            lambda m, args, kwargs, l=l: seen.__setitem__(l, (args[0], kwargs)), with_kwargs=True
+        )
+        for l in layers
+    ]
+    try:
+        with torch.no_grad():
+            visual(pixels, grid_thw=grid_thw)
+    finally:
+        for h in hooks:
+            h.remove()
+    rotate = _rotary(model)
+    per_layer = []
+    for l in layers:
+        hidden, kwargs = seen[l]
+        attn = visual.blocks[l].attn
+        S = hidden.shape[0]
+        q, k, _ = attn.qkv(hidden).reshape(S, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        q, k = rotate(q, k, *kwargs["position_embeddings"])
+        bounds = kwargs["cu_seqlens"].tolist()
+        received = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            qa, ka = q[a:b].transpose(0, 1).double(), k[a:b].transpose(0, 1).double()
+            maps = torch.softmax(qa @ ka.transpose(1, 2) * attn.scaling, dim=-1)  # [H, L, L]
+            received.append(maps.mean(dim=(0, 1)))
+        per_layer.append(torch.cat(received))
+    scores = torch.stack(per_layer).mean(0)
+    if hasattr(visual, "window_size"):
+        from transformers.vision_utils import get_vision_window_index
+
+        window_index, _ = get_vision_window_index(grid_thw, visual.spatial_merge_size, visual.window_size, visual.patch_size)
+        scores = scores.view(-1, 4)[torch.argsort(window_index)].flatten()
+    return scores.float()
+
+
+def last_hidden_in_merge_order(model, pixels, grid_thw) -> torch.Tensor:
+    """[S/4, 4C]: the last block's output, un-permuted by the model's reverse indices, 4 patches per row."""
+    visual = model.model.visual
+    with torch.no_grad():
+        hidden = visual(pixels, grid_thw=grid_thw).last_hidden_state
+    if hasattr(visual, "window_size"):
+        from transformers.vision_utils import get_vision_window_index
+
+        window_index, _ = get_vision_window_index(grid_thw, visual.spatial_merge_size, visual.window_size, visual.patch_size)
+        return hidden.view(-1, 4, hidden.shape[-1])[torch.argsort(window_index)].flatten(1)
+    return hidden.reshape(-1, 4 * hidden.shape[-1])
+
+
+def method_layers(model, method) -> Tuple[int, ...]:
+    """The layers the test expects a method to score on this tiny model (explicit in the tests)."""
+    if isinstance(method, VisPruner):
+        return (method.layer,) if method.layer is not None else (len(model.model.visual.blocks) - 1,)
+    if isinstance(method, HIVTP):
+        return method.layers
+    return ()
+
+
+def hand_keep(model, method, media: List[dict]) -> List[torch.Tensor]:
+    """Per media entry (images first, then videos), bool keep over its merged tokens."""
+    layers = method_layers(model, method)
+    frames = []  # (entry, frame, grid, scores [N], features [N, 4C])
+    for e, item in enumerate(media):
+        scores = eager_patch_scores(model, item["pixels"], item["grid"][None], layers) if layers else None
+        merged_scores = None if scores is None else scores.view(-1, 4).mean(-1)
+        features = last_hidden_in_merge_order(model, item["pixels"], item["grid"][None])
+        t, h, w = item["grid"].tolist()
+        N = (h // 2) * (w // 2)
+        for f in range(t):
+            part = slice(f * N, (f + 1) * N)
+            frames.append((e, f, (h // 2, w // 2), None if merged_scores is None else merged_scores[part], features[part]))
+    keep = [torch.zeros(int(item["grid"].prod()) // 4, dtype=torch.bool) for item in media]
+    grids = list(dict.fromkeys(fr[2] for fr in frames))
+    for grid in grids:
+        group = [fr for fr in frames if fr[2] == grid]
+        received = None if layers == () else torch.stack([fr[3] for fr in group])
+        features = torch.stack([fr[4] for fr in group])
+        mask = method_keep(method, grid=grid, received=received, features=features, batch=len(group))
+        N = grid[0] * grid[1]
+        for (e, f, *_), row in zip(group, mask):
+            keep[e][f * N : (f + 1) * N] = row
+    return keep
+
+
+def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: torch.Tensor = None):
+    """(logits [B, S', V], kept column mask [B, S]) of the hand-pruned prompt; ``extra_tokens`` [B, T]
+    appended after the prompt (generation steps) at positions max + 1, max + 2, ... per row."""
+    inner = model.model
+    ids, mask, types = inputs["input_ids"], inputs["attention_mask"], inputs["mm_token_type_ids"]
+    with torch.no_grad():
+        embeds = inner.get_input_embeddings()(ids)
+        outputs = {}
+        if inputs.get("pixel_values") is not None:
+            outputs["image"] = inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+        if inputs.get("pixel_values_videos") is not None:
+            outputs["video"] = inner.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+        visual = torch.zeros_like(ids, dtype=torch.bool)
+        for modality, token in (("image", model.config.image_token_id), ("video", model.config.video_token_id)):
+            if modality in outputs:
+                where = ids == token
+                embeds[where] = torch.cat(outputs[modality].pooler_output).to(embeds.dtype)
+                visual |= where
+        rope_args = dict(
+            input_ids=ids, mm_token_type_ids=types, image_grid_thw=inputs.get("image_grid_thw"),
+            video_grid_thw=inputs.get("video_grid_thw"), attention_mask=mask,
+        )
+        if inputs.get("second_per_grid_ts") is not None:
+            rope_args["second_per_grid_ts"] = inputs["second_per_grid_ts"]
+        positions, _ = inner.get_rope_index(**rope_args)
+    # the kept columns: real text, and the kept placeholders (images first, then videos, flat order)
+    survive = mask.bool().clone()
+    flat_keep = []
+    for modality, token in (("image", model.config.image_token_id), ("video", model.config.video_token_id)):
+        entries = [k for k, kind in keep if kind == modality]
+        if entries:
+            survive[ids == token] = torch.cat(entries)
+            flat_keep.append((modality, torch.cat(entries)))
+    B = ids.shape[0]
+    rows = [survive[b].nonzero().flatten() for b in range(B)]
+    T = 0 if extra_tokens is None else extra_tokens.shape[1]
+    width = max(len(r) for r in rows) + T
+    D = embeds.shape[-1]
+    new_embeds = torch.zeros(B, width, D)
+    new_pos = torch.zeros(3, B, width, dtype=torch.long)
+    new_mask = torch.zeros(B, width, dtype=torch.long)
+    new_visual = torch.zeros(B, width, dtype=torch.bool)
+    for b, cols in enumerate(rows):
+        n = len(cols)
+        target = slice(width - n - T, width - T)
+        new_embeds[b, target] = embeds[b, cols]
+        new_pos[:, b, target] = positions[:, b, cols]
+        new_mask[b, width - n - T :] = 1
+        new_visual[b, target] = visual[b, cols]
+        if T:
+            top = positions[:, b, cols].max()
+            new_embeds[b, width - T :] = inner.get_input_embeddings()(extra_tokens[b])
+            new_pos[:, b, width - T :] = top + 1 + torch.arange(T)
+    kwargs = {}
+    deepstack_levels = getattr(next(iter(outputs.values())), "deepstack_features", None)
+    if deepstack_levels is not None:
+        # every level drops exactly the tokens the main features drop (visual positions in flat order)
+        levels = []
+        for level in range(len(deepstack_levels)):
+            per_position = torch.zeros(int(visual.sum()), D)
+            for modality, token in (("image", model.config.image_token_id), ("video", model.config.video_token_id)):
+                if modality in outputs:
+                    order = (ids[visual] == token)
+                    per_position[order] = torch.cat(outputs[modality].deepstack_features[level])
+            kept = survive[visual]
+            levels.append(per_position[kept])
+        kwargs = dict(visual_pos_masks=new_visual, deepstack_visual_embeds=levels)
+    with torch.no_grad():
+        hidden = inner.language_model(inputs_embeds=new_embeds, attention_mask=new_mask, position_ids=new_pos, **kwargs).last_hidden_state
+        return model.lm_head(hidden), new_mask
+
+
+def hand_greedy_logits(model, inputs, keep, new_tokens: torch.Tensor):
+    """Per generation step, logits [B, V] at the last position (the hand pipeline, re-run per step)."""
+    steps = []
+    for t in range(new_tokens.shape[1]):
+        logits, _ = hand_logits(model, inputs, keep, new_tokens[:, :t] if t else None)
+        steps.append(logits[:, -1])
+    return steps
+
+
+__all__ = ["BACKEND", "eager_patch_scores", "hand_keep", "hand_logits", "hand_greedy_logits", "Random", "Uniform"]

@@ -1,0 +1,198 @@
+"""The vision tower of Qwen2.5-VL and Qwen3-VL: its anatomy, and one run that yields what pruning needs.
+
+Both towers (transformers' ``Qwen2_5_VisionTransformerPretrainedModel`` / ``Qwen3VLVisionModel``)
+take flattened patches [S, 3*2*P*P] in the processor's merge-block order plus ``grid_thw``, run
+``depth`` blocks over the packed sequence (attention per frame: ``cu_seqlens``), and merge every
+2x2 block of patches into one language-model token with ``merger`` (see
+``methods/merged_grid.py`` for the orders). Differences:
+
+- Qwen2.5-VL attends inside windows (112 px, i.e. 4x4 merged tokens) in every block except
+  ``fullatt_block_indexes`` (7, 15, 23, 31 in the released checkpoints), and runs its blocks on a
+  window-permuted sequence.
+- Qwen3-VL attends over the whole frame in every block (no windows) and feeds the language model
+  DeepStack features too: after blocks ``deepstack_visual_indexes`` (8, 16, 24) a per-level merger
+  turns the block's output into one more feature per merged token.
+
+``run_tower`` calls the tower's own ``forward`` (embeddings, rotary positions, window permutation
+and the model's attention implementation are the model's) and leaves it after the last block, so
+the merger only ever runs on the kept tokens (``merge_kept``). The DeepStack mergers, which the
+model calls inside its block loop, are handed a single merged token by a pre-hook during the run
+(the blocks' outputs are kept), so they too run only on kept tokens. Hooks exist only during the call and
+act only in the calling thread.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..methods.hivtp import PAPER_LAYERS
+from ..methods.merged_grid import merged_features, merged_grid_pool, to_merge_order
+from .qwen_capture import ChunkScoreCapture
+
+TOWER_CLASSES = ("Qwen2_5_VisionTransformerPretrainedModel", "Qwen3VLVisionModel")
+
+
+@dataclasses.dataclass(frozen=True)
+class QwenTower:
+    """Where the pieces of a Qwen-VL vision tower live.
+
+    full_attention_layers: blocks whose attention spans the whole frame (every block on Qwen3-VL).
+    windowed: whether the other blocks attend inside windows (Qwen2.5-VL); the blocks then see a
+        window-permuted sequence. deepstack_layers / deepstack_mergers: Qwen3-VL's DeepStack.
+    """
+
+    module: nn.Module
+    blocks: nn.ModuleList
+    merger: nn.Module
+    merge_size: int
+    full_attention_layers: Tuple[int, ...]
+    windowed: bool
+    deepstack_layers: Tuple[int, ...]
+    deepstack_mergers: Optional[nn.ModuleList]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.module.config.hidden_size)
+
+    def feature_score_layer(self) -> int:
+        """VisPruner's default layer: the layer whose output the merger uses (the last block) when
+        it attends over the whole frame, else the last full-attention block (on every released
+        Qwen2.5-VL the last block is a full-attention block, so both are the same)."""
+        last = self.num_layers - 1
+        return last if last in self.full_attention_layers else max(self.full_attention_layers)
+
+    def middle_layers(self) -> Tuple[int, ...]:
+        """HIVTP's default layers. Towers that attend globally in every block: the paper's 0-based
+        6..9 (its layers 7-10 of CLIP-L's 24). Qwen2.5-VL: the middle one or two of its
+        full-attention blocks (15 and 23 of 7, 15, 23, 31), since a windowed block's attention
+        only spans a 112 px window and is not the image-wide received attention HIVTP scores."""
+        if not self.windowed:
+            return PAPER_LAYERS
+        full = sorted(self.full_attention_layers)
+        n = len(full)
+        return tuple(full[(n - 1) // 2 : n // 2 + 1])
+
+    def window_index(self, grid_thw: torch.Tensor) -> Optional[torch.Tensor]:
+        """The window permutation the model applies for these grids (None without windows)."""
+        if not self.windowed:
+            return None
+        from transformers.vision_utils import get_vision_window_index
+
+        visual = self.module
+        index, _ = get_vision_window_index(grid_thw, visual.spatial_merge_size, visual.window_size, visual.patch_size)
+        return index
+
+
+def describe_tower(visual: nn.Module) -> QwenTower:
+    """The ``QwenTower`` of ``model.model.visual``; a clear error for other towers."""
+    name = type(visual).__name__
+    if name not in TOWER_CLASSES:
+        raise ValueError(f"unsupported Qwen-VL vision tower {name}: supported {', '.join(TOWER_CLASSES)}")
+    depth = len(visual.blocks)
+    windowed = hasattr(visual, "fullatt_block_indexes")
+    full = tuple(int(i) for i in visual.fullatt_block_indexes) if windowed else tuple(range(depth))
+    if not full:
+        raise ValueError(f"{name}: fullatt_block_indexes is empty (no block attends over the whole image)")
+    deepstack = tuple(int(i) for i in getattr(visual, "deepstack_visual_indexes", ()) or ())
+    return QwenTower(
+        module=visual,
+        blocks=visual.blocks,
+        merger=visual.merger,
+        merge_size=int(visual.spatial_merge_size),
+        full_attention_layers=full,
+        windowed=windowed,
+        deepstack_layers=deepstack,
+        deepstack_mergers=getattr(visual, "deepstack_merger_list", None),
+    )
+
+
+@dataclasses.dataclass
+class TowerRun:
+    """One tower run over a packed batch of images (or videos), everything in merge order.
+
+    merged: [T, 4*C] the last block's output concatenated per merged token (the merger's input).
+    deepstack: per DeepStack level, [T, 4*C] that level's block output, concatenated the same way.
+    scores: float32 [T] mean received attention of each merged token's patches (averaged over the
+        scored layers), or None when nothing was scored.
+    """
+
+    merged: torch.Tensor
+    deepstack: List[torch.Tensor]
+    scores: Optional[torch.Tensor]
+
+
+class _StopTower(Exception):
+    """Raised after the last block to leave the tower's forward before its merger."""
+
+
+def run_tower(
+    tower: QwenTower,
+    pixel_values: torch.Tensor,
+    grid_thw: torch.Tensor,
+    score_layers: Sequence[int] = (),
+    *,
+    backend: str = "auto",
+) -> TowerRun:
+    """Run every block of ``tower`` (not the mergers) and capture the received attention of
+    ``score_layers`` (0-based blocks). pixel_values [S, 3*2*P*P], grid_thw int64 [n, 3] (device)."""
+    bad = [i for i in score_layers if not 0 <= i < tower.num_layers]
+    if bad:
+        raise ValueError(f"vision layers {bad} do not exist in a {tower.num_layers}-block Qwen-VL tower")
+    owner = threading.get_ident()
+    kept: Dict[str, torch.Tensor] = {}
+    unit = tower.merge_size**2
+
+    def keep_output(name, stop=False):
+        def hook(module, args, output):
+            if threading.get_ident() == owner:
+                kept[name] = output
+                if stop:
+                    raise _StopTower()
+
+        return hook
+
+    def shrink(module, args):
+        # the model merges this level inside its block loop: hand it one merged token, not all of them
+        return (args[0][:unit],) if threading.get_ident() == owner else None
+
+    handles = [tower.blocks[layer].register_forward_hook(keep_output(layer)) for layer in set(tower.deepstack_layers)]
+    handles.append(tower.blocks[-1].register_forward_hook(keep_output("last", stop=True)))
+    handles += [merger.register_forward_pre_hook(shrink) for merger in tower.deepstack_mergers or ()]
+    capture = ChunkScoreCapture([tower.blocks[i].attn for i in sorted(set(score_layers))], backend=backend)
+    try:
+        with capture:
+            tower.module(pixel_values.type(tower.module.dtype), grid_thw=grid_thw)
+    except _StopTower:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    if "last" not in kept:
+        raise RuntimeError("the Qwen-VL vision tower returned before its last block")
+
+    window_index = tower.window_index(grid_thw)
+
+    def in_merge_order(x: torch.Tensor) -> torch.Tensor:
+        return x if window_index is None else to_merge_order(x, window_index, tower.merge_size)
+
+    scores = None
+    per_layer = capture.scores()
+    if per_layer:
+        patch_scores = torch.stack([in_merge_order(s) for s in per_layer]).mean(0)
+        scores = merged_grid_pool(patch_scores, tower.merge_size)
+    merged = [merged_features(in_merge_order(kept[name]), tower.merge_size) for name in ("last", *tower.deepstack_layers)]
+    return TowerRun(merged=merged[0], deepstack=merged[1:], scores=scores)
+
+
+def merge_kept(merger: nn.Module, kept: torch.Tensor, hidden_size: int) -> torch.Tensor:
+    """[K, D]: ``merger`` (the final or a DeepStack merger) on kept merged tokens [K, 4*C], called
+    exactly as the model calls it (on the [4K, C] patch rows)."""
+    return merger(kept.reshape(-1, hidden_size))

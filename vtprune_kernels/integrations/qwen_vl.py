@@ -1,0 +1,213 @@
+"""Qwen2.5-VL and Qwen3-VL (``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``).
+
+Images (``pixel_values`` + ``image_grid_thw``) and videos (``pixel_values_videos`` +
+``video_grid_thw``) of any size, several per call: the tower runs once per modality, as the model
+runs it (``qwen_tower.run_tower``), capturing received attention where the method scores (no
+[CLS] token exists, so VisPruner too scores the attention each token receives from all rows).
+
+Selection unit: one frame (an image is one frame; a video of grid t has t frames, temporal
+patches of 2 frames each), over its merged grid of (h/2) x (w/2) tokens, the language model's
+tokens. Scores are pooled onto that grid (``merged_grid_pool``: the mean over the 2x2 patches a
+merged token concatenates) and VisPruner's de-duplication compares the merger's inputs (the last
+block's output, concatenated per merged token). Budgets are per frame: ``keep`` merged tokens per
+image and per video frame. Frames with the same merged grid are selected together, in call order
+(images first, then videos), so Random's seeded draws follow that order.
+
+Only the kept merged tokens go through the merger (and Qwen3-VL's DeepStack mergers: every
+DeepStack level drops exactly the same tokens). The prompt loses the pruned placeholders; the
+language model gets, as ``position_ids``, the unpruned M-RoPE positions of the surviving columns
+(``get_rope_index`` on the unpruned prompt, then ``mrope.kept_position_columns``), and the model's
+``rope_deltas`` are set so that generation continues at the unpruned max + 1.
+
+Selection indices (``last_selection``): per image, indices into its merged grid in raster order;
+per video, frame * (h/2)*(w/2) + raster index; images first (``image_grid_thw`` order), then videos.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from ..methods._device import from_host
+from .adapter import PrunedImages, TowerAdapter, gather_rows, make_captured, require_vision_only, score_layers, select
+from .mrope import mrope_position_deltas
+from .qwen_tower import describe_tower, merge_kept, run_tower
+
+MODALITIES = (  # (name, pixels, grid, placeholder token config key)
+    ("image", "pixel_values", "image_grid_thw", "image_token_id"),
+    ("video", "pixel_values_videos", "video_grid_thw", "video_token_id"),
+)
+
+
+@dataclasses.dataclass
+class _Entry:
+    """One image or video of the call: its modality, grid (t, h, w) in patches, first merged token
+    in its modality's tower run, and its frames' merged grid."""
+
+    modality: str
+    grid: Tuple[int, int, int]
+    first: int
+    merge: int
+
+    @property
+    def frame_grid(self) -> Tuple[int, int]:
+        return self.grid[1] // self.merge, self.grid[2] // self.merge
+
+    @property
+    def frame_tokens(self) -> int:
+        h, w = self.frame_grid
+        return h * w
+
+    @property
+    def tokens(self) -> int:
+        return self.grid[0] * self.frame_tokens
+
+
+class QwenVLAdapter(TowerAdapter):
+    """Prunes the images and videos of one Qwen2.5-VL / Qwen3-VL call."""
+
+    consumed_kwargs = ("pixel_values", "pixel_values_videos", "image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+    pixel_kwargs = ("pixel_values", "pixel_values_videos")
+    host_inputs = ("image_grid_thw", "video_grid_thw", "mm_token_type_ids", "second_per_grid_ts")
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.family = type(model).__name__
+        self.token_ids = {name: int(getattr(model.config, key)) for name, _, _, key in MODALITIES}
+
+    def describe_tower(self):
+        return describe_tower(self.inner.visual)
+
+    def layers_for(self, needs) -> Tuple[int, ...]:
+        """The vision blocks the method scores on this tower."""
+        if needs.query_rows == "none":
+            return ()
+        return tuple(score_layers(needs, self.tower.feature_score_layer(), self.tower.middle_layers()))
+
+    def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
+        needs = method.needs(False)  # no [CLS]: VisPruner scores received attention
+        require_vision_only(needs, method, self.family)
+        layers = self.layers_for(needs)
+        runs, entries = {}, []
+        for name, pixels_key, grid_key, _ in MODALITIES:
+            pixels = kwargs.get(pixels_key)
+            if pixels is None:
+                continue
+            grid = kwargs.get(grid_key)
+            if grid is None:
+                raise ValueError(f"{self.family}: pruning needs {grid_key} with {pixels_key}")
+            if pixels.dim() != 2:
+                raise ValueError(f"{pixels_key} must be flattened patches [patches, values], got shape {tuple(pixels.shape)}")
+            host_grid = reads.get(grid_key)  # the tower reads the grids on the host too (the model's own .tolist())
+            if host_grid.dim() != 2 or host_grid.shape[1] != 3:
+                raise ValueError(f"{grid_key} must be [n, 3] (t, h, w), got shape {tuple(host_grid.shape)}")
+            if int(host_grid.prod(-1).sum()) != pixels.shape[0]:
+                raise ValueError(f"{pixels_key} holds {pixels.shape[0]} patches but {grid_key} implies {int(host_grid.prod(-1).sum())}")
+            first = 0
+            for t, h, w in host_grid.tolist():
+                if h % self.tower.merge_size or w % self.tower.merge_size or t < 1:
+                    raise ValueError(f"{grid_key}: a grid of {t} x {h} x {w} patches is not a whole number of merge blocks")
+                entries.append(_Entry(name, (t, h, w), first, self.tower.merge_size))
+                first += entries[-1].tokens
+            runs[name] = run_tower(self.tower, pixels, grid, layers, backend=backend)
+
+        # frames with the same merged grid are selected together: [frames, N] per grid
+        groups: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}  # grid -> [(entry, frame)]
+        for i, entry in enumerate(entries):
+            for frame in range(entry.grid[0]):
+                groups.setdefault(entry.frame_grid, []).append((i, frame))
+        masks = []
+        for grid, frames in groups.items():
+            N = grid[0] * grid[1]
+            rows = torch.tensor(
+                [[entries[i].first + f * N] for i, f in frames], dtype=torch.int64
+            ) + torch.arange(N)  # [F, N] token index in its modality's run
+            by_modality = [entries[i].modality for i, _ in frames]
+            scores = features = None
+            if needs.query_rows != "none":
+                scores = self._rows(runs, by_modality, rows, lambda run: run.scores)
+            if needs.features:
+                features = self._rows(runs, by_modality, rows, lambda run: run.merged)
+            device = next(iter(runs.values())).merged.device
+            captured = make_captured(needs, grid, scores, features, batch_size=len(frames), device=device)
+            masks.append(select(method, captured, (len(frames), N), backend))
+        host_masks = reads.fetch(*masks)  # the call's host synchronisation: kept counts decide the prompt
+
+        keep = [torch.zeros(e.tokens, dtype=torch.bool) for e in entries]
+        for (grid, frames), mask in zip(groups.items(), host_masks):
+            N = grid[0] * grid[1]
+            for (i, f), row in zip(frames, mask):
+                keep[i][f * N : (f + 1) * N] = row
+        outputs = {name: self._merge(runs[name], [(e, k) for e, k in zip(entries, keep) if e.modality == name]) for name in runs}
+        return PrunedImages(
+            pooler_output=outputs["image"].pooler_output if "image" in outputs else [],
+            placeholder_keep=keep,
+            selection=[k.nonzero().flatten() for k in keep],
+            num_tokens=[e.tokens for e in entries],
+            encoder_outputs=outputs,
+            placeholder_tokens=[self.token_ids[e.modality] for e in entries],
+        )
+
+    @staticmethod
+    def _rows(runs, modalities, rows, field):
+        """[F, N, ...]: ``field(run)`` gathered at token indices ``rows`` [F, N] of each row's modality run."""
+        parts = []
+        for b, modality in enumerate(modalities):
+            values = field(runs[modality])
+            parts.append(values[from_host(rows[b], values.device)])
+        return torch.stack(parts)
+
+    def _merge(self, run, entries_keep):
+        """The model's ``mm_encoder_outputs`` entry of one modality: per entry, its kept tokens through
+        the merger (and every DeepStack merger), in its merged-token order."""
+        flat = torch.cat([k for _, k in entries_keep])
+        counts = [int(k.sum()) for _, k in entries_keep]
+        C = self.tower.hidden_size
+        pooled = list(torch.split(merge_kept(self.tower.merger, gather_rows(run.merged[None], flat[None]), C), counts))
+        if not self.tower.deepstack_layers:
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            return BaseModelOutputWithPooling(pooler_output=pooled)
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+        deepstack = [
+            list(torch.split(merge_kept(merger, gather_rows(level[None], flat[None]), C), counts))
+            for merger, level in zip(self.tower.deepstack_mergers, run.deepstack)
+        ]
+        return BaseModelOutputWithDeepstackFeatures(pooler_output=pooled, deepstack_features=deepstack)
+
+    # -- positions --------------------------------------------------------------------------------
+    def finish(self, out: dict, inputs: dict, reads, layout) -> None:
+        """M-RoPE: the unpruned positions of the surviving columns, and the matching rope deltas."""
+        input_ids = reads.get("input_ids")
+        types = reads.get("mm_token_type_ids")
+        if types is None:  # the processor returns them; derive them from the placeholders otherwise
+            types = torch.zeros_like(input_ids, dtype=torch.int32)
+            types[input_ids == self.token_ids["image"]] = 1
+            types[input_ids == self.token_ids["video"]] = 2
+        positions = self.unpruned_positions(input_ids, types, reads, inputs.get("second_per_grid_ts"))
+        kept = layout.gather(positions, 0)
+        device = out["input_ids"].device
+        new_mask = layout.attention_mask() if layout.masked else None
+        out["position_ids"] = from_host(kept, device)
+        if out.get("mm_token_type_ids") is not None:
+            out["mm_token_type_ids"] = from_host(layout.gather(types.to(out["mm_token_type_ids"].dtype), 0), device)
+        # decoding steps without position_ids (a hand-written loop) continue from the unpruned max + 1
+        self.inner.rope_deltas = from_host(mrope_position_deltas(kept, new_mask), device)
+
+    def unpruned_positions(self, input_ids, types, reads, second_per_grid_ts=None) -> torch.Tensor:
+        """int64 [3, B, S]: the model's own ``get_rope_index`` on the unpruned prompt (host tensors)."""
+        args = dict(
+            input_ids=input_ids,
+            mm_token_type_ids=types,
+            image_grid_thw=reads.get("image_grid_thw"),
+            video_grid_thw=reads.get("video_grid_thw"),
+            attention_mask=reads.get("attention_mask"),
+        )
+        if "second_per_grid_ts" in inspect.signature(self.inner.get_rope_index).parameters:
+            seconds = reads.get("second_per_grid_ts")
+            args["second_per_grid_ts"] = second_per_grid_ts if seconds is None else seconds
+        positions, _ = self.inner.get_rope_index(**args)
+        return positions
