@@ -266,6 +266,32 @@ def test_per_chunk_calls_map_to_chunks_in_cu_seqlens_order():
         torch.testing.assert_close(acc.mean(chunk), expected, atol=1e-6, rtol=1e-5)
 
 
+def test_qwen2_5_vl_vision_blocks_are_captured_per_chunk():
+    """The design the Qwen integration builds on: a Qwen2.5-VL vision tower (rotary embedding inside
+    the attention, window blocks, packed images) reaches the capture once per ``cu_seqlens`` chunk:
+    per window in window blocks, per image in full-attention blocks, with unchanged outputs."""
+    from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+    config = Qwen2_5_VLVisionConfig(
+        depth=2, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=32, fullatt_block_indexes=[1],
+        window_size=56, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+    )
+    torch.manual_seed(0)
+    model = Qwen2_5_VisionTransformerPretrainedModel._from_config(config).eval()
+    grid = torch.tensor([[1, 4, 4], [1, 4, 8]])  # two images: 16 and 32 patches, windows of 4x4 patches
+    patches = torch.randn(int(grid.prod(-1).sum()), 3 * 2 * 14 * 14, generator=torch.Generator().manual_seed(1))
+    sink = _Calls()
+    with torch.no_grad():
+        want = model(patches, grid_thw=grid).last_hidden_state
+        with AttentionCapture({i: block.attn for i, block in enumerate(model.blocks)}, sink):
+            got = model(patches, grid_thw=grid).last_hidden_state
+    assert torch.equal(got, want) and model.config._attn_implementation == "sdpa"
+    chunks = {(c.layer, c.chunk): c.query.shape[2] for c in sink.calls}
+    assert chunks == {(0, 0): 16, (0, 1): 16, (0, 2): 16, (1, 0): 16, (1, 1): 32}
+    assert all(c.lse is not None and c.lse.shape == c.query.shape[:3] for c in sink.calls)
+
+
 # -- the score accumulator on its own ----------------------------------------------------------------
 def test_score_accumulator_sums_per_chunk_and_reduces_rows():
     gen = torch.Generator().manual_seed(0)
