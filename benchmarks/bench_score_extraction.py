@@ -2,8 +2,8 @@
 through the package vs eager attention with ``output_attentions`` (the published code's way).
 
 - ``package``: ``handle.prepare_inputs`` of ``vtprune_kernels.apply(model, VisPruner(144))``: the
-  tower (SDPA) runs to the feature layer while hooks capture that layer's q/k, the [CLS] row is
-  scored by ``attention_scores``, VisPruner selects, the kept tokens are projected, the prompt is
+  tower (SDPA) runs to the feature layer while the capture attention function takes that layer's q/k
+  and log-sum-exp, the [CLS] row is scored by ``attention_scores``, VisPruner selects, the kept tokens are projected, the prompt is
   rebuilt.
 - ``eager``: the tower with eager attention and ``output_attentions=True, output_hidden_states=True``
   (every layer's [B, H, 577, 577] map is returned), [CLS] row of the feature layer's map, the same

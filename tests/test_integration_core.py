@@ -10,6 +10,7 @@ import torch
 
 import tiny_models as tm
 from integration_oracles import BACKEND, cls_attention, eager_copy, instruction_attention, received_attention, tower_maps
+from thread_interleave import run_during
 from vtprune_kernels import HIVTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.integrations.capture import VisionScoreCapture
 from vtprune_kernels.integrations.llm_probe import PROBE_ATTENTION, instruction_scores
@@ -108,35 +109,17 @@ def test_same_model_in_another_thread_during_a_probe_uses_its_own_attention():
     embeds = torch.randn(1, 9, 64, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         reference = lm(inputs_embeds=embeds).last_hidden_state
-    inside, b_done, results = threading.Event(), threading.Event(), {}
-    prober = []
-
-    def pause(module, args):
-        if prober and threading.get_ident() == prober[0]:
-            inside.set()
-            b_done.wait(timeout=30)
-
-    hook = lm.layers[0].register_forward_pre_hook(pause)
+    results = {}
 
     def thread_a():
-        prober.append(threading.get_ident())
         results["a"] = instruction_scores(lm, embeds, layer=1, num_instruction_tokens=3, backend=BACKEND)
 
     def thread_b():
-        inside.wait(timeout=30)
         assert lm.layers[1].self_attn.config._attn_implementation == PROBE_ATTENTION  # the probe is live
         with torch.no_grad():
             results["b"] = lm(inputs_embeds=embeds).last_hidden_state
-        b_done.set()
 
-    try:
-        threads = [threading.Thread(target=thread_a), threading.Thread(target=thread_b)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-    finally:
-        hook.remove()
+    run_during(lm.layers[0], thread_a, thread_b)
     assert torch.equal(results["b"], reference)
     assert results["a"].shape == (9,)
 

@@ -1,37 +1,47 @@
-"""Attention scores of vision layers from captured queries and keys (no attention maps).
+"""Attention scores of vision layers, captured inside the tower's own attention (no attention maps).
 
-Forward hooks on the modules that emit a layer's query and key (``VisionTower.query_module`` /
-``key_module``) receive q and k [B, S, H*D] while the tower keeps its own attention
-implementation (SDPA, flash, ...). As soon as both of a layer's q and k exist, they are turned into
-scores with ``vtprune_kernels.ops.attention_scores`` and dropped, so no layer's q/k outlives its
-layer; scores of several layers are accumulated as a running sum.
+``VisionScoreCapture`` = ``attention_capture.AttentionCapture`` on the tower's attention modules
+of the scored layers + a ``score_accumulator.ScoreAccumulator``. While it is active the model's
+vision sub-config selects the ``"vtprune_capture"`` attention function, which runs the attention
+the model would have run (same kernel, same output) and also obtains the row log-sum-exp where
+that kernel computes it (SDPA's flash kernel on the CPU, SDPA's flash / memory-efficient kernels
+on CUDA, flash_attn's ``softmax_lse``). Each scored layer's (q, k, lse) goes at once to
+``ops.attention_scores(..., lse=lse)``, which then makes ONE pass over the keys (no normaliser
+pass), and is dropped: only a float32 [B, S] running sum outlives the layer. Where no kernel gives
+the LSE (eager attention, a mask, SDPA's math kernel, ...) the op gets ``lse=None`` and computes
+the normaliser itself (two passes); the scores are the same either way.
 
-The op computes its own softmax normaliser (``lse=None``): the towers' SDPA/flash calls do not
-expose their log-sum-exp through transformers, and for [CLS] rows the normaliser is one row.
+q/k are those the attention receives: after any q/k norm (InternViT) and, for towers that apply
+a rotary embedding inside the attention module, after it. The vision config's attention
+implementation is restored exactly on exit; calls from other threads, and of other layers, only
+run the model's attention.
 """
 from __future__ import annotations
 
-import threading
-from typing import Dict, List, Optional, Sequence
+from typing import Sequence
 
 import torch
 
-from .. import ops
+from .attention_capture import AttentionCall, AttentionCapture
+from .score_accumulator import ScoreAccumulator
 from .vision_runner import VisionTower
 
 
 class VisionScoreCapture:
-    """Context manager: while active, layers ``layers`` of ``tower`` add their scores to ``self.scores``.
+    """Context manager: while active, layers ``layers`` of ``tower`` add their scores to the capture.
 
     query_rows: ``"cls"`` -> head-mean attention of the [CLS] query row (row 0) over all S keys;
         ``"all"`` -> head-mean attention received by each key, averaged over all S query rows.
+    reuse_lse: use the tower's log-sum-exp when its kernel gives one (one pass); False always
+        recomputes the normaliser (two passes; for comparisons).
     Result (``scores()``): float32 [B, S] averaged over the layers (S = tokens including [CLS]).
-    Hooks fire only in the thread that entered the context.
+    ``layers_with_lse``: how many captured layers reused the tower's log-sum-exp.
+    Captures only calls made in the thread that entered the context.
     """
 
-    def __init__(self, tower: VisionTower, layers: Sequence[int], query_rows: str, *, backend: str = "auto"):
-        if query_rows not in ("cls", "all"):
-            raise ValueError(f"query_rows must be 'cls' or 'all', got {query_rows!r}")
+    def __init__(
+        self, tower: VisionTower, layers: Sequence[int], query_rows: str, *, backend: str = "auto", reuse_lse: bool = True
+    ):
         if query_rows == "cls" and not tower.has_cls:
             raise ValueError("query_rows='cls' needs a tower with a [CLS] token")
         bad = [i for i in layers if not 0 <= i < tower.num_layers]
@@ -39,50 +49,28 @@ class VisionScoreCapture:
             raise ValueError(f"vision layers {bad} do not exist in a {tower.num_layers}-layer tower")
         self.tower = tower
         self.layers = tuple(sorted(set(int(i) for i in layers)))
-        self.query_rows = query_rows
-        self.backend = backend
-        self._pending: Dict[int, Dict[str, torch.Tensor]] = {}
-        self._sum: Optional[torch.Tensor] = None
-        self._count = 0
-        self._handles: List = []
-        self._owner: Optional[int] = None
+        self.accumulator = ScoreAccumulator(query_rows, reuse_lse=reuse_lse, backend=backend)
+        self._capture = AttentionCapture({i: tower.attention_module(i) for i in self.layers}, self._add)
 
     def __enter__(self):
-        self._owner = threading.get_ident()
-        for layer in self.layers:
-            self._handles.append(self.tower.query_module(layer).register_forward_hook(self._hook(layer, "q")))
-            self._handles.append(self.tower.key_module(layer).register_forward_hook(self._hook(layer, "k")))
+        self._capture.__enter__()
         return self
 
     def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        self._pending.clear()
-        return False
+        return self._capture.__exit__(*exc)
 
-    def _hook(self, layer: int, which: str):
-        def hook(module, args, output):
-            if threading.get_ident() != self._owner:
-                return
-            heads = output.detach().unflatten(-1, (self.tower.num_heads, self.tower.head_dim)).transpose(1, 2)
-            slot = self._pending.setdefault(layer, {})
-            slot[which] = heads  # [B, H, S, D]
-            if "q" in slot and "k" in slot:
-                del self._pending[layer]
-                self._add(slot["q"], slot["k"])
+    def _add(self, call: AttentionCall):
+        if call.chunk != 0:
+            raise RuntimeError(f"vision layer {call.layer} called its attention more than once in one capture")
+        self.accumulator.add(call.query, call.key, scale=call.scale, lse=call.lse)
 
-        return hook
-
-    def _add(self, q: torch.Tensor, k: torch.Tensor):
-        if self.query_rows == "cls":
-            q = q[:, :, :1]
-        s = ops.attention_scores(q, k, scale=self.tower.scale, query_reduce="mean", head_reduce="mean", backend=self.backend)
-        self._sum = s if self._sum is None else self._sum + s
-        self._count += 1
+    @property
+    def layers_with_lse(self) -> int:
+        return self.accumulator.adds_with_lse
 
     def scores(self) -> torch.Tensor:
         """float32 [B, S]: the scores averaged over the captured layers."""
-        if self._count != len(self.layers):
-            raise RuntimeError(f"captured {self._count} of {len(self.layers)} layers: the tower stopped before a needed layer")
-        return self._sum / self._count
+        captured = self.accumulator.count()
+        if captured != len(self.layers):
+            raise RuntimeError(f"captured {captured} of {len(self.layers)} layers: the tower stopped before a needed layer")
+        return self.accumulator.mean()

@@ -4,8 +4,10 @@ While a handle is active, ``model(**inputs)`` / ``model.forward(...)`` and ``mod
 with processor-style inputs (N image placeholders per image, ``pixel_values``; Qwen-VL also
 ``pixel_values_videos``) are rewritten before they reach the unmodified model:
 
-1. the family adapter runs the vision tower up to the needed layer, capturing q/k scores
-   (hooks, never attention maps), calls ``method.select_captured``, and projects the kept tokens;
+1. the family adapter runs the vision tower up to the needed layer, scoring the q/k (and the row
+   log-sum-exp) that the tower's own attention kernel sees (``capture.py``: an attention function
+   selected for the vision sub-config during the call, never attention maps), calls
+   ``method.select_captured``, and projects the kept tokens;
 2. the prompt surgery drops the pruned placeholders from ``input_ids`` / ``attention_mask`` /
    ``labels`` (padding side preserved, ``position_ids`` left to the model);
 3. the model gets the kept features as ``mm_encoder_outputs={"image": ...}`` instead of ``pixel_values``
@@ -16,8 +18,10 @@ Calls without pixels (e.g. generate's decoding steps) pass through unchanged. Th
 installs two instance attributes on that model only (``forward`` and ``generate`` wrappers with the
 originals' signatures; ``functools.wraps`` keeps ``inspect.signature`` working, which generate
 relies on); ``remove()`` deletes them (or puts back instance attributes that were there before), so
-the model is restored exactly. Nothing global is patched (PTP's LLM probe registers one named
-attention function in transformers' AttentionInterface; see llm_probe.py for why that is harmless).
+the model is restored exactly. Nothing global is patched: two named attention functions are
+registered in transformers' AttentionInterface at import (``"vtprune_capture"``, selected for the
+vision sub-config only while a call's tower runs, its own implementation restored exactly after;
+PTP's ``"vtprune_probe"``); see attention_capture.py and llm_probe.py for why that is harmless.
 
 ``generate`` returns sequences whose prompt part is the shortened prompt.
 

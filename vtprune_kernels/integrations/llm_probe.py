@@ -21,7 +21,6 @@ not being probed is affected. The probe pass is a scoring pass only: its output 
 from __future__ import annotations
 
 import copy
-import sys
 import threading
 from typing import Dict, Tuple
 
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from .. import ops
+from .lse_attention import own_attention_function
 
 PROBE_ATTENTION = "vtprune_probe"
 
@@ -51,11 +51,7 @@ class _Probe:
 
 def _own_attention(module):
     """The attention function the module uses without the probe."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    own = _OWN_CONFIG[id(module)]._attn_implementation
-    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
-    return ALL_ATTENTION_FUNCTIONS.get_interface(own, eager)
+    return own_attention_function(module, _OWN_CONFIG[id(module)]._attn_implementation)
 
 
 def _probe_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):

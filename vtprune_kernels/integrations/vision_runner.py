@@ -1,8 +1,8 @@
 """Run a vision tower only up to the last layer the pruning needs (never the layers after it).
 
 ``VisionTower`` describes one of the supported towers (CLIP, SigLIP, InternViT): its encoder
-layers, where each layer's query/key projections come out, head count and scale, whether it has
-a [CLS] token. ``run_tower`` calls the tower's own ``forward`` (so embeddings, pre-norms and the
+layers, each layer's attention module (where ``capture.VisionScoreCapture`` reads q/k), whether
+it has a [CLS] token. ``run_tower`` calls the tower's own ``forward`` (so embeddings, pre-norms and the
 model's own attention implementation are exactly the model's) and leaves it by raising a private
 exception from a forward hook on the last needed layer. Nothing of the tower is modified; the
 hooks exist only during the call and fire only in the calling thread.
@@ -25,9 +25,9 @@ class VisionTower:
     """Where the pieces of a supported vision tower live.
 
     layers: the encoder layers (``nn.ModuleList``), layer i's output is ``hidden_states[i + 1]``.
-    query_module(i) / key_module(i): modules whose output is layer i's query / key, [B, S, H*D]
-        (after any q/k norm, before the head split; vision towers have no rotary embedding).
-    num_heads, head_dim, scale: the attention's head layout and softmax scale.
+    attention_module(i): layer i's attention module, the one that calls transformers' attention
+        function (``ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, ...)``)
+        with q/k [B, H, S, D] after any q/k norm.
     has_cls: the sequence starts with a [CLS] token (CLIP, InternViT) or not (SigLIP).
     final_norm: applied by the tower to the last layer's output in ``last_hidden_state``
         (InternViT's ``layernorm``; ``None`` where hidden_states[-1] is used raw).
@@ -35,11 +35,7 @@ class VisionTower:
 
     module: nn.Module
     layers: nn.ModuleList
-    query_module: Callable[[int], nn.Module]
-    key_module: Callable[[int], nn.Module]
-    num_heads: int
-    head_dim: int
-    scale: float
+    attention_module: Callable[[int], nn.Module]
     has_cls: bool
     final_norm: Optional[nn.Module] = None
 
@@ -67,23 +63,17 @@ def describe_tower(tower: nn.Module) -> VisionTower:
     """The ``VisionTower`` of a CLIP, SigLIP or InternViT vision model; a clear error otherwise."""
     name = type(tower).__name__
     if name in ("CLIPVisionModel", "SiglipVisionModel"):
-        layers, attention, q_name, k_name, final_norm = tower.encoder.layers, "self_attn", "q_proj", "k_proj", None
+        layers, attention, final_norm = tower.encoder.layers, "self_attn", None
     elif name == "InternVLVisionModel":
-        # q_norm/k_norm are nn.Identity when the config has no qk norm: their output is always the q/k used.
-        layers, attention, q_name, k_name, final_norm = tower.encoder.layer, "attention", "q_norm", "k_norm", tower.layernorm
+        layers, attention, final_norm = tower.encoder.layer, "attention", tower.layernorm
     else:
         raise ValueError(
             f"unsupported vision tower {name}: vtprune_kernels supports CLIPVisionModel, SiglipVisionModel and InternVLVisionModel"
         )
-    first = getattr(layers[0], attention)
     return VisionTower(
         module=tower,
         layers=layers,
-        query_module=lambda i: getattr(getattr(layers[i], attention), q_name),
-        key_module=lambda i: getattr(getattr(layers[i], attention), k_name),
-        num_heads=first.num_heads,
-        head_dim=first.head_dim,
-        scale=first.scale,
+        attention_module=lambda i: getattr(layers[i], attention),
         has_cls=name != "SiglipVisionModel",
         final_norm=final_norm,
     )

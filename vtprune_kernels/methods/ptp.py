@@ -71,7 +71,9 @@ class PTP(PruningMethod):
         """float64 [S]: softmax of the min-max normalised cosine of each region's [CLS] to the last's."""
         cls = cls_regions.double()
         similarity = F.cosine_similarity(cls, cls[-1:].expand_as(cls), dim=-1)
-        similarity[-1] = 1.0  # the thumbnail (or the single tile) scores 1 by definition
+        # the thumbnail (or the single tile) scores 1 by definition; a device-side fill, not an
+        # item assignment (which uploads the Python scalar and synchronises on CUDA)
+        similarity = torch.cat([similarity[:-1], similarity.new_ones(1)])
         return min_max_normalise(similarity).softmax(0)
 
     def select(
