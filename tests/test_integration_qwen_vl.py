@@ -11,8 +11,7 @@ import torch
 import tiny_models as tm
 from qwen_oracles import BACKEND, eager_patch_scores, hand_greedy_logits, hand_keep, hand_logits
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
-from vtprune_kernels.integrations.qwen_capture import ChunkScoreCapture
-from vtprune_kernels.integrations.qwen_tower import describe_tower, run_tower
+from vtprune_kernels.integrations.qwen_tower import describe_tower, merge_kept, run_tower
 
 BUILDERS = {"qwen2_5_vl": tm.qwen2_5_vl, "qwen3_vl": tm.qwen3_vl}
 IMAGES = [(1, 6, 10), (1, 4, 6)]
@@ -83,20 +82,31 @@ def test_captured_scores_equal_eager_maps(model, layers, backend):
         run = run_tower(tower, pixels, grid, layers, backend=backend)
     want = eager_patch_scores(model, pixels, grid, layers).view(-1, 4).mean(-1)
     assert run.scores.dtype == torch.float32
+    # frames (3 + 2 frames) in full-attention blocks, windows of 2x2 merged tokens in the others
+    windows = [2 * 3, 1 * 2, 1, 1] if not _is_qwen3(model) else None  # 3x5, 2x3, 2x2, 2x2 merged
+    expected = sum(4 if windows is None or layer in (1, 3) else sum(windows) for layer in layers)
+    assert run.segments == expected and run.segments_with_lse == expected  # SDPA's CPU kernel gives the LSE
     torch.testing.assert_close(run.scores, want, atol=1e-6, rtol=1e-5)
 
 
-def test_capture_leaves_the_attention_output_unchanged(model):
+def test_tower_run_is_the_models_own_computation(model):
+    """Scoring every block leaves the tower's output bit for bit the model's: the merger (and every
+    DeepStack merger) on all tokens of the run gives the model's own features, in its order; the
+    vision config's attention implementation is back afterwards."""
     visual = model.model.visual
-    grid = torch.tensor(IMAGES)
-    pixels = tm.qwen_pixels(IMAGES)
+    tower = describe_tower(visual)
+    grid = torch.tensor(IMAGES + VIDEOS)
+    pixels = tm.qwen_pixels(IMAGES + VIDEOS)
     with torch.no_grad():
-        before = visual(pixels, grid_thw=grid).pooler_output
-        with ChunkScoreCapture([b.attn for b in visual.blocks], backend=BACKEND) as capture:
-            during = visual(pixels, grid_thw=grid).pooler_output
-    assert torch.equal(before, during)
-    assert [s.numel() for s in capture.scores()] == [pixels.shape[0]] * len(visual.blocks)
-    assert all(b.attn.config is visual.config for b in visual.blocks)
+        want = model.model.get_image_features(pixels, grid)
+        run = run_tower(tower, pixels, grid, range(tower.num_layers), backend=BACKEND)
+        C = tower.hidden_size
+        assert torch.equal(merge_kept(tower.merger, run.merged, C), torch.cat(want.pooler_output))
+        for level, merger in enumerate(tower.deepstack_mergers or ()):
+            assert torch.equal(merge_kept(merger, run.deepstack[level], C), torch.cat(want.deepstack_features[level]))
+    assert len(run.deepstack) == len(tower.deepstack_layers) == (2 if _is_qwen3(model) else 0)
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    assert all(b.attn.config is model.config.vision_config for b in visual.blocks)
 
 
 # -- pruned forward == hand pipeline ----------------------------------------------------------------

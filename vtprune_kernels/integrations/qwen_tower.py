@@ -14,7 +14,10 @@ take flattened patches [S, 3*2*P*P] in the processor's merge-block order plus ``
   turns the block's output into one more feature per merged token.
 
 ``run_tower`` calls the tower's own ``forward`` (embeddings, rotary positions, window permutation
-and the model's attention implementation are the model's) and leaves it after the last block, so
+and the model's attention implementation are the model's) while ``attention_capture`` hands the
+scored blocks' q/k (after the rotary embedding, which Qwen applies inside the attention module)
+and the kernel's log-sum-exp to a ``ScoreAccumulator``, once per attention segment: a frame in a
+full-attention block, a window in Qwen2.5-VL's others. It leaves the forward after the last block, so
 the merger only ever runs on the kept tokens (``merge_kept``). The DeepStack mergers, which the
 model calls inside its block loop, are handed a single merged token by a pre-hook during the run
 (the blocks' outputs are kept), so they too run only on kept tokens. Hooks exist only during the call and
@@ -31,7 +34,8 @@ from torch import nn
 
 from ..methods.hivtp import PAPER_LAYERS
 from ..methods.merged_grid import merged_features, merged_grid_pool, to_merge_order
-from .qwen_capture import ChunkScoreCapture
+from .attention_capture import AttentionCapture
+from .score_accumulator import ScoreAccumulator
 
 TOWER_CLASSES = ("Qwen2_5_VisionTransformerPretrainedModel", "Qwen3VLVisionModel")
 
@@ -122,11 +126,15 @@ class TowerRun:
     deepstack: per DeepStack level, [T, 4*C] that level's block output, concatenated the same way.
     scores: float32 [T] mean received attention of each merged token's patches (averaged over the
         scored layers), or None when nothing was scored.
+    segments, segments_with_lse: attention segments scored, and how many of them reused the
+        model's log-sum-exp (one pass over the keys instead of two).
     """
 
     merged: torch.Tensor
     deepstack: List[torch.Tensor]
     scores: Optional[torch.Tensor]
+    segments: int = 0
+    segments_with_lse: int = 0
 
 
 class _StopTower(Exception):
@@ -166,7 +174,12 @@ def run_tower(
     handles = [tower.blocks[layer].register_forward_hook(keep_output(layer)) for layer in set(tower.deepstack_layers)]
     handles.append(tower.blocks[-1].register_forward_hook(keep_output("last", stop=True)))
     handles += [merger.register_forward_pre_hook(shrink) for merger in tower.deepstack_mergers or ()]
-    capture = ChunkScoreCapture([tower.blocks[i].attn for i in sorted(set(score_layers))], backend=backend)
+    scored = sorted(set(score_layers))
+    scores = ScoreAccumulator("all", backend=backend)  # one chunk per (layer, attention segment)
+    capture = AttentionCapture(
+        {i: tower.blocks[i].attn for i in scored},
+        lambda call: scores.add(call.query, call.key, scale=call.scale, lse=call.lse, chunk=(call.layer, call.chunk)),
+    )
     try:
         with capture:
             tower.module(pixel_values.type(tower.module.dtype), grid_thw=grid_thw)
@@ -183,13 +196,19 @@ def run_tower(
     def in_merge_order(x: torch.Tensor) -> torch.Tensor:
         return x if window_index is None else to_merge_order(x, window_index, tower.merge_size)
 
-    scores = None
-    per_layer = capture.scores()
-    if per_layer:
+    patch_scores = None
+    if scored:
+        # a layer's segments (frames, or windows) in call order cover its sequence once: concatenated,
+        # one score per patch in the order the layer saw them
+        per_layer = [torch.cat([scores.mean(c)[0] for c in scores.chunks if c[0] == layer]) for layer in scored]
+        if any(s.numel() != pixel_values.shape[0] for s in per_layer):
+            raise RuntimeError("a scored Qwen-VL vision block did not attend over every patch once")
         patch_scores = torch.stack([in_merge_order(s) for s in per_layer]).mean(0)
-        scores = merged_grid_pool(patch_scores, tower.merge_size)
     merged = [merged_features(in_merge_order(kept[name]), tower.merge_size) for name in ("last", *tower.deepstack_layers)]
-    return TowerRun(merged=merged[0], deepstack=merged[1:], scores=scores)
+    pooled = None if patch_scores is None else merged_grid_pool(patch_scores, tower.merge_size)
+    return TowerRun(
+        merged=merged[0], deepstack=merged[1:], scores=pooled, segments=len(scores.chunks), segments_with_lse=scores.adds_with_lse
+    )
 
 
 def merge_kept(merger: nn.Module, kept: torch.Tensor, hidden_size: int) -> torch.Tensor:
