@@ -1,12 +1,14 @@
 """Load a real checkpoint from a local folder (``vtprune demo --model PATH``), never from a hub.
 
-Supported: transformers-native ("-hf") LLaVA-1.5 (``llava``), LLaVA-NeXT (``llava_next``) and
-InternVL (``internvl``) folders, loaded with ``AutoProcessor`` / ``AutoModelForImageTextToText``
-and ``local_files_only=True``.
+Supported: transformers-native ("-hf") LLaVA-1.5 (``llava``), LLaVA-NeXT (``llava_next``),
+InternVL (``internvl``), Qwen2.5-VL (``qwen2_5_vl``) and Qwen3-VL (``qwen3_vl``) folders, loaded
+with ``AutoProcessor`` / ``AutoModelForImageTextToText`` and ``local_files_only=True``. Qwen-VL
+processors need torchvision (transformers builds their video processor with it).
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from typing import Optional
 
@@ -14,25 +16,30 @@ import torch
 
 from .errors import DemoInputError
 
-SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "internvl")
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "internvl", "qwen2_5_vl", "qwen3_vl")
+DYNAMIC_RESOLUTION = ("qwen2_5_vl", "qwen3_vl")  # visual tokens follow the image's size
 
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A model ready for the demo: ``model`` (eval), ``processor``, the visual tokens of one tile."""
+    """A model ready for the demo: ``model`` (eval), ``processor``, the visual tokens of one tile
+    (None for dynamic-resolution models: they follow the image, see ``visual_tokens_per_tile``)."""
 
     name: str
     model: object
     processor: object
-    tokens_per_tile: int
+    tokens_per_tile: Optional[int]
 
 
 def _pair(value):
     return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
 
 
-def tokens_per_tile(config) -> int:
-    """Visual tokens one tile gives the language model (after InternVL's pixel shuffle)."""
+def tokens_per_tile(config) -> Optional[int]:
+    """Visual tokens one tile gives the language model (after InternVL's pixel shuffle); None for
+    dynamic-resolution models (Qwen-VL), whose count depends on the image."""
+    if config.model_type in DYNAMIC_RESOLUTION:
+        return None
     vision = config.vision_config
     (ih, iw), (ph, pw) = _pair(vision.image_size), _pair(vision.patch_size)
     tokens = (ih // ph) * (iw // pw)
@@ -57,7 +64,15 @@ def load_checkpoint(path: str, device="cpu", dtype: Optional[torch.dtype] = None
     device = torch.device(device)
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    try:
+        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    except (AttributeError, ImportError) as err:
+        if config.model_type in DYNAMIC_RESOLUTION and importlib.util.find_spec("torchvision") is None:
+            raise DemoInputError(
+                f"--model {path!r}: transformers builds the {config.model_type} processor with torchvision, "
+                "which is not installed (pip install torchvision matching your torch)"
+            ) from err
+        raise
     model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=dtype)
     model = model.to(device).eval()
     return LoadedModel(
@@ -66,6 +81,14 @@ def load_checkpoint(path: str, device="cpu", dtype: Optional[torch.dtype] = None
         processor=processor,
         tokens_per_tile=tokens_per_tile(model.config),
     )
+
+
+def visual_tokens_per_tile(loaded: LoadedModel, inputs) -> int:
+    """Visual tokens of one tile of the demo input: the model's constant, or for dynamic-resolution
+    models the image's own count (its placeholders in the prompt)."""
+    if loaded.tokens_per_tile is not None:
+        return loaded.tokens_per_tile
+    return int((inputs["input_ids"] == loaded.model.config.image_token_id).sum())
 
 
 def build_inputs(processor, image, prompt: str, device="cpu"):

@@ -6,14 +6,14 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .checkpoint import LoadedModel, build_inputs, load_checkpoint
+from .checkpoint import LoadedModel, build_inputs, load_checkpoint, visual_tokens_per_tile
 from .errors import DemoInputError
 from .method_names import METHOD_NAMES, parse_method_names
 from .render import comparison_picture, method_picture
 from ..text_table import format_table
 from .report import mib, ms, printable
 from .llava_factory import TINY, build_llava
-from .session import DemoSession, MethodResult, input_panels, run_session
+from .session import DemoSession, MethodResult, run_session
 
 DEFAULT_PROMPT = "Describe the picture."
 TINY_NAME = "embedded tiny LLaVA-1.5-style model (random weights, seed 0)"
@@ -125,10 +125,11 @@ def run_demo(
     image = load_image(image_path)
     inputs = build_inputs(loaded.processor, image, prompt, device)
     inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
-    keep = default_keep(loaded.tokens_per_tile) if keep is None else keep
+    per_tile = visual_tokens_per_tile(loaded, inputs)
+    keep = default_keep(per_tile) if keep is None else keep
     names = parse_method_names(methods) if methods else list(METHOD_NAMES)
 
-    session = DemoSession(loaded.model, loaded.processor, inputs, loaded.tokens_per_tile, device=device,
+    session = DemoSession(loaded.model, loaded.processor, inputs, per_tile, device=device,
                           repeats=repeats, max_new_tokens=max_new_tokens, backend=backend)
     baseline, results = run_session(session, names, keep, progress=progress)
     ran = [r for r in results if not r.skipped]
@@ -136,7 +137,7 @@ def run_demo(
 
     print(f"model: {loaded.name}")
     print(f"image: {image_path or 'bundled sample (drawn by vtprune_kernels.demo)'}; prompt: {prompt!r}")
-    print(f"device: {device}, {torch.get_num_threads()} threads; keep {keep} of {loaded.tokens_per_tile} tokens per tile "
+    print(f"device: {device}, {torch.get_num_threads()} threads; keep {keep} of {per_tile} tokens per tile "
           f"(HIVTP: its own count); backend {backend}; times are medians of {repeats} runs")
     if ran:
         print()
@@ -152,7 +153,7 @@ def run_demo(
     if any(r.name == "HIVTP" for r in ran):
         print("note: HIVTP has no token budget (25% per region, then one token per 2x2 window): its count varies per image.")
     if ran:
-        written = write_pictures(out_dir, input_panels(inputs["pixel_values"], session.mean, session.std), ran)
+        written = write_pictures(out_dir, session.input_panels(), ran)
         print()
         print("pictures: " + ", ".join(written))
     if skipped and methods:

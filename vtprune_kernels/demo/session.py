@@ -178,8 +178,24 @@ class DemoSession:
         return self.model(**self.inputs)
 
     def _image_stage(self):
-        kwargs = {k: self.inputs[k] for k in ("pixel_values", "image_sizes") if k in self.inputs}
+        kwargs = {k: self.inputs[k] for k in ("pixel_values", "image_sizes", "image_grid_thw") if k in self.inputs}
         return self.model.model.get_image_features(**kwargs)
+
+    def panels(self, selection=None, num_tokens=None) -> List[Panel]:
+        """Per tile of the input (per image on Qwen-VL), its pixels and kept-token grid, from a
+        handle's ``last_selection`` / ``last_num_tokens`` (``selection`` None: the input only)."""
+        if "image_grid_thw" in self.inputs:  # Qwen-VL: flattened patches, one merged grid per image
+            from .qwen_panels import qwen_panels
+
+            patch = self.processor.image_processor.patch_size
+            return qwen_panels(selection, self.inputs["pixel_values"], self.inputs["image_grid_thw"], patch, self.mean, self.std)
+        if selection is None:
+            return input_panels(self.inputs["pixel_values"], self.mean, self.std)
+        return selection_panels(selection, num_tokens, self.inputs["pixel_values"], self.tokens_per_tile, self.mean, self.std)
+
+    def input_panels(self) -> List[Panel]:
+        """The input as the model saw it (no overlay)."""
+        return self.panels()
 
     def _generate(self) -> torch.Tensor:
         return self.model.generate(**self.inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
@@ -214,10 +230,7 @@ class DemoSession:
                 return result
             result.visual_tokens = self.visual_tokens(self.inputs["input_ids"])
             result.kept_tokens = self.visual_tokens(prepared["input_ids"])
-            result.panels = selection_panels(
-                handle.last_selection, handle.last_num_tokens, self.inputs["pixel_values"], self.tokens_per_tile,
-                self.mean, self.std,
-            )
+            result.panels = self.panels(handle.last_selection, handle.last_num_tokens)
             result.prefill_s = time_call(self._prefill, self.device, repeats=self.repeats)
             timed_method.seconds.clear()
             result.image_stage_s = time_call(lambda: handle.prepare_inputs(**self.inputs), self.device, repeats=self.repeats)

@@ -21,6 +21,9 @@ language model gets, as ``position_ids``, the unpruned M-RoPE positions of the s
 
 Selection indices (``last_selection``): per image, indices into its merged grid in raster order;
 per video, frame * (h/2)*(w/2) + raster index; images first (``image_grid_thw`` order), then videos.
+
+Host reads on CUDA: the grids (the tower itself reads them on the host, as the unmodified model
+does) and, once, the keep masks: two synchronisations of the call's own, besides the tower's.
 """
 from __future__ import annotations
 
@@ -152,12 +155,19 @@ class QwenVLAdapter(TowerAdapter):
 
     @staticmethod
     def _rows(runs, modalities, rows, field):
-        """[F, N, ...]: ``field(run)`` gathered at token indices ``rows`` [F, N] of each row's modality run."""
-        parts = []
-        for b, modality in enumerate(modalities):
+        """[F, N, ...]: ``field(run)`` gathered at token indices ``rows`` [F, N] (host) of each row's
+        modality run (one gather per modality; indices uploaded without a sync)."""
+        out = None
+        for modality in dict.fromkeys(modalities):
+            which = [b for b, m in enumerate(modalities) if m == modality]
             values = field(runs[modality])
-            parts.append(values[from_host(rows[b], values.device)])
-        return torch.stack(parts)
+            part = values[from_host(rows[which], values.device)]
+            if len(which) == len(modalities):
+                return part
+            if out is None:
+                out = part.new_empty((len(modalities), *part.shape[1:]))
+            out[from_host(torch.tensor(which), part.device)] = part
+        return out
 
     def _merge(self, run, entries_keep):
         """The model's ``mm_encoder_outputs`` entry of one modality: per entry, its kept tokens through
