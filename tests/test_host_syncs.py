@@ -89,16 +89,17 @@ def test_method_select_never_syncs_on_cuda(name):
 
 
 class _ReadsAsIfOnTheGpu(HostReads):
-    """HostReads that treats the prompt as device-resident (as with CUDA inputs; image_sizes stays on
-    the host, as a processor returns it) and, instead of synchronising, disarms the detector: what
-    runs before the first read is the device phase, where nothing may read device data."""
+    """HostReads that treats the prompt as device-resident (as with CUDA inputs; image sizes and grids
+    stay on the host, as a processor returns them) and, instead of synchronising, disarms the
+    detector: what runs before the first read is the device phase, where nothing may read device data."""
 
     detector: HostSyncDetector = None
+    HOST_SIDE = ("image_sizes", "image_grid_thw", "video_grid_thw")
 
     def __init__(self, **prompt):
-        image_sizes = prompt.pop("image_sizes", None)
+        host_side = {name: prompt.pop(name, None) for name in self.HOST_SIDE}
         super().__init__(**prompt)
-        self._prompt["image_sizes"] = image_sizes
+        self._prompt.update(host_side)
 
     @staticmethod
     def _on_device(t):
@@ -131,6 +132,15 @@ def _calls():
         ids, mask = tm.make_prompts([[f.shape[0]] for f in full])
         return dict(input_ids=ids, attention_mask=mask, pixel_values=px, image_sizes=next_sizes)
 
+    def qwen_inputs(model):
+        images, videos = [(1, 6, 10), (1, 4, 6)], [(2, 4, 4)]
+        rows = [[("image", images[0])], [("image", images[1]), ("video", videos[0])]]
+        ids, mask, types = tm.qwen_prompts(rows, per_frame_runs=type(model).__name__.startswith("Qwen3"))
+        return dict(
+            input_ids=ids, attention_mask=mask, mm_token_type_ids=types, pixel_values=tm.qwen_pixels(images),
+            image_grid_thw=torch.tensor(images), pixel_values_videos=tm.qwen_pixels(videos), video_grid_thw=torch.tensor(videos),
+        )
+
     return [
         ("llava", "vispruner", tm.llava_clip, lambda: VisPruner(keep=7, step=2), llava_inputs, 1),
         ("llava", "hivtp", tm.llava_clip, lambda: HIVTP(layers=(0, 1)), llava_inputs, 1),
@@ -139,6 +149,9 @@ def _calls():
         ("internvl", "uniform", tm.internvl, lambda: Uniform(keep=4), internvl_inputs, 1),
         ("internvl", "hivtp", tm.internvl, lambda: HIVTP(layers=(0, 1), region_ratio=0.5), internvl_inputs, 1),
         ("internvl", "ptp", tm.internvl, lambda: PTP(vision_layer=1, llm_layer=1), internvl_inputs, 2),
+        ("qwen2_5_vl", "vispruner", tm.qwen2_5_vl, lambda: VisPruner(keep=3, step=2), qwen_inputs, 1),
+        ("qwen2_5_vl", "hivtp", tm.qwen2_5_vl, lambda: HIVTP(layers=(1, 3)), qwen_inputs, 1),
+        ("qwen3_vl", "random", tm.qwen3_vl, lambda: Random(keep=2), qwen_inputs, 1),
     ]
 
 
@@ -184,7 +197,8 @@ def test_integration_syncs_once_per_call_on_cuda(case):
             with CudaSyncRecorder() as recorder:
                 handle.prepare_inputs(**cuda_inputs)
         ours = [site for site in recorder.sites if site is not None]  # syncs in model code are not counted
-        expected_here = expected + (1 if family == "llava-next" else 0)  # image_sizes on the GPU: read early
+        # image_sizes / grids on the GPU: read early (the tower needs them on the host)
+        expected_here = expected + (1 if family in ("llava-next", "qwen2_5_vl", "qwen3_vl") else 0)
         assert handle.last_host_syncs == expected_here
         assert len(ours) == expected_here and all("host_reads.py" in site for site in ours), ours
     finally:

@@ -213,6 +213,24 @@ def test_images_only_and_no_mm_token_type_ids(model):
     torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
 
 
+def test_videos_only(model):
+    """A call with videos and no images: per-frame selection, temporal positions kept."""
+    method = VisPruner(keep=2, step=1)
+    ids, mask, types = tm.qwen_prompts([[("video", VIDEOS[0])], [("video", (3, 4, 6))]], per_frame_runs=_is_qwen3(model))
+    grids = [VIDEOS[0], (3, 4, 6)]
+    inputs = dict(
+        input_ids=ids, attention_mask=mask, mm_token_type_ids=types,
+        pixel_values_videos=tm.qwen_pixels(grids, seed=6), video_grid_thw=torch.tensor(grids),
+    )
+    keep, tagged = _hand(model, method, inputs)
+    expected, expected_mask = hand_logits(model, inputs, tagged)
+    with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
+        out = model(**inputs)
+    valid = expected_mask.bool()
+    torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
+    assert [s.numel() for s in handle.last_selection] == [2 * 2, 3 * 2] and handle.last_num_tokens == [8, 18]
+
+
 def test_generate_expansion_keeps_each_sample_with_its_media(model):
     method = HIVTP(layers=(1, 3), region_ratio=0.5)
     inputs = _inputs(model)

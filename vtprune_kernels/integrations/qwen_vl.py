@@ -106,10 +106,12 @@ class QwenVLAdapter(TowerAdapter):
             host_grid = reads.get(grid_key)  # the tower reads the grids on the host too (the model's own .tolist())
             if host_grid.dim() != 2 or host_grid.shape[1] != 3:
                 raise ValueError(f"{grid_key} must be [n, 3] (t, h, w), got shape {tuple(host_grid.shape)}")
-            if int(host_grid.prod(-1).sum()) != pixels.shape[0]:
-                raise ValueError(f"{pixels_key} holds {pixels.shape[0]} patches but {grid_key} implies {int(host_grid.prod(-1).sum())}")
+            grids = host_grid.tolist()
+            patches = sum(t * h * w for t, h, w in grids)
+            if patches != pixels.shape[0]:
+                raise ValueError(f"{pixels_key} holds {pixels.shape[0]} patches but {grid_key} implies {patches}")
             first = 0
-            for t, h, w in host_grid.tolist():
+            for t, h, w in grids:
                 if h % self.tower.merge_size or w % self.tower.merge_size or t < 1:
                     raise ValueError(f"{grid_key}: a grid of {t} x {h} x {w} patches is not a whole number of merge blocks")
                 entries.append(_Entry(name, (t, h, w), first, self.tower.merge_size))
