@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
 from ..methods._device import from_host
-from .adapter import PrunedImages, TowerAdapter, gather_rows, make_captured, require_vision_only, score_layers, select
+from .adapter import PrunedImages, TowerAdapter, make_captured, require_vision_only, score_layers, select
 from .mrope import mrope_position_deltas
 from .qwen_tower import describe_tower, merge_kept, run_tower
 
@@ -92,7 +92,27 @@ class QwenVLAdapter(TowerAdapter):
     def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
         needs = method.needs(False)  # no [CLS]: VisPruner scores received attention
         require_vision_only(needs, method, self.family)
-        layers = self.layers_for(needs)
+        entries, runs = self._run_towers(kwargs, self.layers_for(needs), backend, reads)
+        groups, masks = self._select_frames(entries, runs, needs, method, backend)
+        host_masks = reads.fetch(*masks)  # the call's host synchronisation: kept counts decide the prompt
+
+        keep = [torch.zeros(e.tokens, dtype=torch.bool) for e in entries]
+        for (grid, frames), mask in zip(groups.items(), host_masks):
+            N = grid[0] * grid[1]
+            for (i, f), row in zip(frames, mask):
+                keep[i][f * N : (f + 1) * N] = row
+        outputs = {name: self._merge(run, [k for e, k in zip(entries, keep) if e.modality == name]) for name, run in runs.items()}
+        return PrunedImages(
+            pooler_output=outputs["image"].pooler_output if "image" in outputs else [],
+            placeholder_keep=keep,
+            selection=[k.nonzero().flatten() for k in keep],
+            num_tokens=[e.tokens for e in entries],
+            encoder_outputs=outputs,
+            placeholder_tokens=[self.token_ids[e.modality] for e in entries],
+        )
+
+    def _run_towers(self, kwargs, layers, backend, reads):
+        """(entries, {modality: TowerRun}): one tower run per modality present, as the model runs it."""
         runs, entries = {}, []
         for name, pixels_key, grid_key, _ in MODALITIES:
             pixels = kwargs.get(pixels_key)
@@ -117,43 +137,27 @@ class QwenVLAdapter(TowerAdapter):
                 entries.append(_Entry(name, (t, h, w), first, self.tower.merge_size))
                 first += entries[-1].tokens
             runs[name] = run_tower(self.tower, pixels, grid, layers, backend=backend)
+        return entries, runs
 
-        # frames with the same merged grid are selected together: [frames, N] per grid
-        groups: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}  # grid -> [(entry, frame)]
+    def _select_frames(self, entries, runs, needs, method, backend):
+        """(groups, masks): frames with the same merged grid, in call order, are one selection
+        (``groups``: grid -> [(entry, frame)]); ``masks``: per group, the device keep mask [F, N]."""
+        groups: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
         for i, entry in enumerate(entries):
             for frame in range(entry.grid[0]):
                 groups.setdefault(entry.frame_grid, []).append((i, frame))
+        device = next(iter(runs.values())).merged.device
         masks = []
         for grid, frames in groups.items():
             N = grid[0] * grid[1]
-            rows = torch.tensor(
-                [[entries[i].first + f * N] for i, f in frames], dtype=torch.int64
-            ) + torch.arange(N)  # [F, N] token index in its modality's run
-            by_modality = [entries[i].modality for i, _ in frames]
-            scores = features = None
-            if needs.query_rows != "none":
-                scores = self._rows(runs, by_modality, rows, lambda run: run.scores)
-            if needs.features:
-                features = self._rows(runs, by_modality, rows, lambda run: run.merged)
-            device = next(iter(runs.values())).merged.device
+            starts = torch.tensor([[entries[i].first + f * N] for i, f in frames], dtype=torch.int64)
+            rows = starts + torch.arange(N)  # [F, N]: token index in its modality's run
+            modalities = [entries[i].modality for i, _ in frames]
+            scores = None if needs.query_rows == "none" else self._rows(runs, modalities, rows, lambda run: run.scores)
+            features = self._rows(runs, modalities, rows, lambda run: run.merged) if needs.features else None
             captured = make_captured(needs, grid, scores, features, batch_size=len(frames), device=device)
             masks.append(select(method, captured, (len(frames), N), backend))
-        host_masks = reads.fetch(*masks)  # the call's host synchronisation: kept counts decide the prompt
-
-        keep = [torch.zeros(e.tokens, dtype=torch.bool) for e in entries]
-        for (grid, frames), mask in zip(groups.items(), host_masks):
-            N = grid[0] * grid[1]
-            for (i, f), row in zip(frames, mask):
-                keep[i][f * N : (f + 1) * N] = row
-        outputs = {name: self._merge(runs[name], [(e, k) for e, k in zip(entries, keep) if e.modality == name]) for name in runs}
-        return PrunedImages(
-            pooler_output=outputs["image"].pooler_output if "image" in outputs else [],
-            placeholder_keep=keep,
-            selection=[k.nonzero().flatten() for k in keep],
-            num_tokens=[e.tokens for e in entries],
-            encoder_outputs=outputs,
-            placeholder_tokens=[self.token_ids[e.modality] for e in entries],
-        )
+        return groups, masks
 
     @staticmethod
     def _rows(runs, modalities, rows, field):
@@ -171,23 +175,24 @@ class QwenVLAdapter(TowerAdapter):
             out[from_host(torch.tensor(which), part.device)] = part
         return out
 
-    def _merge(self, run, entries_keep):
-        """The model's ``mm_encoder_outputs`` entry of one modality: per entry, its kept tokens through
-        the merger (and every DeepStack merger), in its merged-token order."""
-        flat = torch.cat([k for _, k in entries_keep])
-        counts = [int(k.sum()) for _, k in entries_keep]
+    def _merge(self, run, keeps):
+        """The model's ``mm_encoder_outputs`` entry of one modality: per entry (``keeps``: its host
+        keep mask), its kept tokens through the merger and every DeepStack merger, in order."""
+        counts = [int(k.sum()) for k in keeps]
+        index = from_host(torch.cat(keeps).nonzero().flatten(), run.merged.device)
         C = self.tower.hidden_size
-        pooled = list(torch.split(merge_kept(self.tower.merger, gather_rows(run.merged[None], flat[None]), C), counts))
+
+        def merged(merger, tokens):
+            return list(torch.split(merge_kept(merger, tokens[index], C), counts))
+
+        pooled = merged(self.tower.merger, run.merged)
         if not self.tower.deepstack_layers:
             from transformers.modeling_outputs import BaseModelOutputWithPooling
 
             return BaseModelOutputWithPooling(pooler_output=pooled)
         from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
-        deepstack = [
-            list(torch.split(merge_kept(merger, gather_rows(level[None], flat[None]), C), counts))
-            for merger, level in zip(self.tower.deepstack_mergers, run.deepstack)
-        ]
+        deepstack = [merged(merger, level) for merger, level in zip(self.tower.deepstack_mergers, run.deepstack)]
         return BaseModelOutputWithDeepstackFeatures(pooler_output=pooled, deepstack_features=deepstack)
 
     # -- positions --------------------------------------------------------------------------------
