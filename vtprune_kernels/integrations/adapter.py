@@ -30,12 +30,15 @@ class PrunedImages:
     selection: per image, int64 kept indices into its unpruned visual tokens (tiles concatenated in
         the model's order), increasing, on the host.
     num_tokens: per image, the number of unpruned visual tokens that ``selection`` indexes.
+    num_newlines: per image, the placeholders that hold a newline token, not a visual token
+        (LLaVA-NeXT; None: none).
     """
 
     pooler_output: Union[List[torch.Tensor], torch.Tensor]
     placeholder_keep: List[torch.Tensor]
     selection: List[torch.Tensor]
     num_tokens: List[int]
+    num_newlines: Optional[List[int]] = None
 
 
 @dataclasses.dataclass
@@ -46,9 +49,18 @@ class VisionCapture:
     scores: Optional[torch.Tensor]
 
 
-def score_layers(needs: Needs, feature_layer: int) -> Sequence[int]:
-    """0-based vision layers whose attention the method scores (``None`` = the feature layer)."""
-    return (feature_layer,) if needs.vision_layers is None else tuple(int(i) for i in needs.vision_layers)
+def score_layers(needs: Needs, feature_layer: int, num_layers: int) -> Sequence[int]:
+    """0-based vision layers whose attention the method scores (``None`` = the feature layer; a
+    negative index counts from the end of a ``num_layers``-layer tower, -1 = the last layer)."""
+    if needs.vision_layers is None:
+        return (feature_layer,)
+    layers = []
+    for i in needs.vision_layers:
+        i = int(i)
+        if i < -num_layers:
+            raise ValueError(f"vision layer {i} does not exist in a {num_layers}-layer vision tower")
+        layers.append(i + num_layers if i < 0 else i)  # too large: reported by the capture
+    return tuple(layers)
 
 
 def capture_vision(
@@ -69,7 +81,7 @@ def capture_vision(
     if needs.query_rows == "none":
         out = run_tower(tower, pixel_values, feature_layer=feature_layer, last_layer=feature_layer, tower_kwargs=tower_kwargs)
         return VisionCapture(features=out["features"], scores=None)
-    layers = score_layers(needs, feature_layer)
+    layers = score_layers(needs, feature_layer, tower.num_layers)
     capture = VisionScoreCapture(tower, layers, needs.query_rows, backend=backend)
     last = max(feature_layer, *layers)
     with capture:
