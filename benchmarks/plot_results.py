@@ -98,6 +98,14 @@ def summary(benchmarks: List[dict]) -> str:
             f"{100 * (score + select) / unpruned:.1f}% of the unpruned prefill; image stage with VisPruner {vis * 1e3:.0f} ms "
             f"vs Uniform {uni * 1e3:.0f} ms (net {100 * (vis - uni) / unpruned:+.1f}%)."
         )
+    for stage, what in (("capture", "tower layers 0-9 + scoring"), ("scores", "scoring of the 4 layers")):
+        for tower in ("clip_l", "internvit"):
+            got = _info(named, f"test_hivtp_{stage}[{tower}-with_lse]", "paired_with_lse_s", "paired_without_lse_s")
+            if got:
+                lines.append(
+                    f"- HIVTP {what}, {tower}: with the tower's log-sum-exp {got[0] * 1e3:.1f} ms, without "
+                    f"{got[1] * 1e3:.1f} ms ({got[1] / got[0]:.2f}x)."
+                )
     return "\n".join(lines)
 
 

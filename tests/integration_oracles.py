@@ -46,23 +46,24 @@ def received_attention(attentions: Sequence[torch.Tensor], layers: Sequence[int]
     return mean[:, 1:] if has_cls else mean
 
 
-def method_keep(method, *, grid, cls_attn=None, received=None, features=None, batch=None, backend=BACKEND):
-    """The method's own ``select`` on hand-computed inputs: bool [B, N]."""
+def method_keep(method, *, grid, cls_attn=None, received=None, features=None, batch=None, valid=None, backend=BACKEND):
+    """The method's own ``select`` on hand-computed inputs: bool [B, N] (``valid``: the tokens it may keep)."""
     if isinstance(method, VisPruner):
-        return method.select(cls_attn if cls_attn is not None else received, features, backend=backend)
+        return method.select(cls_attn if cls_attn is not None else received, features, valid=valid, backend=backend)
     if isinstance(method, HIVTP):
-        return method.select(received, grid, backend=backend)
+        return method.select(received, grid, valid=valid, backend=backend)
     if isinstance(method, (Random, Uniform)):
-        return method.select(grid, batch, backend=backend)
+        return method.select(grid, batch, valid=valid, backend=backend)
     raise TypeError(type(method))
 
 
 def method_scores(method, attentions, feature_layer: int, has_cls: bool):
     """(cls_attn, received) the method would be given, from eager maps (0-based feature layer)."""
     if isinstance(method, VisPruner):
+        layer = feature_layer if method.score_layer is None else range(len(attentions))[method.score_layer]
         if has_cls:
-            return cls_attention(attentions[feature_layer]), None
-        return None, received_attention(attentions, [feature_layer], has_cls)
+            return cls_attention(attentions[layer]), None
+        return None, received_attention(attentions, [layer], has_cls)
     if isinstance(method, HIVTP):
         return None, received_attention(attentions, method.layers, has_cls)
     return None, None

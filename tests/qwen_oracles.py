@@ -84,7 +84,8 @@ def last_hidden_in_merge_order(model, pixels, grid_thw) -> torch.Tensor:
 def method_layers(model, method) -> Tuple[int, ...]:
     """The layers the test expects a method to score on this tiny model (explicit in the tests)."""
     if isinstance(method, VisPruner):
-        return (method.layer,) if method.layer is not None else (len(model.model.visual.blocks) - 1,)
+        depth = len(model.model.visual.blocks)
+        return (method.score_layer % depth,) if method.score_layer is not None else (depth - 1,)
     if isinstance(method, HIVTP):
         return method.layers
     return ()

@@ -13,7 +13,7 @@ from vtprune_kernels import ops, reference
 from vtprune_kernels.integrations.attention_capture import CAPTURE_ATTENTION, AttentionCapture
 from vtprune_kernels.integrations.capture import VisionScoreCapture
 from vtprune_kernels.integrations.score_accumulator import ScoreAccumulator
-from vtprune_kernels.integrations.vision_runner import describe_tower
+from vtprune_kernels.integrations.vision_runner import VisionTower, describe_tower, run_tower
 
 TOWERS = {"clip": tm.llava_clip, "siglip": tm.llava_siglip, "internvl": tm.internvl}
 DTYPES = [torch.float32, torch.bfloat16]
@@ -125,6 +125,15 @@ def test_one_pass_capture_equals_two_pass_capture_and_eager_maps(name, rows):
     eager = torch.stack([reduce(maps[i]) for i in layers]).mean(0)
     torch.testing.assert_close(scores[True], scores[False], atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(scores[True], eager, atol=1e-6, rtol=1e-5)
+
+
+def test_a_layer_the_tower_did_not_reach_is_an_error():
+    _, tower, px = _tower("clip")
+    capture = VisionScoreCapture(tower, (1, 3), "all")
+    with capture, torch.no_grad():
+        run_tower(tower, px, feature_layer=1, last_layer=2)
+    with pytest.raises(RuntimeError, match="captured 1 of 2 layers.*stopped before a needed layer"):
+        capture.scores()
 
 
 # -- fallbacks: the model's own attention, lse=None ---------------------------------------------------
@@ -290,6 +299,19 @@ def test_qwen2_5_vl_vision_blocks_are_captured_per_chunk():
     chunks = {(c.layer, c.chunk): c.query.shape[2] for c in sink.calls}
     assert chunks == {(0, 0): 16, (0, 1): 16, (0, 2): 16, (1, 0): 16, (1, 1): 32}
     assert all(c.lse is not None and c.lse.shape == c.query.shape[:3] for c in sink.calls)
+
+    # per-image scores of the full-attention block through VisionScoreCapture
+    tower = VisionTower(module=model, layers=model.blocks, attention_module=lambda i: model.blocks[i].attn, has_cls=False)
+    capture = VisionScoreCapture(tower, config.fullatt_block_indexes, "all")
+    with capture, torch.no_grad():
+        model(patches, grid_thw=grid)
+    full = [c for c in sink.calls if c.layer == 1]
+    got = capture.chunk_scores()
+    assert [g.shape for g in got] == [(1, 16), (1, 32)] and capture.layers_with_lse == 2
+    for g, c in zip(got, full):
+        torch.testing.assert_close(g, reference.attention_scores(c.query, c.key, scale=c.scale), atol=1e-6, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="attended in 2 chunks: use chunk_scores"):
+        capture.scores()
 
 
 # -- the score accumulator on its own ----------------------------------------------------------------

@@ -227,6 +227,8 @@ def test_plot_results_draws_and_quotes_paired_ratios(tmp_path, capsys):
                              peak_extra_bytes=1000 * 2**20, paired_package_s=2.0, paired_eager_s=3.0),
             _benchmark_entry("test_region_topk_mask[vtprune-cpu]", "region_topk_mask", 1e-5),
             _benchmark_entry("test_region_topk_mask[loop]", "region_topk_mask", 1e-4),
+            _benchmark_entry("test_hivtp_scores[clip_l-with_lse]", "hivtp scores clip_l", 0.4,
+                             paired_with_lse_s=0.4, paired_without_lse_s=0.5),
         ],
     }
     json_path = tmp_path / "bench.json"
@@ -236,6 +238,7 @@ def test_plot_results_draws_and_quotes_paired_ratios(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "25% kept: 1.00 s vs 4.00 s unpruned (4.00x faster)" in out
     assert "(1.50x faster)" in out and "(10.0x less)" in out
+    assert "HIVTP scoring of the 4 layers, clip_l: with the tower's log-sum-exp 400.0 ms, without 500.0 ms (1.25x)" in out
 
 
 def test_demo_on_a_saved_llava_next_checkpoint(tmp_path, capsys):

@@ -24,6 +24,10 @@ def _method_calls(device):
     scores, features = torch.rand(3, 36, generator=g).to(device), torch.randn(3, 36, 8, generator=g).to(device)
     cls_regions = torch.randn(4, 16, generator=g).to(device)
     b, c = torch.rand(4, 9, generator=g).to(device), torch.rand(4, 9, generator=g).to(device)
+    # a host mask of the tokens that may be kept, one rectangle per row (as LLaVA-NeXT passes it)
+    valid = torch.zeros(3, 6, 6, dtype=torch.bool)
+    valid[0], valid[1, 1:4], valid[2, :, 2:3] = True, True, True
+    valid = valid.reshape(3, 36)
     return {
         "vispruner": lambda: VisPruner(keep=10, step=2).select(scores, features),
         "hivtp": lambda: HIVTP(layers=(0,)).select(scores, (6, 6)),
@@ -31,6 +35,10 @@ def _method_calls(device):
         "ptp-default": lambda: PTP().select(cls_regions, b, c),  # validates on the CPU only
         "random": lambda: Random(keep=10, seed=1).select((6, 6), 3, device=device),
         "uniform": lambda: Uniform(keep=10).select((6, 6), 3, device=device),
+        "vispruner-valid": lambda: VisPruner(keep=10, step=2).select(scores, features, valid=valid),
+        "hivtp-valid": lambda: HIVTP(layers=(0,)).select(scores, (6, 6), valid=valid),
+        "random-valid": lambda: Random(keep=10, seed=1).select((6, 6), 3, device=device, valid=valid),
+        "uniform-valid": lambda: Uniform(keep=10).select((6, 6), 3, device=device, valid=valid),
     }
 
 
@@ -45,7 +53,10 @@ def test_detector_flags_the_syncing_patterns():
     assert [s.op for s in detector.syncs] == ["aten._local_scalar_dense.default", "aten.nonzero.default", "aten.index.Tensor"]
 
 
-@pytest.mark.parametrize("name", ["vispruner", "hivtp", "ptp", "random", "uniform"])
+WITH_VALID = ["vispruner-valid", "hivtp-valid", "random-valid", "uniform-valid"]
+
+
+@pytest.mark.parametrize("name", ["vispruner", "hivtp", "ptp", "random", "uniform", *WITH_VALID])
 def test_method_select_reads_no_device_data(name):
     call = _method_calls("cpu")[name]
     with HostSyncDetector() as detector:
@@ -72,7 +83,7 @@ def test_ptp_unvalidated_nan_weights_give_equal_budgets_on_cuda():
 
 
 @requires_cuda
-@pytest.mark.parametrize("name", ["vispruner", "hivtp", "ptp", "ptp-default", "random", "uniform"])
+@pytest.mark.parametrize("name", ["vispruner", "hivtp", "ptp", "ptp-default", "random", "uniform", *WITH_VALID])
 def test_method_select_never_syncs_on_cuda(name):
     call = _method_calls("cuda")[name]
     expected = call()  # warm-up (kernel loading, allocator growth)
@@ -146,6 +157,9 @@ def _calls():
         ("llava", "hivtp", tm.llava_clip, lambda: HIVTP(layers=(0, 1)), llava_inputs, 1),
         ("llava", "random", tm.llava_clip, lambda: Random(keep=6), llava_inputs, 1),
         ("llava-next", "vispruner", tm.llava_next, lambda: VisPruner(keep=4, step=2), next_inputs, 1),
+        ("llava-next", "hivtp", tm.llava_next, lambda: HIVTP(layers=(0, 1)), next_inputs, 1),  # on the unpadded rectangles
+        ("llava-next", "uniform", tm.llava_next, lambda: Uniform(keep=4), next_inputs, 1),
+        ("llava-next", "random", tm.llava_next, lambda: Random(keep=4), next_inputs, 1),
         ("internvl", "uniform", tm.internvl, lambda: Uniform(keep=4), internvl_inputs, 1),
         ("internvl", "hivtp", tm.internvl, lambda: HIVTP(layers=(0, 1), region_ratio=0.5), internvl_inputs, 1),
         ("internvl", "ptp", tm.internvl, lambda: PTP(vision_layer=1, llm_layer=1), internvl_inputs, 2),

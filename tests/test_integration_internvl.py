@@ -36,8 +36,15 @@ def model(request):
     return tm.internvl(text=request.param)
 
 
-def _inputs(padding_side="left"):
+CHAT_TAIL = [2, 40, 41, 42]  # an end-of-turn token (the text config's eos, 2), then an "assistant" header
+
+
+def _inputs(padding_side="left", chat_tail=False):
     ids, mask = tm.make_prompts([[TILES[0] * T], [TILES[1] * T]], wrap_images=True, padding_side=padding_side)
+    if chat_tail:  # rows are left-padded: every row ends in the last column
+        assert padding_side == "left"
+        ids = torch.cat([ids, torch.tensor(CHAT_TAIL).expand(ids.shape[0], -1)], 1)
+        mask = torch.cat([mask, torch.ones(mask.shape[0], len(CHAT_TAIL), dtype=mask.dtype)], 1)
     return ids, mask, tm.pixels(sum(TILES), 84, seed=7)
 
 
@@ -58,7 +65,7 @@ def _hand_pruned(model, method, ids, mask, px):
         b = _pool(model, out.attentions[method.vision_layer][:, :, 0, 1:].mean(1))
         keeps, first = [], 0
         for i, S in enumerate(TILES):
-            c = _instruction_scores(model, eager, ids, mask, projected, i, method.llm_layer)
+            c = _instruction_scores(model, eager, ids, mask, projected, i, method.llm_layer, method.instruction)
             keeps.append(method.select(last[first : first + S, 0], b[first : first + S], c, backend=BACKEND))
             first += S
         keep = torch.cat(keeps)
@@ -77,15 +84,28 @@ def _hand_pruned(model, method, ids, mask, px):
     return features, selections
 
 
-def _instruction_scores(model, eager, ids, mask, projected, image, layer):
-    """[S, T] c-scores of ``image`` (row ``image`` holds exactly that image) from the eager LLM."""
+def _instruction_rows(model, row_ids, mode):
+    """(first, stop) of the instruction in a row's real tokens: "after_image" = everything after the
+    last placeholder; "text" = after the </img> that follows it, before the first eos (or the end)."""
+    last = int((row_ids == tm.IMAGE_TOKEN).nonzero().flatten()[-1])
+    if mode == "after_image":
+        return last + 1, len(row_ids)
+    assert int(row_ids[last + 1]) == tm.END_IMAGE_TOKEN
+    first = last + 2
+    eos = (row_ids[first:] == model.config.text_config.eos_token_id).nonzero().flatten()
+    return first, first + int(eos[0]) if eos.numel() else len(row_ids)
+
+
+def _instruction_scores(model, eager, ids, mask, projected, image, layer, mode):
+    """[S, T] c-scores of ``image`` (row ``image`` holds exactly that image) from the eager LLM, whose
+    maps are computed on the row up to the end of the instruction."""
     row_ids = ids[image][mask[image].bool()]
     embeds = model.get_input_embeddings()(row_ids).clone()
     first = sum(TILES[:image])
     positions = (row_ids == tm.IMAGE_TOKEN).nonzero().flatten()
     embeds[positions] = projected[first : first + TILES[image]].reshape(-1, projected.shape[-1])
-    n_instruction = len(row_ids) - int(positions[-1]) - 1
-    scores = instruction_attention(eager, embeds[None], layer, n_instruction)
+    start, stop = _instruction_rows(model, row_ids, mode)
+    scores = instruction_attention(eager, embeds[None, :stop], layer, stop - start)
     return scores[positions].reshape(TILES[image], T)
 
 
@@ -96,6 +116,26 @@ def test_pruned_forward_matches_hand_pipeline(model, method_name):
     features, selections = _hand_pruned(model, method, ids, mask, px)
     inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=px)
     assert_pruned_forward_matches(model, method, inputs, features, selections, [S * T for S in TILES])
+
+
+@pytest.mark.parametrize("instruction", ["text", "after_image"])
+def test_ptp_instruction_tokens_with_a_chat_template_tail(model, instruction):
+    """A prompt closing the user's turn (eos) and opening the assistant's: "text" probes the user's
+    instruction only, "after_image" also </img> and the template's closing tokens."""
+    method = PTP(prune_ratio=0.5, alpha=1.0, vision_layer=1, llm_layer=1, instruction=instruction)
+    ids, mask, px = _inputs(chat_tail=True)
+    features, selections = _hand_pruned(model, method, ids, mask, px)
+    inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=px)
+    assert_pruned_forward_matches(model, method, inputs, features, selections, [S * T for S in TILES])
+
+
+def test_ptp_instruction_modes_probe_different_rows(model):
+    """alpha=1 ranks by the instruction score alone: the two modes see different query rows, so
+    the hand pipeline of one mode must not match the other (guards the oracle against a no-op)."""
+    ids, mask, px = _inputs(chat_tail=True)
+    text = _hand_pruned(model, PTP(alpha=1.0, vision_layer=1, llm_layer=1, instruction="text"), ids, mask, px)[1]
+    after = _hand_pruned(model, PTP(alpha=1.0, vision_layer=1, llm_layer=1, instruction="after_image"), ids, mask, px)[1]
+    assert text != after
 
 
 def test_ptp_generate_batch(model):

@@ -65,6 +65,27 @@ def test_pruned_forward_matches_hand_pipeline(models, tower, method_name):
     assert_pruned_forward_matches(model, method, inputs, projected, selections, [keep.shape[1]] * keep.shape[0])
 
 
+@pytest.mark.parametrize("tower", ["clip", "siglip"])
+@pytest.mark.parametrize("score_layer", [None, -1, 0])
+def test_vispruner_score_layer_on_a_tower_scored_after_its_feature_layer(tower, score_layer):
+    """Feature layer -2 of 3: score_layer=None scores it (layer 1), -1 the last layer (2, what the
+    published code does on SigLIP), 0 an earlier one; the features always come from layer 1."""
+    model = BUILDERS[tower](vision_layers=3, feature_layer=-2)
+    method = VisPruner(keep=5, step=2, score_layer=score_layer)
+    ids, mask, px = _inputs(model)
+    keep, projected = _hand_pruned(model, method, ids, mask, px)
+    selections = [k.nonzero().flatten().tolist() for k in keep]
+    inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=px)
+    assert_pruned_forward_matches(model, method, inputs, projected, selections, [keep.shape[1]] * keep.shape[0])
+
+
+def test_vispruner_score_layer_out_of_range_is_a_clear_error(models):
+    model = models["siglip"]
+    ids, mask, px = _inputs(model)
+    with apply(model, VisPruner(keep=3, score_layer=-9)), pytest.raises(ValueError, match="vision layer -9"):
+        model(input_ids=ids, attention_mask=mask, pixel_values=px)
+
+
 def test_generate_batch_with_different_kept_counts(models):
     """HIVTP keeps a data-dependent count: two images with different counts in one generate call."""
     model = models["clip"]

@@ -1,8 +1,10 @@
-"""apply() on LLaVA-NeXT: per-tile selection, the model's own packing, newline tokens always kept.
+"""apply() on LLaVA-NeXT: per-tile selection among the tokens that survive the model's unpadding,
+the model's own packing, newline tokens always kept.
 
-The hand pipeline packs the FULL projected features with two extra channels (kept flag, source
-index) through the model's own ``pack_image_features`` and keeps the packed rows flagged kept
-(newlines carry the flag 1): a different mechanism from the integration's index tracer.
+The hand pipeline finds the surviving tokens by packing a (tile, patch) feature map through the
+model's own ``pack_image_features``, selects with the methods' ``select(valid=...)``, then packs the
+FULL projected features with two extra channels (kept flag, source index) and keeps the packed rows
+flagged kept (newlines carry the flag 1): a different mechanism from the integration's index tracer.
 """
 import pytest
 import torch
@@ -45,6 +47,24 @@ def _inputs(model):
     return ids, mask, px, n_tiles
 
 
+def surviving_tokens(model, n_tiles, image_sizes, tokens_per_tile):
+    """bool [sum(n_tiles), N]: the tokens the model's own pack_image_features keeps (unpadding), found by
+    packing a 2-channel (tile, patch) map; and per image the number of newline rows it adds."""
+    maps = []
+    for t in n_tiles:
+        tile = torch.arange(t, dtype=torch.float32)[:, None].expand(t, tokens_per_tile)
+        patch = torch.arange(tokens_per_tile, dtype=torch.float32)[None].expand(t, tokens_per_tile)
+        maps.append(torch.stack([tile, patch], -1))
+    packed, _ = model.model.pack_image_features(maps, image_sizes, "default", image_newline=torch.tensor([-1.0, -1.0]))
+    survives, newlines, first = torch.zeros(sum(n_tiles), tokens_per_tile, dtype=torch.bool), [], 0
+    for p, t in zip(packed, n_tiles):
+        rows = p[p[:, 0] >= 0].long()
+        survives[first + rows[:, 0], rows[:, 1]] = True
+        newlines.append(int((p[:, 0] < 0).sum()))
+        first += t
+    return survives, newlines
+
+
 def _hand_pruned(model, method, px, n_tiles):
     """(per-image packed kept features, per-image expected selection)."""
     flat = torch.cat([p[:t] for p, t in zip(px, n_tiles)])
@@ -53,7 +73,10 @@ def _hand_pruned(model, method, px, n_tiles):
     features = hidden[feature_layer + 1][:, 1:]
     N = features.shape[1]
     cls_attn, received = method_scores(method, attentions, feature_layer, True)
-    keep = method_keep(method, grid=(3, 3), cls_attn=cls_attn, received=received, features=features, batch=flat.shape[0])
+    valid, _ = surviving_tokens(model, n_tiles, IMAGE_SIZES, N)
+    keep = method_keep(
+        method, grid=(3, 3), cls_attn=cls_attn, received=received, features=features, batch=flat.shape[0], valid=valid
+    )
     projected = model.model.multi_modal_projector(features)
     source = torch.arange(flat.shape[0] * N, dtype=torch.float32).view(-1, N, 1)
     per_image, first = [], 0
@@ -80,17 +103,21 @@ def test_pruned_forward_matches_hand_pipeline(model, method_name):
     assert_pruned_forward_matches(model, method, inputs, kept_features, selections, [t * 9 for t in n_tiles])
 
 
-def test_vispruner_keeps_at_most_keep_per_tile_and_all_newlines(model):
+def test_vispruner_keeps_exactly_keep_among_survivors_and_all_newlines(model):
     ids, mask, px, n_tiles = _inputs(model)
+    survives, newlines = surviving_tokens(model, n_tiles, IMAGE_SIZES, 9)
+    assert not bool(survives.all())  # the wide image loses tokens to unpadding
     with torch.no_grad(), apply(model, VisPruner(keep=2, step=2), backend=BACKEND) as handle:
         inputs = handle.prepare_inputs(input_ids=ids, attention_mask=mask, pixel_values=px, image_sizes=IMAGE_SIZES)
+    first = 0
     for sel, t in zip(handle.last_selection, n_tiles):
         per_tile = torch.bincount(sel // 9, minlength=t)
-        assert int(per_tile.max()) <= 2 and int(per_tile[0]) == 2  # the base tile is never unpadded
+        assert per_tile.tolist() == survives[first : first + t].sum(1).clamp(max=2).tolist()
+        first += t
     features = inputs["mm_encoder_outputs"]["image"].pooler_output
-    for f in features:
-        n_newlines = int((f == model.model.image_newline).all(-1).sum())
-        assert n_newlines > 0
+    assert handle.last_num_newlines == newlines
+    for f, n in zip(features, newlines):
+        assert int((f == model.model.image_newline).all(-1).sum()) == n > 0
     assert (inputs["input_ids"] == tm.IMAGE_TOKEN).sum().item() == sum(f.shape[0] for f in features)
 
 

@@ -18,7 +18,8 @@ IMAGES = [(1, 6, 10), (1, 4, 6)]
 VIDEOS = [(2, 4, 4)]
 METHODS = {
     "vispruner": lambda: VisPruner(keep=4, step=2),
-    "vispruner-layer": lambda: VisPruner(keep=5, important_ratio=0.4, step=1, layer=1),
+    "vispruner-layer": lambda: VisPruner(keep=5, important_ratio=0.4, step=1, score_layer=1),
+    "vispruner-last": lambda: VisPruner(keep=4, step=2, score_layer=-1),
     "hivtp": lambda: HIVTP(layers=(1, 3), region_ratio=0.5),
     "hivtp-windowed": lambda: HIVTP(layers=(0, 2)),
     "random": lambda: Random(keep=3, seed=4),

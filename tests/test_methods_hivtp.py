@@ -137,10 +137,10 @@ def test_needs_and_select_captured():
 
     default = HIVTP().needs(True)
     assert HIVTP().layers is None and default.vision_layers is None
-    assert score_layers(default, feature_layer=22) == (6, 7, 8, 9)
-    assert score_layers(method.needs(True), feature_layer=22) == (6, 7, 8)
-    assert score_layers(VisPruner(4).needs(True), feature_layer=22) == (22,)
-    assert score_layers(VisPruner(4, layer=3).needs(True), feature_layer=22) == (3,)
+    assert score_layers(default, 22, 24) == (6, 7, 8, 9)
+    assert score_layers(method.needs(True), 22, 24) == (6, 7, 8)
+    assert score_layers(VisPruner(4).needs(True), 22, 24) == (22,)
+    assert score_layers(VisPruner(4, score_layer=-1).needs(True), 22, 24) == (23,)
     assert method.needs(False) == method.needs(True)
     received = torch.rand(2, 35)
     captured = Captured(grid=(5, 7), received=received)

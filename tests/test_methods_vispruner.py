@@ -89,10 +89,6 @@ def test_needs_and_select_captured():
     method = VisPruner(8)
     assert method.needs(True) == Needs(vision_layers=None, query_rows="cls", features=True)
     assert method.needs(False) == Needs(vision_layers=None, query_rows="all", features=True)
-    assert VisPruner(8, layer=5).needs(False) == Needs(vision_layers=(5,), query_rows="all", features=True)
-    assert repr(VisPruner(8, layer=5)).endswith("layer=5)") and "layer" not in repr(method)
-    with pytest.raises(ValueError, match="layer"):
-        VisPruner(8, layer=-1)
     g = torch.Generator().manual_seed(1)
     scores, features = torch.rand(2, 36, generator=g), torch.randn(2, 36, 8, generator=g)
     expected = method.select(scores, features, backend="reference")

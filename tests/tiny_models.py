@@ -5,7 +5,8 @@ that build processor-style inputs: N image placeholders per image, optional left
 
 - ``llava_clip()``: LlavaForConditionalGeneration, CLIP tower (with [CLS]), image 70 / patch 14 -> 5x5 grid.
 - ``llava_siglip()``: LlavaForConditionalGeneration, SigLIP tower (no [CLS]), strategy "full", 4x4 grid.
-- ``llava_next()``: LlavaNextForConditionalGeneration, CLIP tower, anyres tiles of 42x42 (3x3 grid per tile).
+- ``llava_next(tile=42)``: LlavaNextForConditionalGeneration, CLIP tower, anyres tiles of 42x42 (3x3 grid
+  per tile; ``tile=84``: 6x6).
 - ``internvl(text="qwen2"|"llama")``: InternVLForConditionalGeneration, 84x84 tiles, pixel shuffle 0.5
   (6x6 grid -> 3x3 = 9 tokens per tile).
 """
@@ -101,18 +102,20 @@ def llava_siglip(seed: int = 0, vision_layers: int = 3, image_size: int = 56, fe
     return _llava(vision, "qwen2", feature_layer, "full", seed)
 
 
-def llava_next(seed: int = 0, vision_layers: int = 3):
-    """LLaVA-NeXT with 42x42 tiles (3x3 tokens per tile) and pinpoints up to 84x126."""
+def llava_next(seed: int = 0, vision_layers: int = 3, tile: int = 42):
+    """LLaVA-NeXT with tile x tile tiles ((tile/14)^2 tokens per tile; default 42: 3x3) and
+    pinpoints up to 2x3 tiles (42: 84x126)."""
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
 
+    pinpoints = [[1, 2], [2, 1], [2, 2], [2, 3], [3, 2]]
     cfg = LlavaNextConfig(
-        vision_config=_clip_vision(vision_layers, image_size=42),
+        vision_config=_clip_vision(vision_layers, image_size=tile),
         text_config=text_config("llama"),
         image_token_index=IMAGE_TOKEN,
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
-        image_grid_pinpoints=[[42, 84], [84, 42], [84, 84], [84, 126], [126, 84]],
-        image_seq_length=9,
+        image_grid_pinpoints=[[tile * a, tile * b] for a, b in pinpoints],
+        image_seq_length=(tile // 14) ** 2,
     )
     return _finish(LlavaNextForConditionalGeneration(cfg), seed)
 

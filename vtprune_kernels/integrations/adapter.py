@@ -31,6 +31,8 @@ class PrunedImages:
     selection: per image, int64 kept indices into its unpruned visual tokens (tiles concatenated in
         the model's order), increasing, on the host.
     num_tokens: per image, the number of unpruned visual tokens that ``selection`` indexes.
+    num_newlines: per image, the placeholders that hold a newline token, not a visual token
+        (LLaVA-NeXT; None: none).
     encoder_outputs: the whole ``mm_encoder_outputs`` dict when the family needs more than image
         features (Qwen-VL: videos, DeepStack); None -> {"image": pooler_output}.
     placeholder_tokens: per entry, the token id of its placeholders (None: the image token for all).
@@ -40,6 +42,7 @@ class PrunedImages:
     placeholder_keep: List[torch.Tensor]
     selection: List[torch.Tensor]
     num_tokens: List[int]
+    num_newlines: Optional[List[int]] = None
     encoder_outputs: Optional[dict] = None
     placeholder_tokens: Optional[List[int]] = None
 
@@ -52,12 +55,21 @@ class VisionCapture:
     scores: Optional[torch.Tensor]
 
 
-def score_layers(needs: Needs, feature_layer: int, middle_layers: Sequence[int] = PAPER_LAYERS) -> Sequence[int]:
-    """0-based vision layers whose attention the method scores: ``needs.vision_layers``, or when
-    None, the feature layer (``default_layers="feature"``) or ``middle_layers`` (``"middle"``)."""
-    if needs.vision_layers is not None:
-        return tuple(int(i) for i in needs.vision_layers)
-    return (feature_layer,) if needs.default_layers == "feature" else tuple(middle_layers)
+def score_layers(
+    needs: Needs, feature_layer: int, num_layers: int, middle_layers: Sequence[int] = PAPER_LAYERS
+) -> Sequence[int]:
+    """0-based vision layers whose attention the method scores: ``needs.vision_layers`` (a negative
+    index counts from the end of a ``num_layers``-layer tower, -1 = the last layer), or when None,
+    the feature layer (``default_layers="feature"``) or ``middle_layers`` (``"middle"``)."""
+    if needs.vision_layers is None:
+        return (feature_layer,) if needs.default_layers == "feature" else tuple(middle_layers)
+    layers = []
+    for i in needs.vision_layers:
+        i = int(i)
+        if i < -num_layers:
+            raise ValueError(f"vision layer {i} does not exist in a {num_layers}-layer vision tower")
+        layers.append(i + num_layers if i < 0 else i)  # too large: reported by the capture
+    return tuple(layers)
 
 
 def capture_vision(
@@ -78,7 +90,7 @@ def capture_vision(
     if needs.query_rows == "none":
         out = run_tower(tower, pixel_values, feature_layer=feature_layer, last_layer=feature_layer, tower_kwargs=tower_kwargs)
         return VisionCapture(features=out["features"], scores=None)
-    layers = score_layers(needs, feature_layer)
+    layers = score_layers(needs, feature_layer, tower.num_layers)
     capture = VisionScoreCapture(tower, layers, needs.query_rows, backend=backend)
     last = max(feature_layer, *layers)
     with capture:
@@ -190,6 +202,10 @@ class TowerAdapter:
     def has_pixels(self, call: dict) -> bool:
         """Whether the call carries pixels to prune."""
         return any(call.get(name) is not None for name in self.pixel_kwargs)
+
+    def pixels_finite(self, call: dict) -> torch.Tensor:
+        """bool scalar on the device: every pixel of the call is finite (read later, with the keep masks)."""
+        return torch.stack([torch.isfinite(call[name]).all() for name in self.pixel_kwargs if call.get(name) is not None]).all()
 
     def finish(self, out: dict, inputs: dict, reads, layout) -> None:
         """Last touches on the pruned call's inputs ``out`` (from the call's ``inputs``) after the

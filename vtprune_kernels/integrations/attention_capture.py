@@ -54,7 +54,7 @@ class AttentionCall:
     query: [B, H, M, D], key: [B, Hk, N, D], exactly as the attention received them (after any
         q/k norm and rotary embedding), detached.
     lse: float32 [B, H, M], natural log of sum_j exp(scale * q_i . k_j) over the N keys, from the
-        model's own attention kernel; None when that kernel gives none.
+        model's own attention kernel, detached; None when that kernel gives none.
     scale: the softmax scale the model passed (None: the kernel's default, D**-0.5).
     """
 
@@ -163,4 +163,4 @@ class AttentionCapture:
     def _deliver(self, layer: int, query, key, lse, scale):
         chunk = self._calls.get(layer, 0)
         self._calls[layer] = chunk + 1
-        self.sink(AttentionCall(layer, chunk, query.detach(), key.detach(), lse, scale))
+        self.sink(AttentionCall(layer, chunk, query.detach(), key.detach(), None if lse is None else lse.detach(), scale))

@@ -18,7 +18,7 @@ run the model's attention.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 
@@ -35,7 +35,10 @@ class VisionScoreCapture:
     reuse_lse: use the tower's log-sum-exp when its kernel gives one (one pass); False always
         recomputes the normaliser (two passes; for comparisons).
     Result (``scores()``): float32 [B, S] averaged over the layers (S = tokens including [CLS]).
-    ``layers_with_lse``: how many captured layers reused the tower's log-sum-exp.
+    Packed towers whose layers call their attention once per ``cu_seqlens`` segment (Qwen2.5-VL /
+    Qwen3-VL full-attention blocks): ``chunk_scores()``, one float32 [1, S_c] per segment; the
+    captured layers must then all split the sequence the same way.
+    ``layers_with_lse``: how many captured attention calls reused the tower's log-sum-exp.
     Captures only calls made in the thread that entered the context.
     """
 
@@ -60,17 +63,28 @@ class VisionScoreCapture:
         return self._capture.__exit__(*exc)
 
     def _add(self, call: AttentionCall):
-        if call.chunk != 0:
-            raise RuntimeError(f"vision layer {call.layer} called its attention more than once in one capture")
-        self.accumulator.add(call.query, call.key, scale=call.scale, lse=call.lse)
+        self.accumulator.add(call.query, call.key, scale=call.scale, lse=call.lse, chunk=call.chunk)
 
     @property
     def layers_with_lse(self) -> int:
         return self.accumulator.adds_with_lse
 
+    def chunk_scores(self) -> List[torch.Tensor]:
+        """Per chunk c (the c-th attention call of every captured layer), float32 [B, S_c]
+        averaged over the layers."""
+        chunks = self.accumulator.chunks
+        short = [c for c in chunks if self.accumulator.count(c) != len(self.layers)]
+        if not chunks or short:
+            raise RuntimeError(
+                f"captured {self.accumulator.count(short[0] if short else 0)} of {len(self.layers)} layers"
+                + (f" in chunk {short[0]}" if short else "")
+                + ": the tower stopped before a needed layer, or its layers split the sequence differently"
+            )
+        return [self.accumulator.mean(c) for c in chunks]
+
     def scores(self) -> torch.Tensor:
-        """float32 [B, S]: the scores averaged over the captured layers."""
-        captured = self.accumulator.count()
-        if captured != len(self.layers):
-            raise RuntimeError(f"captured {captured} of {len(self.layers)} layers: the tower stopped before a needed layer")
-        return self.accumulator.mean()
+        """float32 [B, S]: the scores averaged over the captured layers (one attention call per layer)."""
+        chunks = self.chunk_scores()
+        if len(chunks) != 1:
+            raise RuntimeError(f"the captured layers attended in {len(chunks)} chunks: use chunk_scores()")
+        return chunks[0]

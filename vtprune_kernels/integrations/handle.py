@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+import warnings
 from typing import List, Optional
 
 import torch
@@ -48,6 +49,11 @@ import torch
 from ..methods._device import from_host
 from .host_reads import HostReads
 from .prompt_surgery import locate_placeholders, plan_prompt
+from .unpruned_copy import unpruned_deepcopy
+
+# instance attributes a handle installs on its model (``__deepcopy__``: a deep copy made inside the
+# block is an unpruned model, see unpruned_copy.py)
+_INSTALLED = ("forward", "generate", "__deepcopy__")
 
 _SUPPORTED = (
     "LlavaForConditionalGeneration (CLIP or SigLIP vision tower)",
@@ -114,6 +120,8 @@ class PruningHandle:
         always kept); InternVL: tile * T + token over the image's tiles (thumbnail last), token = index
         on the pixel-shuffled grid of T tokens.
     last_num_tokens: per image, the size of that index space.
+    last_num_newlines: per image, the newline tokens among its placeholders (LLaVA-NeXT keeps one
+        per row of the unpadded grid; they are not counted in a method's ``keep``); 0 elsewhere.
     last_host_syncs: host synchronisations of the last call with images (1 by design; see the module doc).
     """
 
@@ -124,9 +132,11 @@ class PruningHandle:
         self._adapter = adapter
         self.last_selection: Optional[List[torch.Tensor]] = None
         self.last_num_tokens: Optional[List[int]] = None
+        self.last_num_newlines: Optional[List[int]] = None
         self.last_host_syncs: Optional[int] = None
+        self._warned_non_finite = False
         self._lock = threading.Lock()
-        self._saved = {name: model.__dict__[name] for name in ("forward", "generate") if name in model.__dict__}
+        self._saved = {name: model.__dict__[name] for name in _INSTALLED if name in model.__dict__}
         self._active = True
         self._install()
 
@@ -162,12 +172,13 @@ class PruningHandle:
         generate._vtprune_handle = self
         model.forward = forward
         model.generate = generate
+        model.__deepcopy__ = functools.partial(unpruned_deepcopy, model, _INSTALLED, self._saved)
 
     def remove(self):
         """Restore the model exactly (idempotent)."""
         if not self._active:
             return
-        for name in ("forward", "generate"):
+        for name in _INSTALLED:
             if name in self._saved:
                 setattr(self.model, name, self._saved[name])
             else:
@@ -207,8 +218,11 @@ class PruningHandle:
             attention_mask=inputs.get("attention_mask"),
             labels=inputs.get("labels"),
             **{name: _tensor_or_none(inputs.get(name)) for name in self._adapter.host_inputs},
+            # read with the keep masks (no extra sync): NaN/inf pixels make every score meaningless
+            pixels_finite=self._adapter.pixels_finite(inputs),
         )
         pruned = self._adapter.prune(inputs, self.method, self.backend, reads)
+        self._warn_non_finite(reads.get("pixels_finite"))
         # host bookkeeping on the host copies, then the new prompt goes up without a sync
         host_ids, host_mask = reads.get("input_ids"), reads.get("attention_mask")
         tokens = pruned.placeholder_tokens or [self._adapter.image_token_id] * len(pruned.placeholder_keep)
@@ -232,8 +246,22 @@ class PruningHandle:
         with self._lock:
             self.last_selection = pruned.selection
             self.last_num_tokens = pruned.num_tokens
+            self.last_num_newlines = pruned.num_newlines or [0] * len(pruned.num_tokens)
             self.last_host_syncs = reads.syncs
         return out
+
+    def _warn_non_finite(self, finite: torch.Tensor):
+        """Warn once per handle when pixel_values held NaN or inf (``finite``: host bool scalar)."""
+        if bool(finite) or self._warned_non_finite:
+            return
+        self._warned_non_finite = True
+        warnings.warn(
+            "vtprune_kernels: pixel_values contain NaN or infinite values; the vision scores are not "
+            "meaningful and the kept tokens are arbitrary (NaN scores rank last). Check the image "
+            "preprocessing. (Warned once per pruning handle.)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def _pad_token_id(self, input_ids, attention_mask) -> int:
         """The padding token: the one in the padded positions, else the config's (host tensors)."""

@@ -11,8 +11,9 @@ grid are pooled onto that grid by ``methods.pixel_shuffle_pool`` (the mean of th
 token merges, in the model's order). VisPruner/HIVTP/Random/Uniform select per tile (VisPruner's
 diversity stage uses the post-shuffle, pre-projector features). PTP selects per image: [CLS] of
 every tile at the feature layer (region budgets), [CLS]->patch attention at its vision layer
-(pooled: b), and the instruction score c from ``llm_probe.instruction_scores`` on the full,
-unpruned prompt of the image's row, sliced at the image's placeholders.
+(pooled: b), and the instruction score c from ``llm_probe.instruction_scores`` on the unpruned
+prompt of the image's row (up to the end of the instruction, ``llm_probe.instruction_span``),
+sliced at the image's placeholders.
 
 Selection indices: tile * T + token over the image's tiles (thumbnail last).
 """
@@ -25,7 +26,7 @@ import torch
 from ..methods._device import from_host
 from ..methods.pixel_shuffle_pooling import pixel_shuffle_pool
 from .adapter import PrunedImages, TowerAdapter, capture_vision, gather_rows, make_captured, select, square_grid
-from .llm_probe import instruction_scores
+from .llm_probe import end_of_turn_ids, instruction_scores, instruction_span
 from .prompt_surgery import locate_images, placeholder_runs
 
 
@@ -83,7 +84,7 @@ class InternVLAdapter(TowerAdapter):
         if per_image:
             tiles = self.tiles_per_image(reads.get("input_ids"), T, n_tiles)  # already on the host
             projected = self.inner.multi_modal_projector(shuffled)  # [tiles, T, D]: the probe needs every token
-            c_scores = self._instruction_scores(kwargs, reads, projected, tiles, needs.llm_probe_layer, backend)
+            c_scores = self._instruction_scores(kwargs, reads, projected, tiles, needs, backend)
             keeps, first = [], 0
             for S, c in zip(tiles, c_scores):
                 captured = make_captured(
@@ -121,12 +122,17 @@ class InternVLAdapter(TowerAdapter):
             pooler_output=pooler, placeholder_keep=placeholder_keep, selection=selection, num_tokens=[S * T for S in tiles]
         )
 
-    def _instruction_scores(self, kwargs, reads, projected, tiles, layer, backend) -> List[torch.Tensor]:
+    def _instruction_scores(self, kwargs, reads, projected, tiles, needs, backend) -> List[torch.Tensor]:
         """Per image, float32 [S_i, T]: PTP's instruction score of each of its tokens. Positions come
-        from the host copy of the prompt (``reads``); the device only gathers and scatters by index."""
+        from the host copy of the prompt (``reads``); the device only gathers and scatters by index.
+        The probe runs on the row's real tokens up to the end of the instruction (``instruction_span``;
+        later tokens cannot change causal attention up to there)."""
+        layer = needs.llm_probe_layer
         if layer is None:
             raise ValueError("a method asking for per-tile [CLS] tokens must also name its LLM probe layer")
         input_ids, attention_mask = kwargs["input_ids"], reads.get("attention_mask")
+        host_ids = reads.get("input_ids")
+        end_of_turn = end_of_turn_ids(self.model)
         device = input_ids.device
         T = projected.shape[1]
         images = locate_images(reads.get("input_ids"), self.image_token_id, [S * T for S in tiles])
@@ -144,14 +150,17 @@ class InternVLAdapter(TowerAdapter):
                 real = attention_mask[row].nonzero().flatten()
                 start, end = int(real[0]), int(real[-1]) + 1
             last_placeholder = max(int(images[i].positions[-1]) for i in in_row)
-            n_instruction = end - last_placeholder - 1
-            if n_instruction < 1:
-                raise ValueError(f"row {row}: PTP needs instruction tokens after the last image placeholder, found none")
+            first, stop = instruction_span(host_ids[row, :end], last_placeholder, needs.instruction, end_of_turn)
+            if stop <= first:
+                raise ValueError(
+                    f"row {row}: PTP needs instruction tokens after the last image placeholder, found none "
+                    f"(instruction={needs.instruction!r})"
+                )
             s = instruction_scores(
                 self.inner.language_model,
-                embeds[start:end][None],
+                embeds[start:stop][None],
                 layer=layer,
-                num_instruction_tokens=n_instruction,
+                num_instruction_tokens=stop - first,
                 backend=backend,
             )
             for i in in_row:

@@ -1,17 +1,24 @@
 """LLaVA-NeXT (``LlavaNextForConditionalGeneration``): anyres tiles, packed with newline tokens.
 
 Each image is a base tile (the whole image resized) plus a grid of tiles; the tower sees every
-tile as an independent image of h x w patches. The method selects per tile (VisPruner: ``keep``
-tokens per tile, its published LLaVA-NeXT behaviour), over the tile's full h x w grid.
+tile as an independent image of h x w patches. Packing stays the model's own: the model's
+``pack_image_features`` (base tile first, then the grid tiles re-assembled into one big grid,
+unpadded to the image's aspect ratio, one newline token at the end of every row) is applied to a
+*tracer* holding each token's source index, which gives the packed position of every source token
+(and of every newline) BEFORE the selection.
 
-Packing stays the model's own: the model's ``pack_image_features`` (base tile first, then the
-grid tiles re-assembled into one big grid, unpadded to the image's aspect ratio, one newline token
-at the end of every row) is applied to a *tracer* holding each token's source index, which gives
-the packed position of every source token (and of every newline). The pruned image is then the
-packed sequence restricted to the kept sources plus ALL newline tokens (newlines are never scored
-and always kept, so the row structure the model was trained with stays marked). Tokens removed by
-the model's unpadding are removed as usual; a tile therefore keeps at most ``keep`` tokens.
-The number of placeholders of an image = kept patch tokens + newlines.
+Budgets count what reaches the language model. Unpadding drops the rows (or columns) of the big
+grid that only hold padding; the tokens of a tile that survive it form one rectangle of the tile
+(the base tile always survives whole). The method selects among those survivors only (``valid``
+in ``Captured``): VisPruner, Random and Uniform keep exactly min(keep, survivors of the tile) per
+tile; HIVTP runs its regions and windows on each tile's surviving rectangle as a grid of its own.
+
+Newline tokens are kept where the model places them (one per row of the unpadded grid, whatever was
+kept in that row): they are never scored and not counted in ``keep``; ``num_newlines`` reports them
+(``handle.last_num_newlines``). The published VisPruner runs LLaVA-NeXT at a fixed 672x672 with
+neither unpadding nor newlines; keeping the model's own packing means that a method keeping every
+token reproduces the unpruned model exactly. The number of placeholders of an image = kept patch
+tokens + newlines.
 
 Selection indices: tile * (h*w) + patch, over the image's tiles in the tower's order.
 """
@@ -55,6 +62,19 @@ class LlavaNextAdapter(TowerAdapter):
         )
         return [p[:, 0].long() for p in packed]
 
+    @staticmethod
+    def surviving_tokens(sources: list, tiles: list, tokens_per_tile: int) -> torch.Tensor:
+        """Host bool [sum(tiles), N]: the tokens that appear in the packed images (``packed_sources``),
+        i.e. that survive the model's unpadding. One rectangle per tile (possibly empty)."""
+        total = sum(tiles) * tokens_per_tile
+        slots, offset = [], 0
+        for t, src in zip(tiles, sources):
+            slots.append(torch.where(src >= 0, src + offset, total))  # newlines go to a spare slot
+            offset += t * tokens_per_tile
+        survives = torch.zeros(total + 1, dtype=torch.bool)
+        survives[torch.cat(slots)] = True
+        return survives[:total].view(sum(tiles), tokens_per_tile)
+
     def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
         pixel_values = kwargs["pixel_values"]
         if kwargs.get("image_sizes") is None:
@@ -75,14 +95,20 @@ class LlavaNextAdapter(TowerAdapter):
         features = vis.features[:, 1:]  # [tiles, N, C]
         n_tiles, N = features.shape[:2]
         scores = None if vis.scores is None else vis.scores[:, 1:]
-        captured = make_captured(needs, square_grid(N, self.family), scores, features)
+        sources = self.packed_sources(tiles, N, image_sizes)  # host bookkeeping, before the selection
+        survives = self.surviving_tokens(sources, tiles, N)
+        captured = make_captured(needs, square_grid(N, self.family), scores, features, valid=survives)
         keep = select(method, captured, (n_tiles, N), backend)
         (keep,) = reads.fetch(keep)  # the call's host synchronisation: kept counts decide the prompt
+        if bool((keep & ~survives).any()):
+            raise RuntimeError(
+                f"{type(method).__name__} kept tokens outside captured.valid (tokens the model's unpadding removes): "
+                "on LLaVA-NeXT a method must select among captured.valid"
+            )
 
-        sources = self.packed_sources(tiles, N, image_sizes)
         newline = self.inner.image_newline
         flat_features, flat_keep = features.reshape(-1, features.shape[-1]), keep.reshape(-1)
-        pooler, placeholder_keep, selection, num_tokens = [], [], [], []
+        pooler, placeholder_keep, selection, num_tokens, num_newlines = [], [], [], [], []
         offset = 0
         for t, src in zip(tiles, sources):
             # host bookkeeping of the packed order; the device only gathers and scatters by index
@@ -97,5 +123,12 @@ class LlavaNextAdapter(TowerAdapter):
             placeholder_keep.append(kept_here)
             selection.append(kept_src.sort().values)
             num_tokens.append(t * N)
+            num_newlines.append(int(is_newline.sum()))
             offset += t * N
-        return PrunedImages(pooler_output=pooler, placeholder_keep=placeholder_keep, selection=selection, num_tokens=num_tokens)
+        return PrunedImages(
+            pooler_output=pooler,
+            placeholder_keep=placeholder_keep,
+            selection=selection,
+            num_tokens=num_tokens,
+            num_newlines=num_newlines,
+        )

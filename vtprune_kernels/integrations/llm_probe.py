@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from typing import Dict, Tuple
+from typing import Collection, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -84,6 +84,45 @@ _register_once()
 def _module_lock(module) -> threading.Lock:
     with _REGISTRY_LOCK:
         return _MODULE_LOCKS.setdefault(id(module), threading.Lock())
+
+
+def end_of_turn_ids(model) -> Tuple[int, ...]:
+    """The token ids that close a chat turn: every ``eos_token_id`` of the model's generation config,
+    config and text config (chat templates close the user's turn with the model's eos, e.g. ``<|im_end|>``)."""
+    ids = set()
+    sources = (getattr(model, "generation_config", None), model.config, getattr(model.config, "text_config", None))
+    for source in sources:
+        value = getattr(source, "eos_token_id", None)
+        for token in value if isinstance(value, (list, tuple)) else [value]:
+            if token is not None:
+                ids.add(int(token))
+    return tuple(sorted(ids))
+
+
+def instruction_span(
+    row_ids: torch.Tensor, last_placeholder: int, mode: str, end_of_turn: Collection[int]
+) -> Tuple[int, int]:
+    """(first, stop): the instruction tokens of one prompt row are ``row_ids[first:stop]`` (host int64 [L]).
+
+    mode "after_image": every token after the last image placeholder (first = last_placeholder + 1,
+    stop = L). mode "text": the user's instruction: the token right after the placeholder run is the
+    image end marker the processor writes after every image (InternVL's ``</img>``) and is skipped;
+    the instruction stops before the first end-of-turn token after it (``end_of_turn``, the model's
+    eos ids), or at the end of the row when there is none (a prompt without chat template).
+    ``stop - first`` may be 0: the caller reports a prompt without instruction.
+    """
+    length = int(row_ids.shape[0])
+    if mode == "after_image":
+        return last_placeholder + 1, length
+    if mode != "text":
+        raise ValueError(f"instruction must be 'text' or 'after_image', got {mode!r}")
+    first = min(last_placeholder + 2, length)
+    stop: Optional[int] = None
+    if end_of_turn:
+        closing = torch.isin(row_ids[first:], torch.tensor(sorted(end_of_turn), dtype=row_ids.dtype)).nonzero()
+        if closing.numel():
+            stop = first + int(closing[0])
+    return first, length if stop is None else stop
 
 
 def decoder_layers(language_model: nn.Module) -> nn.ModuleList:

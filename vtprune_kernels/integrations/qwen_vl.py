@@ -87,7 +87,7 @@ class QwenVLAdapter(TowerAdapter):
         """The vision blocks the method scores on this tower."""
         if needs.query_rows == "none":
             return ()
-        return tuple(score_layers(needs, self.tower.feature_score_layer(), self.tower.middle_layers()))
+        return tuple(score_layers(needs, self.tower.feature_score_layer(), self.tower.num_layers, self.tower.middle_layers()))
 
     def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
         needs = method.needs(False)  # no [CLS]: VisPruner scores received attention

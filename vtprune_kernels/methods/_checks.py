@@ -9,14 +9,19 @@ from .. import validation
 BACKENDS = ("auto", "cpu", "reference", "cuda")
 
 
-def count(name: str, value, minimum: int = 0) -> int:
-    """``value`` as a Python int >= minimum (bools and floats are rejected)."""
+def integer(name: str, value) -> int:
+    """``value`` as a Python int of any sign (bools and floats are rejected)."""
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     try:
-        value = operator.index(value)
+        return operator.index(value)
     except TypeError:
         raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def count(name: str, value, minimum: int = 0) -> int:
+    """``value`` as a Python int >= minimum (bools and floats are rejected)."""
+    value = integer(name, value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value

@@ -18,8 +18,8 @@ import torch
 class Needs:
     """Captures a method needs from the model.
 
-    vision_layers: 0-based vision encoder layers whose attention is scored; ``None`` lets the
-        integration pick them by ``default_layers``.
+    vision_layers: 0-based vision encoder layers whose attention is scored (negative: counted from
+        the end, -1 = the last layer); ``None`` lets the integration pick them by ``default_layers``.
     default_layers: the layers ``vision_layers=None`` stands for: ``"feature"``, the layer whose
         output the model uses as image features (LLaVA's ``vision_feature_layer``; on Qwen2.5-VL,
         whose windowed layers do not see the whole image, the last full-attention layer), or
@@ -30,6 +30,9 @@ class Needs:
     features: the feature layer's output tokens (before the projector), [B, N, C].
     cls_embedding: each tile's [CLS] output token at the feature layer (PTP region scores).
     llm_probe_layer: LLM block index whose instruction->visual attention is scored (PTP), or None.
+    instruction: which prompt tokens are the probe's instruction queries: ``"text"`` (the user's
+        instruction: after the image end marker, before the first end-of-turn token) or
+        ``"after_image"`` (everything after the last image placeholder).
     """
 
     vision_layers: Optional[Tuple[int, ...]] = None
@@ -38,12 +41,15 @@ class Needs:
     features: bool = False
     cls_embedding: bool = False
     llm_probe_layer: Optional[int] = None
+    instruction: str = "text"
 
     def __post_init__(self):
         if self.query_rows not in ("cls", "all", "none"):
             raise ValueError(f"query_rows must be 'cls', 'all' or 'none', got {self.query_rows!r}")
         if self.default_layers not in ("feature", "middle"):
             raise ValueError(f"default_layers must be 'feature' or 'middle', got {self.default_layers!r}")
+        if self.instruction not in ("text", "after_image"):
+            raise ValueError(f"instruction must be 'text' or 'after_image', got {self.instruction!r}")
 
 
 @dataclasses.dataclass
@@ -60,6 +66,9 @@ class Captured:
     b_scores, c_scores: float32 [S, T] per-tile token and instruction scores (PTP, one image).
     batch_size, device: B and the device of the batch, for methods that capture no tensor (Random,
         Uniform); when left None they are read from any tensor field that is filled.
+    valid: bool [B, N] or None: the tokens the method may keep (None: all). LLaVA-NeXT passes the
+        tokens that survive the model's unpadding (per tile one rectangle of the grid, on the host);
+        budgets count valid tokens only (``methods.valid_tokens``).
     """
 
     grid: Tuple[int, int]
@@ -71,6 +80,7 @@ class Captured:
     c_scores: Optional[torch.Tensor] = None
     batch_size: Optional[int] = None
     device: Optional[torch.device] = None
+    valid: Optional[torch.Tensor] = None
 
     def require(self, *names: str):
         """Return the named fields, raising a clear error for any the integration did not fill."""

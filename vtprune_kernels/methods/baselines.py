@@ -1,6 +1,9 @@
 """The baselines every pruning paper reports: Random (seeded) and Uniform (even spatial spread).
 
-Both keep exactly min(keep, N) tokens per row and need no scores, only the grid.
+Both keep exactly min(keep, N) tokens per row and need no scores, only the grid. With ``valid``
+(tokens that may be kept, e.g. what survives LLaVA-NeXT's unpadding), each row keeps
+min(keep, its valid tokens), all among the valid ones: Random draws among them, Uniform spreads
+over the row's valid rectangle as if it were the whole grid (``methods.valid_tokens``).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 
 from .. import ops
-from . import _checks
+from . import _checks, valid_tokens
 from ._device import from_host
 from .base import Captured, Needs, PruningMethod
 
@@ -33,21 +36,26 @@ class _ScoreFreeBaseline(PruningMethod):
         batch_size: int = 1,
         *,
         device: Optional[Union[str, torch.device]] = None,
+        valid: Optional[torch.Tensor] = None,
         backend: str = "auto",
     ) -> torch.Tensor:
         """bool [batch_size, N] keep mask with exactly min(keep, N) tokens per row, N = h*w
-        (``grid`` is (h, w), or N for a 1-D sequence). ``backend`` is forwarded to the ops."""
+        (``grid`` is (h, w), or N for a 1-D sequence); with ``valid`` (bool [batch_size, N]), exactly
+        min(keep, valid tokens of the row), all valid. ``backend`` is forwarded to the ops."""
         h, w = _checks.grid(grid)
         batch_size = _checks.count("batch_size", batch_size)
-        return self._mask(h, w, batch_size, torch.device(device or "cpu"), _checks.backend(backend))
+        valid = valid_tokens.check(valid, batch_size, h * w)
+        return self._mask(h, w, batch_size, torch.device(device or "cpu"), _checks.backend(backend), valid)
 
     @abc.abstractmethod
-    def _mask(self, h: int, w: int, batch_size: int, device: torch.device, backend: str) -> torch.Tensor:
+    def _mask(
+        self, h: int, w: int, batch_size: int, device: torch.device, backend: str, valid: Optional[torch.Tensor]
+    ) -> torch.Tensor:
         """bool [batch_size, h*w] on ``device``."""
 
     def select_captured(self, captured: Captured, *, backend: str = "auto") -> torch.Tensor:
         batch_size, device = captured.batch_and_device()
-        return self.select(captured.grid, batch_size, device=device, backend=backend)
+        return self.select(captured.grid, batch_size, device=device, valid=captured.valid, backend=backend)
 
 
 class Random(_ScoreFreeBaseline):
@@ -74,15 +82,21 @@ class Random(_ScoreFreeBaseline):
         rows = [torch.randperm(n_tokens, generator=generator) for _ in range(batch_size)]
         return torch.stack(rows).float() if rows else torch.zeros(0, n_tokens)
 
-    def _mask(self, h, w, batch_size, device, backend):
+    def _mask(self, h, w, batch_size, device, backend, valid):
         n_tokens = h * w
         scores = from_host(self.random_scores(n_tokens, batch_size), device)  # drawn on the CPU; no host sync
+        if valid is None:
+            region_ids = torch.zeros(n_tokens, dtype=torch.int64, device=device)
+            k = torch.full((batch_size, 1), min(self.keep, n_tokens), dtype=torch.int64, device=device)
+        else:  # the permutation's best among the valid tokens; the others form a region keeping none
+            valid = valid_tokens.on_device(valid, device)
+            region_ids, k = valid_tokens.valid_and_invalid_regions(valid, valid_tokens.row_budget(valid, self.keep))
         return ops.region_topk_mask(
             scores,
-            torch.zeros(n_tokens, dtype=torch.int64, device=device),
-            torch.full((batch_size, 1), min(self.keep, n_tokens), dtype=torch.int64, device=device),
+            region_ids,
+            k,
             backend=backend,
-            validate=False,  # min(keep, N) fits the single region by construction
+            validate=False,  # min(keep, region size) fits the region by construction
         )
 
 
@@ -99,7 +113,8 @@ class Uniform(_ScoreFreeBaseline):
     tokens; the rows are _spread(h, a) and row i's columns are _spread(w, n_i), where
     _spread(n, k) = floor((j + 0.5) * n / k), j = 0..k-1. For a square grid and K = s*s this is
     the regular s x s sub-grid (stride n/s, offset floor(n/(2s)) when s divides n).
-    A fixed pattern: no op runs, ``backend`` is only checked (common method interface).
+    A fixed pattern: no op runs, ``backend`` is only checked (common method interface). With
+    ``valid``, row b uses the pattern of its valid rectangle's own (height, width) grid.
     """
 
     def __repr__(self):
@@ -116,7 +131,15 @@ class Uniform(_ScoreFreeBaseline):
         per_row = [(i + 1) * k // rows - i * k // rows for i in range(rows)]
         return [y * w + x for y, n in zip(_spread(h, rows), per_row) for x in _spread(w, n)]
 
-    def _mask(self, h, w, batch_size, device, backend):
-        row = torch.zeros(h * w, dtype=torch.bool)
-        row[torch.tensor(self.kept_indices((h, w)), dtype=torch.int64)] = True
-        return from_host(row.expand(batch_size, -1).contiguous(), device)  # no host sync
+    def _mask(self, h, w, batch_size, device, backend, valid):
+        if valid is None:
+            row = torch.zeros(h * w, dtype=torch.bool)
+            row[torch.tensor(self.kept_indices((h, w)), dtype=torch.int64)] = True
+            return from_host(row.expand(batch_size, -1).contiguous(), device)  # no host sync
+        # the pattern of the valid rectangle's own grid, placed on the rectangle (host work)
+        mask = torch.zeros(batch_size, h * w, dtype=torch.bool)
+        for b, rect in enumerate(valid_tokens.rectangles(valid, (h, w))):
+            if rect is not None:
+                cells = valid_tokens.rectangle_cells(rect, w)
+                mask[b, cells[torch.tensor(self.kept_indices(rect[2:]), dtype=torch.int64)]] = True
+        return from_host(mask, device)

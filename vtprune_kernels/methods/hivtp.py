@@ -1,12 +1,17 @@
 """HIVTP: per-region top tokens by received attention, then the best remaining cell of every window.
 
+Paper: "HIVTP: A Training-Free Method to Improve VLMs Efficiency via Hierarchical Visual Token
+Pruning Using Middle-Layer-Based Importance Score", arXiv:2509.23663 (docs/methods/hivtp.md).
+
 Score: attention received from all query rows ([CLS] row included), averaged over ``layers``
-(0-based; the paper's layers 7..10 counted from 1 are 6..9, the released code averages 6..8),
-heads and rows, [CLS] column dropped. ``layers=None`` (the default) leaves the choice to the
-integration (``Needs.default_layers="middle"``): 6..9 on towers whose every layer attends over the
-whole image (CLIP, SigLIP, InternViT, Qwen3-VL); on Qwen2.5-VL, whose other layers attend inside
-112 px windows, the middle one or two of its full-attention layers (15 and 23 of 7, 15, 23, 31):
-received attention only means what the paper means where the attention spans the image.
+(0-based). Departure from the released code, on purpose: the default follows the paper's layers
+7..10 counted from 1, i.e. 0-based 6..9; the released code averages 0-based 6..8
+(``HIVTP(layers=(6, 7, 8))`` reproduces it). Heads and rows are averaged, [CLS] column dropped.
+``layers=None`` (the default) leaves the choice to the integration (``Needs.default_layers="middle"``):
+6..9 on towers whose every layer attends over the whole image (CLIP, SigLIP, InternViT, Qwen3-VL);
+on Qwen2.5-VL, whose other layers attend inside 112 px windows, the middle one or two of its
+full-attention layers (15 and 23 of 7, 15, 23, 31): received attention only means what the paper
+means where the attention spans the image.
 
 Selection on an h x w grid (any h, w; no divisibility needed):
 1. Regions: region_grid x region_grid blocks with row boundaries floor(i*h/r) and column
@@ -16,6 +21,10 @@ Selection on an h x w grid (any h, w; no divisibility needed):
    each marks its best cell not kept in stage 1 (``window_argmax_mask``).
 The count varies per image: sum of the region budgets plus the windows not fully kept by stage 1.
 ``count_bounds(grid)`` states the range.
+
+With ``valid`` (LLaVA-NeXT: the tokens of a tile that survive the model's unpadding, one rectangle
+per tile), both stages run on that rectangle as a grid of its own: regions split the rectangle,
+windows tile it from its top-left corner, and no token outside it is kept.
 """
 from __future__ import annotations
 
@@ -26,7 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from .. import ops
-from . import _checks
+from . import _checks, valid_tokens
 from ._device import from_host
 from .base import Captured, Needs, PruningMethod
 
@@ -150,11 +159,20 @@ class HIVTP(PruningMethod):
                 filled += 1
         return kept + len(windows) - filled, hi
 
-    def select(self, received: torch.Tensor, grid: Tuple[int, int], *, backend: str = "auto") -> torch.Tensor:
+    def select(
+        self,
+        received: torch.Tensor,
+        grid: Tuple[int, int],
+        *,
+        valid: Optional[torch.Tensor] = None,
+        backend: str = "auto",
+    ) -> torch.Tensor:
         """bool [B, h*w] keep mask; the count per row is ``mask.sum(1)`` (see ``count_bounds``).
 
         received float [B, h*w]: attention received per patch ([CLS] column dropped), row-major
-        over the (h, w) grid. ``backend`` is forwarded to the ops.
+        over the (h, w) grid. valid: optional bool [B, h*w], each row's valid tokens one rectangle
+        of the grid (read on the host); HIVTP then runs on each row's rectangle. ``backend`` is
+        forwarded to the ops.
         """
         _checks.float_tensor("received", received, 2)
         _checks.backend(backend)
@@ -163,6 +181,13 @@ class HIVTP(PruningMethod):
         if h * w != N:
             raise ValueError(f"grid {(h, w)} has {h * w} cells but received has N={N} tokens per row")
         device = received.device
+        if valid_tokens.check(valid, B, N) is not None:
+            return valid_tokens.on_rectangles(
+                valid,
+                (h, w),
+                device,
+                lambda rows, cells, sub_grid: self.select(received[rows][:, cells], sub_grid, backend=backend),
+            )
         # host-built constants of the grid, copied without a host sync (pinned, non-blocking)
         region_ids = from_host(self.region_ids((h, w)), device)
         budgets = from_host(torch.tensor(self.region_budgets((h, w)), dtype=torch.int64), device)
@@ -180,4 +205,4 @@ class HIVTP(PruningMethod):
 
     def select_captured(self, captured: Captured, *, backend: str = "auto") -> torch.Tensor:
         (received,) = captured.require("received")
-        return self.select(received, captured.grid, backend=backend)
+        return self.select(received, captured.grid, valid=captured.valid, backend=backend)

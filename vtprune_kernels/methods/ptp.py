@@ -1,5 +1,8 @@
 """PTP: region budgets from [CLS] similarity to the thumbnail, then top tokens per region.
 
+Paper: "Pyramid Token Pruning for High-Resolution Large Vision-Language Models via Region, Token,
+and Instruction-Guided Importance", arXiv:2509.15704 (docs/methods/ptp.md).
+
 For one image of S regions (the tiles, then the thumbnail last; S = 1: a single tile, no
 thumbnail) of T tokens each (after InternVL's pixel shuffle):
 1. Total kept = floor((1 - prune_ratio) * S * T + 0.5) (round half up, not Python's banker's round;
@@ -12,6 +15,17 @@ thumbnail) of T tokens each (after InternVL's pixel shuffle):
    min-max normalised over all S*T tokens of the image in float32 (a constant map -> zeros; NaN
    is ignored by min/max and stays NaN, ranking last).
 4. Top-R_i tokens of every region by s (``region_topk_mask``, one region per row).
+
+Layer indices are 0-based: ``vision_layer=8`` is vision encoder layer index 8 (the 9th layer, whose
+output is ``hidden_states[9]``). The paper's main text says layer 8 and its alpha study "the 11th
+layer"; counted from 1 those are ``vision_layer=7`` and ``vision_layer=10``. The default keeps 8.
+
+Instruction tokens (``instruction``): "text" (default) = the user's instruction only, i.e. the
+tokens after the image's end marker (InternVL's ``</img>``) up to the first end-of-turn token (the
+model's ``eos_token_id``s, e.g. ``<|im_end|>``), which is what the paper means; "after_image" =
+every token after the last image placeholder to the end of the prompt (``</img>``, the chat
+template's closing tokens and the assistant header included). The integration finds the positions
+(``integrations.llm_probe.instruction_span``).
 """
 from __future__ import annotations
 
@@ -36,30 +50,50 @@ def min_max_normalise(x: torch.Tensor) -> torch.Tensor:
     return torch.where(nan, x, scaled)
 
 
+INSTRUCTION_MODES = ("text", "after_image")
+
+
 class PTP(PruningMethod):
-    """PTP(prune_ratio=0.5, alpha=0.5, vision_layer=8, llm_layer=1) for one image at a time.
+    """PTP(prune_ratio=0.5, alpha=0.5, vision_layer=8, llm_layer=1, instruction="text") for one image at a time.
 
     vision_layer: 0-based vision encoder layer whose [CLS] attention gives b.
     llm_layer: 0-based LLM block whose instruction->visual attention gives c (probe pass).
+    instruction: which prompt tokens are the instruction queries of c: "text" (the user's
+        instruction, without the image end marker and the chat template's closing tokens) or
+        "after_image" (every token after the last image placeholder).
     """
 
-    def __init__(self, prune_ratio: float = 0.5, alpha: float = 0.5, vision_layer: int = 8, llm_layer: int = 1):
+    def __init__(
+        self,
+        prune_ratio: float = 0.5,
+        alpha: float = 0.5,
+        vision_layer: int = 8,
+        llm_layer: int = 1,
+        instruction: str = "text",
+    ):
         self.prune_ratio = _checks.fraction("prune_ratio", prune_ratio, upper_open=True)
         self.alpha = _checks.fraction("alpha", alpha)
         self.vision_layer = _checks.count("vision_layer", vision_layer)
         self.llm_layer = _checks.count("llm_layer", llm_layer)
+        if instruction not in INSTRUCTION_MODES:
+            raise ValueError(f"instruction must be one of {INSTRUCTION_MODES}, got {instruction!r}")
+        self.instruction = instruction
 
     def __repr__(self):
         return (
             f"PTP(prune_ratio={self.prune_ratio}, alpha={self.alpha}, "
-            f"vision_layer={self.vision_layer}, llm_layer={self.llm_layer})"
+            f"vision_layer={self.vision_layer}, llm_layer={self.llm_layer}, instruction={self.instruction!r})"
         )
 
     def needs(self, has_cls: bool) -> Needs:
         if not has_cls:
             raise ValueError("PTP needs a vision tower with a [CLS] token (region scores compare [CLS] embeddings)")
         return Needs(
-            vision_layers=(self.vision_layer,), query_rows="cls", cls_embedding=True, llm_probe_layer=self.llm_layer
+            vision_layers=(self.vision_layer,),
+            query_rows="cls",
+            cls_embedding=True,
+            llm_probe_layer=self.llm_layer,
+            instruction=self.instruction,
         )
 
     def total_keep(self, n_regions: int, tokens_per_region: int) -> int:
@@ -134,4 +168,6 @@ class PTP(PruningMethod):
         self, captured: Captured, *, backend: str = "auto", validate: Optional[bool] = None
     ) -> torch.Tensor:
         cls_regions, b_scores, c_scores = captured.require("cls_regions", "b_scores", "c_scores")
+        if captured.valid is not None:
+            raise ValueError("PTP selects among every token of its regions: captured.valid is not supported")
         return self.select(cls_regions, b_scores, c_scores, backend=backend, validate=validate)

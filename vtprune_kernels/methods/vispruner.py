@@ -1,22 +1,26 @@
 """VisPruner: important tokens by [CLS] attention, then diverse tokens by cosine de-duplication.
 
-Published algorithm (DESIGN.md section 3, NOTES.md "published code's behaviour"), with T = min(keep, N):
+Published algorithm (Zhang et al., "Beyond Text-Visual Attention: Exploiting Visual Cues for
+Effective Token Pruning in VLMs", arXiv:2412.01818; docs/methods/vispruner.md), with T = min(keep, N)
+(N = the row's valid tokens when the integration passes ``valid``, e.g. LLaVA-NeXT's unpadding):
 1. T_imp = floor(T * important_ratio) tokens with the highest score (one region of
-   ``region_topk_mask``). The score is the head-mean [CLS]->patch attention of the feature layer
-   ([CLS] column dropped, not renormalised); towers without [CLS] use received attention.
+   ``region_topk_mask``). The score is the head-mean [CLS]->patch attention of the scored layer
+   ([CLS] column dropped, not renormalised); towers without [CLS] use received attention (mean over
+   every query row). The scored layer is ``score_layer``: by default (None) the feature layer, whose
+   output the model uses, as the paper does on CLIP; the published SigLIP code scores the last
+   layer's received attention whatever the feature layer: ``score_layer=-1``. On Qwen2.5-VL,
+   whose windowed layers never see the whole image, the default is the last full-attention layer
+   (its last layer in every released checkpoint).
 2. T_div = T - T_imp tokens among the rest by ``cosine_dedup_mask``: the residual ranked by score
    (descending), rounds of r = min(step, |R| - T_div) drops of even-position tokens whose best
    cosine match among the odd-position ones is highest; survivors first, then the odd ones.
-
-``layer`` (0-based vision layer) overrides the scored layer; None (the default) is the layer whose
-output the model uses as features (on Qwen2.5-VL the last full-attention layer, which is its last
-layer in every released checkpoint; its windowed layers never see the whole image).
 
 Ties follow the contract (higher wins, equal -> lower index, NaN last), where the published code
 uses unstable sorts. Where the published code crashes, this is defined: an odd residual size
 gives the even positions one token more (a lone token with no odd partner has similarity -inf),
 keep >= N keeps every token, keep = 0 keeps none, keep = 1 keeps the one diverse token left by
-de-duplication. Every row keeps exactly min(keep, N) tokens.
+de-duplication. Every row keeps exactly min(keep, N) tokens. With ``valid``, the selection equals
+VisPruner on the row's valid tokens alone (same order, same ties), mapped back.
 """
 from __future__ import annotations
 
@@ -26,22 +30,28 @@ from typing import Optional, Tuple
 import torch
 
 from .. import ops
-from . import _checks
+from . import _checks, valid_tokens
 from .base import Captured, Needs, PruningMethod
 
 
 class VisPruner(PruningMethod):
-    """VisPruner(keep, important_ratio=0.5, step=8, layer=None): keep ``keep`` tokens per image (per
-    tile, per video frame); ``layer``: the scored vision layer (None: the feature layer)."""
+    """VisPruner(keep, important_ratio=0.5, step=8, score_layer=None): keep ``keep`` tokens per image (per
+    tile; per image and per video frame on Qwen-VL).
 
-    def __init__(self, keep: int, important_ratio: float = 0.5, step: int = 8, layer: Optional[int] = None):
+    score_layer: the 0-based vision layer whose attention gives the importance score; None (default)
+        = the feature layer (``vision_feature_layer``); negative counts from the end (-1: the last
+        layer, as the published code does on towers without [CLS]). The diverse stage always uses
+        the feature layer's output tokens.
+    """
+
+    def __init__(self, keep: int, important_ratio: float = 0.5, step: int = 8, score_layer: Optional[int] = None):
         self.keep = _checks.count("keep", keep)
         self.important_ratio = _checks.fraction("important_ratio", important_ratio)
         self.step = _checks.count("step", step, 1)
-        self.layer = None if layer is None else _checks.count("layer", layer)
+        self.score_layer = None if score_layer is None else _checks.integer("score_layer", score_layer)
 
     def __repr__(self):
-        layer = "" if self.layer is None else f", layer={self.layer}"
+        layer = "" if self.score_layer is None else f", score_layer={self.score_layer}"
         return f"VisPruner(keep={self.keep}, important_ratio={self.important_ratio}, step={self.step}{layer})"
 
     def budgets(self, n_tokens: int) -> Tuple[int, int]:
@@ -52,15 +62,24 @@ class VisPruner(PruningMethod):
         return important, total - important
 
     def needs(self, has_cls: bool) -> Needs:
-        layers = None if self.layer is None else (self.layer,)
+        layers = None if self.score_layer is None else (self.score_layer,)
         return Needs(vision_layers=layers, query_rows="cls" if has_cls else "all", features=True)
 
-    def select(self, cls_attn: torch.Tensor, features: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
-        """bool [B, N] keep mask with exactly min(keep, N) tokens per row.
+    def select(
+        self,
+        cls_attn: torch.Tensor,
+        features: torch.Tensor,
+        *,
+        valid: Optional[torch.Tensor] = None,
+        backend: str = "auto",
+    ) -> torch.Tensor:
+        """bool [B, N] keep mask with exactly min(keep, N) tokens per row (min(keep, valid tokens)
+        with ``valid``).
 
         cls_attn float [B, N]: [CLS]->patch attention, head mean, [CLS] column dropped (or the
         received attention on towers without [CLS]). features [B, N, C]: the feature layer's
-        output tokens. ``backend`` is forwarded to the ops.
+        output tokens. valid: optional bool [B, N] (CPU or the scores' device), the tokens that may
+        be kept. ``backend`` is forwarded to the ops.
         """
         _checks.float_tensor("cls_attn", cls_attn, 2)
         _checks.float_tensor("features", features, 3)
@@ -72,24 +91,37 @@ class VisPruner(PruningMethod):
             )
         if features.device != cls_attn.device:
             raise ValueError(f"features is on {features.device} but cls_attn is on {cls_attn.device}")
-        n_important, n_diverse = self.budgets(N)
+        valid = valid_tokens.check(valid, B, N)
         device = cls_attn.device
-        one_region = torch.zeros(N, dtype=torch.int64, device=device)
+        if valid is None:
+            n_important, n_diverse = self.budgets(N)
+            region_ids = torch.zeros(N, dtype=torch.int64, device=device)
+            k_important = torch.full((B, 1), n_important, dtype=torch.int64, device=device)
+            n_diverse = torch.full((B,), n_diverse, dtype=torch.int64, device=device)
+        else:
+            # per row on the device (no host sync): T = min(keep, valid), T_imp = floor(T * ratio) in
+            # float64, the same IEEE product as the Python float one in ``budgets``
+            valid = valid_tokens.on_device(valid, device)
+            total = valid_tokens.row_budget(valid, self.keep)
+            n_important = torch.floor(total.double() * self.important_ratio).long()
+            region_ids, k_important = valid_tokens.valid_and_invalid_regions(valid, n_important)
+            n_diverse = total - n_important
         important = ops.region_topk_mask(
             cls_attn,
-            one_region,
-            torch.full((B, 1), n_important, dtype=torch.int64, device=device),
+            region_ids,
+            k_important,
             backend=backend,
-            validate=False,  # n_important <= N by construction
+            validate=False,  # T_imp <= valid tokens <= N by construction
         )
+        rest = ~important if valid is None else valid & ~important
         diverse = ops.cosine_dedup_mask(
             features,
-            ~important,
+            rest,
             cls_attn,
-            torch.full((B,), n_diverse, dtype=torch.int64, device=device),
+            n_diverse,
             self.step,
             backend=backend,
-            validate=False,  # n_diverse >= 0 by construction
+            validate=False,  # 0 <= T_div <= |rest| by construction
         )
         return important | diverse
 
@@ -102,4 +134,4 @@ class VisPruner(PruningMethod):
             scores = captured.received
         else:
             raise ValueError("captured scores lack both cls_attn and received: VisPruner needs one of them")
-        return self.select(scores, features, backend=backend)
+        return self.select(scores, features, valid=captured.valid, backend=backend)
