@@ -38,11 +38,12 @@ def test_patches_to_pixels_inverts_the_processor_layout():
     torch.testing.assert_close(pixels, want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("build", [tm.qwen2_5_vl, tm.qwen3_vl], ids=["qwen2_5_vl", "qwen3_vl"])
-def test_demo_session_runs_every_method_on_a_qwen_model(build):
+def test_demo_session_runs_every_method_on_a_qwen_model():
+    """One model suffices here (the integration tests cover both families): the session's Qwen
+    plumbing (image stage arguments, token counts, panels from flattened patches)."""
     from vtprune_kernels.demo.session import DemoSession, run_session
 
-    model = build(depth=10)
+    model = tm.qwen2_5_vl(depth=10)
     image_processor = _image_processor()
     pixels = image_processor(images=sample_image(112).resize((112, 84)), return_tensors="pt")
     grid = pixels["image_grid_thw"]
