@@ -15,17 +15,10 @@ inside ``select_captured``).
 Every comparison is also timed paired (``timing.py``: the two calls alternate, fastest of
 each kept) into ``extra_info["paired_*_s"]``; ``plot_results.py`` quotes those ratios.
 """
-import statistics
-
 import pytest
 import torch
-from timing import paired_best
-from vlm_models import LLM_1024, clip_l_llava, llm_heavy_llava, prefill, prompt_inputs, visual_tokens
-
-import vtprune_kernels
-from vtprune_kernels import Uniform, VisPruner
-from vtprune_kernels.demo.measure import synchronize
-from vtprune_kernels.demo.session import scoring_seconds, timed
+from pruning_benchmarks import bench_image_stage, bench_prefill
+from vlm_models import LLM_1024, clip_l_llava, llm_heavy_llava, prompt_inputs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ROUNDS = dict(rounds=3, warmup_rounds=1, iterations=1)
@@ -52,27 +45,7 @@ def llm_heavy():
 
 
 def _bench_prefill(benchmark, model, inputs, keep=None):
-    """Benchmark one prefill, unpruned (``keep=None``) or with VisPruner keeping ``keep`` per image;
-    a pruned one is also timed paired with the unpruned prefill."""
-
-    def unpruned():
-        prefill(model, inputs)
-        synchronize(DEVICE)
-
-    def pruned():
-        with vtprune_kernels.apply(model, VisPruner(keep=keep)):
-            unpruned()
-
-    benchmark.extra_info["device"] = DEVICE
-    benchmark.extra_info["visual_tokens"] = visual_tokens(model, inputs)
-    if keep is None:
-        benchmark.pedantic(unpruned, **ROUNDS)
-        return
-    with vtprune_kernels.apply(model, VisPruner(keep=keep)) as handle:
-        benchmark.pedantic(unpruned, **ROUNDS)
-    benchmark.extra_info["kept_tokens"] = sum(s.numel() for s in handle.last_selection)
-    paired = paired_best(unpruned, pruned)
-    benchmark.extra_info["paired_unpruned_s"], benchmark.extra_info["paired_pruned_s"] = paired
+    bench_prefill(benchmark, model, inputs, keep, device=DEVICE, rounds=ROUNDS)
 
 
 @pytest.mark.benchmark(group="prefill clip_l")
@@ -102,28 +75,4 @@ def test_image_stage_llm_heavy(benchmark, llm_heavy, method_name):
     """prepare_inputs (tower to the feature layer, [scoring, selection,] projector, prompt rebuild)
     at 25 % kept; VisPruner also records its scoring and selection times and a paired timing
     against Uniform."""
-    model, inputs = llm_heavy
-    method = timed(VisPruner(keep=144) if method_name == "vispruner" else Uniform(keep=144), DEVICE)
-    with vtprune_kernels.apply(model, method) as handle, torch.inference_mode():
-
-        def call():
-            handle.prepare_inputs(**inputs)
-            synchronize(DEVICE)
-
-        benchmark.pedantic(call, **ROUNDS)
-        benchmark.extra_info["select_s"] = statistics.median(method.seconds)
-        score_s = scoring_seconds(call, DEVICE)
-        benchmark.extra_info["score_s"] = 0.0 if score_s is None else score_s
-    benchmark.extra_info["device"] = DEVICE
-    benchmark.extra_info["kept_tokens"] = sum(s.numel() for s in handle.last_selection)
-    if method_name == "vispruner":
-        benchmark.extra_info["paired_vispruner_s"], benchmark.extra_info["paired_uniform_s"] = paired_best(
-            lambda: _prepare(model, inputs, VisPruner(keep=144)), lambda: _prepare(model, inputs, Uniform(keep=144))
-        )
-
-
-@torch.inference_mode()
-def _prepare(model, inputs, method):
-    with vtprune_kernels.apply(model, method) as handle:
-        handle.prepare_inputs(**inputs)
-    synchronize(DEVICE)
+    bench_image_stage(benchmark, *llm_heavy, method_name, 144, device=DEVICE, rounds=ROUNDS)

@@ -18,19 +18,15 @@ the 12-layer hidden-1024 language model of the LLaVA benchmarks), one 1024 x 102
 
 Run: ``HF_HUB_OFFLINE=1 pytest benchmarks/bench_qwen_vl.py --benchmark-only``
 """
-import statistics
-
 import pytest
 import torch
 from baselines import published_dedup_loop, ranked_residual
+from pruning_benchmarks import bench_image_stage, bench_prefill
 from qwen_vl_models import image_inputs, qwen2_5_vl_model
-from timing import paired_best, synced
+from timing import synced
 
-import vtprune_kernels
-from vtprune_kernels import Uniform, VisPruner, _library, ops
-from vtprune_kernels.demo.measure import synchronize
+from vtprune_kernels import _library, ops
 from vtprune_kernels.demo.op_bench import eager_attention_scores
-from vtprune_kernels.demo.session import scoring_seconds, timed
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ROUNDS = dict(rounds=2, warmup_rounds=1, iterations=1)
@@ -92,58 +88,13 @@ def qwen():
     return model, inputs
 
 
-@torch.inference_mode()
-def _prefill(model, inputs):
-    model(**inputs, logits_to_keep=1)
-    synchronize(DEVICE)
-
-
 @pytest.mark.benchmark(group="Qwen2.5-VL prefill, 1024x1024 image (1369 merged tokens)")
 @pytest.mark.parametrize("keep", [None, KEEP], ids=["unpruned", "vispruner-25"])
 def test_prefill(benchmark, qwen, keep):
-    model, inputs = qwen
-    benchmark.extra_info["device"] = DEVICE
-    if keep is None:
-        benchmark.pedantic(_prefill, args=(model, inputs), **ROUNDS)
-        return
-    with vtprune_kernels.apply(model, VisPruner(keep=keep)) as handle:
-        benchmark.pedantic(_prefill, args=(model, inputs), **ROUNDS)
-    benchmark.extra_info["kept_tokens"] = sum(s.numel() for s in handle.last_selection)
-
-    def pruned():
-        with vtprune_kernels.apply(model, VisPruner(keep=keep)):
-            _prefill(model, inputs)
-
-    benchmark.extra_info["paired_unpruned_s"], benchmark.extra_info["paired_pruned_s"] = paired_best(
-        lambda: _prefill(model, inputs), pruned, pairs=2
-    )
-
-
-@torch.inference_mode()
-def _prepare(model, inputs, method):
-    with vtprune_kernels.apply(model, method) as handle:
-        handle.prepare_inputs(**inputs)
-    synchronize(DEVICE)
+    bench_prefill(benchmark, *qwen, keep, device=DEVICE, rounds=ROUNDS, pairs=2)
 
 
 @pytest.mark.benchmark(group="Qwen2.5-VL image stage, 1024x1024 image, 25% kept")
 @pytest.mark.parametrize("method_name", ["vispruner", "uniform"])
 def test_image_stage(benchmark, qwen, method_name):
-    model, inputs = qwen
-    method = timed(VisPruner(keep=KEEP) if method_name == "vispruner" else Uniform(keep=KEEP), DEVICE)
-    with vtprune_kernels.apply(model, method) as handle, torch.inference_mode():
-
-        def call():
-            handle.prepare_inputs(**inputs)
-            synchronize(DEVICE)
-
-        benchmark.pedantic(call, **ROUNDS)
-        benchmark.extra_info["select_s"] = statistics.median(method.seconds)
-        score_s = scoring_seconds(call, DEVICE)
-        benchmark.extra_info["score_s"] = 0.0 if score_s is None else score_s
-    benchmark.extra_info["device"] = DEVICE
-    benchmark.extra_info["kept_tokens"] = sum(s.numel() for s in handle.last_selection)
-    if method_name == "vispruner":
-        benchmark.extra_info["paired_vispruner_s"], benchmark.extra_info["paired_uniform_s"] = paired_best(
-            lambda: _prepare(model, inputs, VisPruner(keep=KEEP)), lambda: _prepare(model, inputs, Uniform(keep=KEEP)), pairs=2
-        )
+    bench_image_stage(benchmark, *qwen, method_name, KEEP, device=DEVICE, rounds=ROUNDS, pairs=2)

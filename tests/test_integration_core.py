@@ -169,22 +169,36 @@ def _all_hooks(model):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-@pytest.mark.parametrize("build", [tm.llava_clip, tm.llava_next, tm.internvl], ids=["llava", "llava_next", "internvl"])
-def test_leaving_the_context_restores_the_model_exactly(build):
-    model = build()
+def _restore_inputs(build, model):
+    """One prompt with its pixels for ``build``'s model (Qwen-VL: an image and a 2-frame video)."""
+    if build in (tm.qwen2_5_vl, tm.qwen3_vl):
+        image, video = (1, 4, 6), (2, 4, 4)
+        ids, mask, types = tm.qwen_prompts([[("image", image), ("video", video)]], per_frame_runs=build is tm.qwen3_vl)
+        return dict(
+            input_ids=ids, attention_mask=mask, mm_token_type_ids=types, pixel_values=tm.qwen_pixels([image]),
+            image_grid_thw=torch.tensor([image]), pixel_values_videos=tm.qwen_pixels([video]), video_grid_thw=torch.tensor([video]),
+        )
     if build is tm.llava_next:
         px = tm.pixels(1, 42, tiles=5)
         sizes = torch.tensor([[84, 84]])
         n = model.model.get_image_features(pixel_values=px, image_sizes=sizes).pooler_output[0].shape[0]
-        extra = {"image_sizes": sizes}
         ids, mask = tm.make_prompts([[n]])
-    elif build is tm.internvl:
-        px, extra = tm.pixels(1, 84), {}
+        return dict(input_ids=ids, attention_mask=mask, pixel_values=px, image_sizes=sizes)
+    if build is tm.internvl:
         ids, mask = tm.make_prompts([[9]], wrap_images=True)
-    else:
-        px, extra = tm.pixels(1, 70), {}
-        ids, mask = tm.make_prompts([[25]])
-    inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=px, **extra)
+        return dict(input_ids=ids, attention_mask=mask, pixel_values=tm.pixels(1, 84))
+    ids, mask = tm.make_prompts([[25]])
+    return dict(input_ids=ids, attention_mask=mask, pixel_values=tm.pixels(1, 70))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [tm.llava_clip, tm.llava_next, tm.internvl, tm.qwen2_5_vl, tm.qwen3_vl],
+    ids=["llava", "llava_next", "internvl", "qwen2_5_vl", "qwen3_vl"],
+)
+def test_leaving_the_context_restores_the_model_exactly(build):
+    model = build()
+    inputs = _restore_inputs(build, model)
     attn_before = (model.config.vision_config._attn_implementation, model.config.text_config._attn_implementation)
     state_before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
