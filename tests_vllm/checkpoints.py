@@ -63,7 +63,7 @@ def tokenizer():
     )
 
 
-def text_config(kind: str):
+def tiny_text_config(kind: str):
     from transformers import LlamaConfig, Qwen2Config
 
     config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[kind]
@@ -106,11 +106,13 @@ def _save(model, processor, path: str, hub_tower_prefix: bool):
     return path, model
 
 
-def llava(path: str, tower: str = "clip", seed: int = 0):
+def llava(path: str, tower: str = "clip", seed: int = 0, vision_config=None, text_config=None):
+    """``vision_config`` / ``text_config`` replace the tiny defaults (a CLIP config for tower="clip")."""
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, SiglipVisionConfig
 
     if tower == "clip":
-        vision, feature_layer, strategy, size = _clip(70), -2, "default", 70  # 5 x 5 patches
+        vision = vision_config or _clip(70)  # 5 x 5 patches by default
+        feature_layer, strategy, size = -2, "default", vision.image_size
     else:
         size = 56  # 4 x 4 patches
         vision = SiglipVisionConfig(
@@ -118,7 +120,7 @@ def llava(path: str, tower: str = "clip", seed: int = 0):
         )
         feature_layer, strategy = -1, "full"
     config = LlavaConfig(
-        vision_config=vision, text_config=text_config("llama" if tower == "clip" else "qwen2"),
+        vision_config=vision, text_config=text_config or tiny_text_config("llama" if tower == "clip" else "qwen2"),
         image_token_index=token_id(IMAGE_TOKEN), vision_feature_layer=feature_layer,
         vision_feature_select_strategy=strategy, image_seq_length=(size // 14) ** 2,
     )
@@ -142,7 +144,7 @@ def llava_next(path: str, seed: int = 0):
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessor, LlavaNextProcessor
 
     config = LlavaNextConfig(
-        vision_config=_clip(42), text_config=text_config("llama"), image_token_index=token_id(IMAGE_TOKEN),
+        vision_config=_clip(42), text_config=tiny_text_config("llama"), image_token_index=token_id(IMAGE_TOKEN),
         vision_feature_layer=-2, vision_feature_select_strategy="default", image_grid_pinpoints=PINPOINTS,
         image_seq_length=9,
     )
@@ -173,7 +175,7 @@ def internvl(path: str, seed: int = 0):
         patch_size=[14, 14], use_qk_norm=True, use_absolute_position_embeddings=True, norm_type="layer_norm",
     )
     config = InternVLConfig(
-        vision_config=vision, text_config=text_config("qwen2"), image_token_id=token_id("<IMG_CONTEXT>"),
+        vision_config=vision, text_config=tiny_text_config("qwen2"), image_token_id=token_id("<IMG_CONTEXT>"),
         image_seq_length=9, downsample_ratio=0.5, vision_feature_layer=-1, vision_feature_select_strategy="default",
     )
     torch.manual_seed(seed)

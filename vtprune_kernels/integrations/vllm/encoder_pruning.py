@@ -29,17 +29,25 @@ class EncoderPruning:
     """Pruning of a vLLM model's images: built in the model's ``__init__`` (engine start).
 
     method: the configured method object. layout: the tower's attention layout. needs: what the
-    method asks for. score_layer: the encoder layer whose output the model uses as features (the
-    last layer vLLM instantiates), scored for VisPruner.
+    method asks for. score_layers: the encoder layers scored: the method's own, or the layer whose
+    output the model uses as features (the last layer vLLM instantiates).
     """
 
     def __init__(self, hf_config, architecture: str, tower, *, backend: str = "auto"):
         self.method = method_from_config(hf_config, architecture)
         self.layout = describe_encoder(tower)
         self.needs = self.method.needs(self.layout.has_cls)
-        if self.needs.vision_layers is not None or self.needs.cls_embedding or self.needs.llm_probe_layer is not None:
-            raise ValueError(f"{type(self.method).__name__} is not supported by the vLLM plugin")
-        self.score_layer = self.layout.num_layers - 1
+        if self.needs.cls_embedding or self.needs.llm_probe_layer is not None:
+            raise ValueError(f"{type(self.method).__name__} needs the prompt (an LLM probe): not supported by the vLLM plugin")
+        last = self.layout.num_layers - 1
+        layers = (last,) if self.needs.vision_layers is None else tuple(self.needs.vision_layers)
+        full_depth = hf_config.vision_config.num_hidden_layers  # negative indices count from the full tower's end
+        self.score_layers = tuple(full_depth + i if i < 0 else i for i in layers)
+        if any(not 0 <= i <= last for i in self.score_layers):
+            raise ValueError(
+                f"{architecture}: {type(self.method).__name__} scores vision layers {layers}, but vLLM builds this tower "
+                f"only up to its feature layer ({self.layout.num_layers} layers)"
+            )
         self.backend = backend
         self._log: collections.deque = collections.deque(maxlen=LOG_SIZE)
 
@@ -48,11 +56,11 @@ class EncoderPruning:
         return self.method.keep
 
     def capture(self):
-        """Context manager around one encoder call: an ``EncoderScoreCapture`` on the feature layer,
+        """Context manager around one encoder call: an ``EncoderScoreCapture`` on the scored layers,
         or nothing for methods that need no scores. ``.scores()`` of the result: float32 [B, S] or None."""
         if self.needs.query_rows == "none":
             return contextlib.nullcontext(_NoScores())
-        return EncoderScoreCapture(self.layout, [self.score_layer], self.needs.query_rows, backend=self.backend)
+        return EncoderScoreCapture(self.layout, self.score_layers, self.needs.query_rows, backend=self.backend)
 
     def select(
         self,
