@@ -104,7 +104,6 @@ def test_two_images_in_one_prompt_match_apply(served):
         # with both would draw the second image's tokens from row 1 of the generator)
         alone = [reference(model, processor, case.method, _prompt(case, 1), [picture])[1][0] for picture in images]
         assert selections == alone
-        assert alone[0] != alone[1] or images[0] == images[1]
         assert engine.greedy([(text, images)])[0][0] == tokens  # deterministic
 
 
