@@ -3,9 +3,10 @@
 vLLM's vision towers (CLIP, SigLIP, InternViT) compute q, k, v and call one attention module per
 layer, ``MMEncoderAttention(query, key, value)``, with q and k [B, S, H_local*D] (or
 [B, S, H_local, D]). A forward pre-hook on that module sees them while the tower keeps vLLM's own
-attention backend; ``LayerScoreMean`` (shared with the transformers capture) turns them into
-scores with ``ops.attention_scores``; nothing else of the tower is touched, and the hook exists
-only during one encoder call.
+attention backend; ``ScoreAccumulator`` (shared with the transformers capture) turns them into
+scores with ``ops.attention_scores`` at once; nothing else of the tower is touched, and the hook
+exists only during one encoder call. vLLM's encoder attention does not return its log-sum-exp, so
+the op computes the normaliser itself (``lse=None``; for a [CLS] row that is one row).
 
 Tensor parallelism: a tower sharded over the tensor-parallel group gives each rank H/tp of the
 heads (``H_local < H``). Each rank's head mean covers its heads only; the capture all-reduces
@@ -21,7 +22,7 @@ from typing import Callable, List, Sequence
 import torch
 from torch import nn
 
-from ..layer_scores import LayerScoreMean, split_heads
+from ..score_accumulator import ScoreAccumulator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +67,10 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
 
 
 def _heads(x: torch.Tensor, layout: EncoderLayout) -> torch.Tensor:
-    """[B, S, H*D] or [B, S, H, D] -> [B, H, S, D]."""
-    if x.dim() == 4:
-        return x.transpose(1, 2)
-    return split_heads(x, layout.local_heads, layout.head_dim)
+    """[B, S, H*D] or [B, S, H, D] -> [B, H, S, D] (a view)."""
+    if x.dim() == 3:
+        x = x.unflatten(-1, (layout.local_heads, layout.head_dim))
+    return x.transpose(1, 2)
 
 
 class EncoderScoreCapture:
@@ -86,7 +87,7 @@ class EncoderScoreCapture:
             raise ValueError(f"vision layers {bad} are not in this {layout.num_layers}-layer tower")
         self.layout = layout
         self.layers = tuple(sorted(set(int(i) for i in layers)))
-        self._scores = LayerScoreMean(query_rows, layout.scale, backend=backend)
+        self._scores = ScoreAccumulator(query_rows, backend=backend)
         self._handles: List = []
 
     def __enter__(self):
@@ -102,11 +103,11 @@ class EncoderScoreCapture:
 
     def _hook(self, module, args):
         query, key = args[0], args[1]
-        self._scores.add(_heads(query.detach(), self.layout), _heads(key.detach(), self.layout))
+        self._scores.add(_heads(query, self.layout), _heads(key, self.layout), scale=self.layout.scale)
 
     def scores(self) -> torch.Tensor:
-        if self._scores.count != len(self.layers):
-            raise RuntimeError(f"captured {self._scores.count} of {len(self.layers)} vision layers")
+        if self._scores.count() != len(self.layers):
+            raise RuntimeError(f"captured {self._scores.count()} of {len(self.layers)} vision layers")
         scores = self._scores.mean()
         if self.layout.local_heads != self.layout.total_heads:
             from vllm.distributed import tensor_model_parallel_all_reduce
