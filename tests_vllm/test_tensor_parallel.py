@@ -11,7 +11,15 @@ from vtprune_kernels.integrations.vllm import hf_overrides
 
 
 def test_tp2_ranks_select_like_apply(checkpoint_dir, monkeypatch):
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # TP ranks are worker processes
+    monkeypatch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # apply_model sends a callable to the ranks
+    # one NUMA node here: vLLM's automatic binding wants one per rank, so bind the ranks by hand
+    half = max(1, len(cpus) // 2)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "|".join(
+        ",".join(str(c) for c in part) for part in (cpus[:half], cpus[half:] or cpus[:half])))
     from transformers import AutoProcessor
 
     path, model = checkpoints.llava(f"{checkpoint_dir}/tp2", "clip")
