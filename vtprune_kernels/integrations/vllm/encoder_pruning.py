@@ -68,8 +68,10 @@ class EncoderPruning:
         features: torch.Tensor,
         grid: Tuple[int, int],
         tiles_per_image: Sequence[int],
+        valid: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """bool [T, N] keep mask of T = sum(tiles_per_image) tiles, min(keep, N) per tile.
+        """bool [T, N] keep mask of T = sum(tiles_per_image) tiles, min(keep, N) per tile (min(keep,
+        valid tokens) among the valid ones with ``valid``, a host bool [T, N]).
 
         scores float32 [T, N] ([CLS] column dropped) or None; features [T, N, C]; grid (h, w)."""
         T, N = features.shape[:2]
@@ -86,6 +88,7 @@ class EncoderPruning:
             captured = make_captured(
                 self.needs, grid, None if scores is None else scores[a:b],
                 features[a:b] if self.needs.features else None, batch_size=b - a,
+                valid=None if valid is None else valid[a:b],
             )
             captured.device = features.device
             keeps.append(select(self.method, captured, (b - a, N), self.backend))

@@ -1,10 +1,11 @@
 """Pruned LLaVA-NeXT for vLLM: ``VTPruneLlavaNextForConditionalGeneration``.
 
-Per tile, among the tokens that survive the model's unpadding (``anyres_selection``, shared with
-``apply()``); newline tokens stay where the model places them (one per row of the unpadded grid).
-The packed layout comes from vLLM's own ``_merge_image_patch_embeddings`` applied to an index
-tracer, so the processor's placeholder count and the model's output are the same function of the
-image size. Selection indices: tile * N + patch over the image's tiles (base tile first).
+Per tile, among the tokens that survive the model's unpadding (``Captured.valid``, as ``apply()``:
+min(keep, survivors) per tile); newline tokens stay where the model places them (one per row of
+the unpadded grid). The packed layout comes from vLLM's own ``_merge_image_patch_embeddings``
+applied to an index tracer, so the processor's placeholder count and the model's output are the
+same function of the image size. Selection indices: tile * N + patch over the image's tiles (base
+tile first).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from ...methods._device import from_host
 from ..adapter import check_strategy
-from ..anyres_selection import kept_count, packed_keep, select_survivors
+from ..llava_next import LlavaNextAdapter
 from .encoder_pruning import EncoderPruning
 from .switch import method_from_config
 
@@ -33,7 +34,8 @@ ARCHITECTURE = "VTPruneLlavaNextForConditionalGeneration"
 
 
 class AnyresLayout:
-    """The packing of a LLaVA-NeXT config, per image size (cached): tiles, packed sources, kept count."""
+    """The packing of a LLaVA-NeXT config, per image size (cached): tiles, packed sources, surviving
+    tokens, kept count."""
 
     def __init__(self, hf_config, keep: int):
         self.config = hf_config
@@ -58,8 +60,15 @@ class AnyresLayout:
         return packed[:, 0].long()
 
     @functools.lru_cache(maxsize=1024)
+    def survivors(self, image_size: Tuple[int, int]) -> torch.Tensor:
+        """host bool [tiles, N]: the tokens the unpadding keeps (the methods' ``valid``)."""
+        return LlavaNextAdapter.surviving_tokens([self.sources(image_size)], [self.num_tiles(image_size)], self.tokens_per_tile)
+
+    @functools.lru_cache(maxsize=1024)
     def kept(self, image_size: Tuple[int, int]) -> int:
-        return kept_count(self.sources(image_size), self.num_tiles(image_size), self.tokens_per_tile, self.side, self.keep)
+        """Packed tokens an image keeps: min(keep, survivors) per tile, plus every newline."""
+        per_tile = self.survivors(image_size).sum(1).clamp(max=self.keep)
+        return int(per_tile.sum()) + int((self.sources(image_size) < 0).sum())
 
 
 class VTPruneLlavaNextProcessingInfo(LlavaNextProcessingInfo):
@@ -105,21 +114,16 @@ class VTPruneLlavaNextForConditionalGeneration(LlavaNextForConditionalGeneration
             features = self._image_pixels_to_features(self.vision_tower, pixel_values)  # [T, N, C], [CLS] dropped
         scores = capture.scores()
         scores = None if scores is None else scores[:, 1:]
-        device, N, C = features.device, layout.tokens_per_tile, features.shape[-1]
-
-        tokens, is_newline, counts, keeps, first = [], [], [], [], 0
-        for size, t in zip(sizes, tiles):
-            rows = slice(first, first + t)
-            sources = layout.sources(size)
-            keep = select_survivors(
-                self.vtprune.method, self.vtprune.needs, sources, t, None if scores is None else scores[rows],
-                features[rows] if self.vtprune.needs.features else None, (layout.side, layout.side),
-                self.vtprune.backend, device,
-            )
-            keeps.append(keep)
-            src = from_host(sources, device)
-            kept_src = src[torch.nonzero_static(packed_keep(src, keep), size=layout.kept(size)).flatten()]
-            tokens.append(features[rows].reshape(-1, C)[kept_src.clamp(min=0)])
+        valid = torch.cat([layout.survivors(s) for s in sizes])
+        keep = self.vtprune.select(scores, features, (layout.side, layout.side), tiles, valid=valid)
+        keeps = list(keep.split(tiles))
+        device, C = features.device, features.shape[-1]
+        tokens, is_newline, counts, first = [], [], [], 0
+        for size, t, image_keep in zip(sizes, tiles, keeps):
+            src = from_host(layout.sources(size), device)
+            packed_keep = (src < 0) | image_keep.reshape(-1)[src.clamp(min=0)]
+            kept_src = src[torch.nonzero_static(packed_keep, size=layout.kept(size)).flatten()]
+            tokens.append(features[first : first + t].reshape(-1, C)[kept_src.clamp(min=0)])
             is_newline.append(kept_src < 0)
             counts.append(kept_src.shape[0])
             first += t
