@@ -6,7 +6,9 @@ row b draws the (b+1)-th permutation of its seeded generator: it selects each im
 (its tiles are rows 0, 1, ...), as ``apply()`` does for that image alone.
 
 Every index is host data uploaded without waiting and every gather has a size known on the host
-(``nonzero_static``): the encoder step never synchronises with the device.
+(``nonzero_static``), so the encoder step is meant not to synchronise with the device (the kept
+counts are known before it runs); this is not measured on a GPU yet. Only ``selections()`` reads
+device data.
 """
 from __future__ import annotations
 
