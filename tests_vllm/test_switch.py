@@ -75,3 +75,29 @@ def test_engine_start_refuses_a_bad_configuration(checkpoint_dir):
     path, _ = checkpoints.llava(f"{checkpoint_dir}/bad-config")
     with pytest.raises(Exception, match="cannot run in vLLM: HIVTP keeps a number of tokens"):
         Engine(path, hf_overrides("LlavaForConditionalGeneration", "hivtp", 8))
+
+
+def test_plugin_installed_but_off_serves_the_stock_model(checkpoint_dir):
+    """No switch: vLLM's own class, every visual token in the prompt, the unpruned model's greedy tokens."""
+    import torch
+    from transformers import AutoProcessor
+
+    import checkpoints
+    from harness import MAX_NEW_TOKENS, Engine, image
+
+    path, model = checkpoints.llava(f"{checkpoint_dir}/stock", "clip")
+    processor = AutoProcessor.from_pretrained(path)
+    engine = Engine(path, {})
+    try:
+        classes = engine.llm.apply_model(lambda m: (type(m).__module__, type(m).__name__))
+        text, pictures = "USER: <image>\nWhat is shown here? ASSISTANT:", [image(70, 70, seed=60)]
+        ((tokens, prompt_length),) = engine.greedy([(text, pictures)])
+    finally:
+        engine.close()
+    assert classes == [("vllm.model_executor.models.llava", "LlavaForConditionalGeneration")]
+    inputs = processor(text=[text], images=pictures, return_tensors="pt")
+    assert prompt_length == inputs["input_ids"].shape[1]  # all 25 visual tokens
+    model.generation_config.eos_token_id = None
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=0)
+    assert tokens == out[0, -MAX_NEW_TOKENS:].tolist()
