@@ -119,6 +119,7 @@ class Budget:
         if sum(timeouts.values()) > total_s + 1e-9:
             raise ValueError(f"the steps' time limits add up to {sum(timeouts.values())} s, over the budget of {total_s} s")
         self.clock = clock
+        self.total_s = total_s
         self.deadline = clock() + total_s
         self.timeouts = dict(timeouts)
 
@@ -165,6 +166,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except (ProcessLookupError, PermissionError):
         proc.kill()
     proc.wait()
+
+
+def read_log(path: str) -> str:
+    """A step's log, "" when the step did not run (skipped) or wrote none."""
+    try:
+        return Path(path).read_text(errors="replace") if path else ""
+    except OSError:
+        return ""
 
 
 def child_env(extra: Optional[dict] = None) -> dict:
@@ -376,18 +385,17 @@ class GpuCheck:
         limit = self.budget.limit(name)
         log = self.logs / f"{name}.log"
         if limit <= 1:
-            return self._record(StepResult(name, "skipped", 0.0, limit, None, " ".join(argv), str(log),
-                                           {"reason": "no time left in the budget"}))  # fmt: skip
+            return StepResult(name, "skipped", 0.0, limit, None, " ".join(argv), "", {"reason": "no time left"})
         rc, seconds = run_logged(argv, log, limit, child_env(env_extra))
         status = "timeout" if rc is None else ("ok" if rc == 0 else "failed")
         return StepResult(name, status, seconds, limit, rc, " ".join(argv), str(log))
 
     def environment(self) -> None:
         result = self._run("environment", [self.python, "-c", _PROBE])
-        self.env_info = parse_probe(Path(result.log).read_text()) if result.log else {}
+        self.env_info = parse_probe(read_log(result.log))
         if result.status == "ok" and not self.env_info:
             result.status = "failed"
-        result.summary = self.env_info
+        result.summary = {**result.summary, **self.env_info}
         self._record(result)
 
     def build(self) -> None:
@@ -403,14 +411,15 @@ class GpuCheck:
                                     {"env": env_extra}))  # fmt: skip
             return
         result = self._run("build", argv, env_extra)
-        result.command, result.summary = shown, {"env": env_extra}
+        result.command = shown
+        result.summary.update(env=env_extra)
         self._record(result)
 
     def import_check(self) -> None:
         result = self._run("import", [self.python, "-c", _IMPORT_CHECK])
-        text = Path(result.log).read_text() if result.log and Path(result.log).exists() else ""
+        text = read_log(result.log)
         found = [line for line in text.splitlines() if line.startswith("GPU_CHECK_IMPORT ")]
-        result.summary = json.loads(found[-1].split(" ", 1)[1]) if found else {}
+        result.summary.update(json.loads(found[-1].split(" ", 1)[1]) if found else {})
         if result.status == "ok" and not self.dry_run:
             missing = [k for k in ("cuda", "cuda_kernels", "triton") if not result.summary.get(k)]
             if missing:
@@ -422,6 +431,9 @@ class GpuCheck:
         start = time.monotonic()
         name = "gpu-tests"
         limit = self.budget.limit(name)
+        if limit <= 1:
+            self._record(StepResult(name, "skipped", 0.0, limit, None, "", "", {"reason": "no time left"}))
+            return
         pytest = [self.python, "-m", "pytest", "-p", "no:cacheprovider"]
         # one collection: the GPU files, then the tests marked gpu elsewhere
         collect_log = self.logs / "gpu-tests-collect.log"
@@ -433,7 +445,7 @@ class GpuCheck:
              (pytest + ["--collect-only", "-q", "-m", "gpu", "tests", *others], marked_log)],
             limit, child_env(),
         )  # fmt: skip
-        text, marked_text = collect_log.read_text(), marked_log.read_text()
+        text, marked_text = read_log(str(collect_log)), read_log(str(marked_log))
         nodes = list(dict.fromkeys(collected_node_ids(text) + collected_node_ids(marked_text)))
         summary = {"collected": len(nodes), "files": files}
         # pytest exits 5 when nothing is selected by -m gpu: not an error
@@ -472,7 +484,7 @@ class GpuCheck:
             out.close()
         outcomes: Dict[str, str] = {}
         for proc, _, log, junit in procs:
-            outcomes.update(parse_outcomes(log.read_text()))
+            outcomes.update(parse_outcomes(read_log(str(log))))
             outcomes.update(parse_junit(junit))
         summary.update(summarise_outcomes(outcomes, len(nodes)))
         summary["shards"] = len(shards)
@@ -491,15 +503,15 @@ class GpuCheck:
         else:
             argv += [*BENCH_OPTIONS, f"--benchmark-json={json_out}"]
         result = self._run(bench.name, argv)
-        text = Path(result.log).read_text() if Path(result.log).exists() else ""
+        text = read_log(result.log)
         if self.dry_run:
-            result.summary = {"collected": len(collected_node_ids(text))}
+            result.summary.update(collected=len(collected_node_ids(text)))
             if result.status == "ok" and not result.summary["collected"]:
                 result.status = "failed"
         else:
             rows = load_benchmarks(json_out, bench.name)
             self.benchmarks += rows
-            result.summary = {"benchmarks": len(rows), "what": bench.what}
+            result.summary.update(benchmarks=len(rows), what=bench.what)
             if result.status == "ok" and not rows:
                 result.status = "failed"  # everything skipped: no GPU, or a missing dependency
         self._record(result)
@@ -531,7 +543,7 @@ def make_report(check: GpuCheck, started: float) -> dict:
         "dry_run": check.dry_run,
         "started_unix": started,
         "seconds": round(time.time() - started, 1),
-        "budget_s": sum(step_timeouts().values()),
+        "budget_s": check.budget.total_s,
         "environment": check.env_info,
         "steps": [dataclasses.asdict(r) for r in check.results],
         "tests": check.tests,

@@ -152,3 +152,21 @@ def test_arguments():
         gpu_check.parse_args(["--out", "x", "--budget", "10"])
     with pytest.raises(SystemExit):
         gpu_check.parse_args(["--out", "x", "--shards", "0"])
+
+
+def test_steps_that_fail_time_out_or_find_no_time_are_reported(tmp_path):
+    rc, _ = gpu_check.run_logged([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "a.log", 30)
+    assert rc == 3
+    rc, seconds = gpu_check.run_logged([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "b.log", 0.5)
+    assert rc is None and seconds < 20 and "killed after" in (tmp_path / "b.log").read_text()
+    check = gpu_check.GpuCheck(tmp_path / "out", dry_run=True, budget_s=gpu_check.DEFAULT_BUDGET_S, shards=1,
+                               python=sys.executable)  # fmt: skip
+    check.budget.deadline = check.budget.clock() - 1  # the budget is spent
+    check.environment()
+    check.import_check()
+    check.gpu_tests()
+    check.benchmark(gpu_check.BENCHMARKS[0])
+    assert [(r.name, r.status) for r in check.results] == [
+        ("environment", "skipped"), ("import", "skipped"), ("gpu-tests", "skipped"), (gpu_check.BENCHMARKS[0].name, "skipped")
+    ]
+    assert check.env_info == {} and check.results[0].summary == {"reason": "no time left"}
