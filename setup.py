@@ -46,11 +46,29 @@ def extension():
     )
 
 
+def ext_modules():
+    """The extension to build, or none with VTPRUNE_PREBUILT_EXT=1: a second environment with the
+    same torch and Python (the vLLM test venv, ``make test-vllm``) reuses the ``_C`` that an editable
+    install already built in place, instead of compiling it again. Refused if that build is missing
+    or older than a source."""
+    if os.environ.get("VTPRUNE_PREBUILT_EXT", "0") != "1":
+        return [extension()]
+    built = glob.glob(os.path.join(HERE, "vtprune_kernels", "_C*.so"))
+    sources = glob.glob(os.path.join(HERE, "csrc", "**", "*.*"), recursive=True)
+    if not built:
+        raise RuntimeError("VTPRUNE_PREBUILT_EXT=1 but vtprune_kernels/_C*.so is missing: run `make install` first")
+    newest = max((os.path.getmtime(p) for p in sources), default=0.0)
+    if os.path.getmtime(built[0]) < newest:
+        raise RuntimeError("VTPRUNE_PREBUILT_EXT=1 but vtprune_kernels/_C*.so is older than csrc/: rebuild with `make install`")
+    return []
+
+
 setup(
     packages=[
         "vtprune_kernels",
         "vtprune_kernels.methods",
         "vtprune_kernels.integrations",
+        "vtprune_kernels.integrations.vllm",
         "vtprune_kernels.kernel_check",
         "vtprune_kernels.demo",
         "vtprune_kernels.triton_kernels",
@@ -61,6 +79,6 @@ setup(
         "vtprune_kernels": "vtprune_kernels",
         "vtprune_kernels.triton_kernels": "triton_kernels",
     },
-    ext_modules=[extension()],
+    ext_modules=ext_modules(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

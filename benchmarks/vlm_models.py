@@ -48,3 +48,38 @@ def visual_tokens(model, inputs) -> int:
 def prefill(model, inputs):
     """One prefill: the whole model on the prompt, logits of the last position only (as generate)."""
     return model(**inputs, logits_to_keep=1)
+
+
+# InternViT-300M (InternVL2/2.5/3 -1B..-8B): 24 layers, hidden 1024, 16 heads, 448 px tiles of
+# 32 x 32 patches + [CLS] = 1025 tokens, pixel shuffle 0.5 -> 256 tokens per tile.
+INTERNVIT_300M = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                      image_size=[448, 448], patch_size=[14, 14], use_qk_norm=False,
+                      use_absolute_position_embeddings=True, norm_type="layer_norm")  # fmt: skip
+INTERNVL_IMAGE_TOKEN, INTERNVL_START, INTERNVL_END = 90, 91, 92
+
+
+def internvit_internvl(device="cpu", dtype=torch.float32, seed: int = 0):
+    """InternVLForConditionalGeneration with an InternViT-300M-shaped tower and a tiny Qwen2 (random
+    weights, built on ``device``: a GPU initialises the 300M parameters in a blink)."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig, Qwen2Config
+
+    text = Qwen2Config(vocab_size=96, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                       pad_token_id=0, bos_token_id=1, eos_token_id=2)  # fmt: skip
+    config = InternVLConfig(vision_config=InternVLVisionConfig(**INTERNVIT_300M), text_config=text,
+                            image_token_id=INTERNVL_IMAGE_TOKEN, image_seq_length=256, downsample_ratio=0.5,
+                            vision_feature_layer=-1, vision_feature_select_strategy="default")  # fmt: skip
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(seed)
+        model = InternVLForConditionalGeneration(config)
+    return model.to(dtype).eval()
+
+
+def internvl_inputs(tiles: int = 13, device="cpu", dtype=torch.float32, seed: int = 1) -> dict:
+    """One prompt with one image of ``tiles`` 448 px tiles: text, <img>, tiles * 256 placeholders,
+    </img>, text; pixel_values [tiles, 3, 448, 448] (random)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = [1, 5, 6, 7, INTERNVL_START] + [INTERNVL_IMAGE_TOKEN] * (256 * tiles) + [INTERNVL_END, 8, 9, 10]
+    input_ids = torch.tensor([ids], device=device)
+    pixel_values = torch.randn(tiles, 3, 448, 448, generator=g).to(device=device, dtype=dtype)
+    return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), pixel_values=pixel_values)

@@ -8,6 +8,17 @@ Sizing (InternViT-300M: 13 tiles x 1025 tokens x 16 heads x d=64 is the target):
 bound by exp throughput, the column pass re-reads q once per BLOCK_N keys, so BLOCK_N is 128
 where registers allow (q traffic from L2 stays well under its bandwidth); large head dims and
 float32 (full-precision FMA dot) use smaller tiles to stay spill-free.
+
+float32 is the slow dtype by construction: its logits are an exact FMA dot (tiles.logits), D
+FFMAs per logit on the CUDA cores, so check-kernels counts 64 (d=64) to 370 (d=256) instructions
+per ex2 and the passes are bound by FMA issue, not by the exp unit. TF32 (one tensor-core pass)
+would round q and k to 11-bit significands, outside the float32 tolerance. 3xTF32 (Triton's
+``input_precision="tf32x3"``: hi/lo splits, three MMAs, close to float32 accuracy) compiles to
+15-42 instr/ex2 at d=64 on sm_90, at 220-254 registers; not adopted until it is validated and
+timed on a GPU. Models on GPUs run in 16 bits, which take the fast path.
+
+Occupancy: at sm_80 the 16-bit column pass needs 157-234 registers (one 8-warp program per SM);
+the tiles are sized for sm_90 (116-135 registers, two programs per SM), the H100/H200 target.
 """
 from __future__ import annotations
 
@@ -34,32 +45,39 @@ class LaunchConfig:
     num_stages: int
 
 
-# Chosen from the check-kernels table (registers, spills, shared memory on sm_80 and sm_90).
-# "16bit" covers float16 and bfloat16; float32 multiplies exactly ("ieee" FMA dot, operands in
-# registers): small tiles, and no pipelining in the column pass.
+# Chosen from the check-kernels table (registers, spills, shared memory, instr/ex2 on sm_80 and
+# sm_90). "16bit" covers float16 and bfloat16; float32 multiplies exactly ("ieee" FMA dot, operands
+# in registers): small tiles, and no pipelining in the column pass.
+# 16-bit row_lse: 64-row blocks (a 1025-row tower's last row costs one 16-row tail block; PTP's
+# 64 instruction rows are one block), 128 keys per tile and 4 warps (one warpgroup: 64 exps per
+# thread per tile amortise the tile's loads and barriers: 5.6 instr/ex2 at sm_90, d=64).
 # row_lse: (BLOCK_D, dtype class) -> config
 _ROW_LSE = {
-    (64, "16bit"): LaunchConfig(128, 64, 8, 3),
-    (128, "16bit"): LaunchConfig(128, 64, 8, 3),
-    (256, "16bit"): LaunchConfig(128, 64, 8, 2),
+    (64, "16bit"): LaunchConfig(64, 128, 4, 2),
+    (128, "16bit"): LaunchConfig(64, 128, 4, 2),
+    (256, "16bit"): LaunchConfig(64, 64, 4, 2),
     (64, "float32"): LaunchConfig(32, 32, 4, 2),
     (128, "float32"): LaunchConfig(16, 64, 8, 2),  # 4 warps: ptxas spills on sm_90 (fully unrolled FMA dot)
     (256, "float32"): LaunchConfig(16, 64, 8, 2),
 }
 # column_scores: (one program per head?, dtype class) -> config, spill-free for every BLOCK_D.
-# One head: elementwise accumulator, k tile loaded once. All heads: a k tile load per kv head and
-# row block, and a head-reduced tile next to the probabilities: smaller tiles.
+# One head: elementwise accumulator, k tile loaded once. All heads: a k tile load per head and
+# row tile, and a head-reduced tile next to the probabilities. 8 warps on 64 x 128 tiles (32 exps
+# per thread per tile): 5.8 (one head) and 7.0 (all heads) instr/ex2 at sm_90, d=64, at 116-135
+# registers (two 8-warp programs per SM); 4 warps would issue fewer instructions (4.4) but at 210
+# registers, half the warps per SM to hide the exp and memory latencies.
 _COLUMN_SCORES = {
     (True, "16bit"): LaunchConfig(64, 128, 8, 2),
     (False, "16bit"): LaunchConfig(64, 64, 8, 2),
     (True, "float32"): LaunchConfig(16, 64, 8, 1),
-    (False, "float32"): LaunchConfig(16, 64, 8, 1),
+    (False, "float32"): LaunchConfig(32, 32, 8, 1),
 }
-# float32 over every head: ptxas's allocation of the unrolled FMA dot is erratic here (16 x 64
-# tiles spill a few bytes at d=64 on sm_80, 32 x 32 tiles at d=256): per head-dim choices.
+# Per head-dim exceptions. All heads, 16-bit, d=64: 64 x 128 tiles (larger head dims spill with
+# them). float32, one head, d=128: 4 warps (ptxas's allocation of the unrolled FMA dot is erratic:
+# 8 warps spill 12 bytes on sm_80 at 48 registers).
 _COLUMN_SCORES_BY_HEAD_DIM = {
-    (False, "float32", 64): LaunchConfig(32, 32, 8, 1),
-    (False, "float32", 128): LaunchConfig(32, 32, 8, 1),
+    (False, "16bit", 64): LaunchConfig(64, 128, 8, 2),
+    (True, "float32", 128): LaunchConfig(16, 64, 4, 1),
 }
 
 

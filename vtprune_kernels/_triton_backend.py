@@ -23,7 +23,7 @@ import triton
 from .triton_kernels import configs
 from .triton_kernels.column_scores import column_scores_kernel
 from .triton_kernels.row_lse import row_lse_kernel
-from .triton_kernels.tiles import LOG2E
+from .triton_kernels.tiles import LOG2E, TAIL
 from .validation import check_attention_scores_args
 
 # TRITON_INTERPRET=1 makes @triton.jit produce interpreted functions instead of JIT kernels.
@@ -55,6 +55,11 @@ def _launch(kernel, grid, variant: configs.Variant, *args):
     kernel[grid](*args, **variant.constexprs(upcast=INTERPRETED), **variant.launch_options())
 
 
+def blocks_with_tail(n: int, block: int) -> int:
+    """Programs over n rows/keys: n // block full blocks, then the rest in TAIL-sized tail blocks."""
+    return n // block + triton.cdiv(n % block, TAIL.value)
+
+
 def _tile_addressable(t: torch.Tensor, dims: int = 2) -> torch.Tensor:
     """t, or a contiguous copy when a stride of its last ``dims`` dims (those walked inside a tile:
     rows and head dim of q/k, rows of lse) is too large for int32 tile offsets."""
@@ -70,7 +75,7 @@ def row_lse(q: torch.Tensor, k: torch.Tensor, scale: float, causal: bool) -> tor
     Hk, N = k.shape[1], k.shape[2]
     lse = torch.empty(B, Hq, M, dtype=torch.float32, device=q.device)
     variant = configs.row_lse_variant(D, _DTYPE_NAMES[q.dtype])
-    grid = (triton.cdiv(M, variant.config.block_m) * B * Hq,)
+    grid = (blocks_with_tail(M, variant.config.block_m) * B * Hq,)
     _launch(
         row_lse_kernel, grid, variant,
         q, k, lse,
@@ -140,7 +145,7 @@ def _column_scores(q, k, lse, scale, query_reduce, head_reduce, causal, out_shap
     else:
         out = torch.empty(B, n_chunks, slots, N, dtype=torch.float32, device=q.device)
         out_strides = out.stride()
-    grid = (B * n_chunks * triton.cdiv(N, variant.config.block_n), slots)
+    grid = (B * n_chunks * blocks_with_tail(N, variant.config.block_n), slots)
     _launch(
         column_scores_kernel, grid, variant,
         q, k, lse, out,

@@ -22,6 +22,9 @@ class KernelReport:
     spill_bytes: Optional[int] = None  # spill stores + spill loads, bytes
     shared_bytes: Optional[int] = None
     error: Optional[str] = None
+    # SASS instructions per MUFU.EX2 in the kernel's exp loop (kernel_check/sass.py); None when
+    # the kernel computes no exp in a loop (the selection kernels) or was not disassembled
+    instr_per_ex2: Optional[float] = None
 
     @property
     def ok(self) -> bool:
@@ -37,11 +40,12 @@ def format_table(rows: Iterable[KernelReport]) -> str:
             "-" if r.registers is None else r.registers,
             "-" if r.spill_bytes is None else r.spill_bytes,
             "-" if r.shared_bytes is None else r.shared_bytes,
+            "-" if r.instr_per_ex2 is None else f"{r.instr_per_ex2:.2f}",
             "ok" if r.ok else (f"ERROR: {r.error}" if r.error else "SPILLS"),
         )
         for r in rows
     ]
-    return text_table.format_table(("kernel", "arch", "regs", "spill B", "smem B", "status"), body, "llrrrl")
+    return text_table.format_table(("kernel", "arch", "regs", "spill B", "smem B", "instr/ex2", "status"), body, "llrrrrl")
 
 
 def run_all(archs=ARCHS, providers=PROVIDERS) -> List[KernelReport]:

@@ -3,7 +3,8 @@
 ``collect(archs)`` compiles each variant of ``vtprune_kernels.triton_kernels.configs.all_variants()``
 (every constexpr combination the launcher can pick) for each sm_<arch> with
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))`` and reads registers and spill
-bytes from the ptxas log (``TRITON_DUMP_PTXAS_LOG=1``) and shared memory from the kernel metadata.
+bytes from the ptxas log (``TRITON_DUMP_PTXAS_LOG=1``), shared memory from the kernel metadata,
+and the SASS instructions per ``MUFU.EX2`` of the exp loop from the cubin (``sass.py``).
 
 The compiles run in worker subprocesses (``python -m vtprune_kernels.kernel_check.triton_aot``),
 one per CPU core, with a clean environment: ``TRITON_INTERPRET`` removed (tests set it, and it
@@ -27,6 +28,7 @@ import sys
 import tempfile
 from typing import Dict, List, Optional, Sequence
 
+from . import sass
 from .report import ARCHS, KernelReport
 
 NAME_PREFIX = "triton/"
@@ -94,6 +96,7 @@ def compile_variant(variant, arch: int) -> dict:
             )
         row.update(parse_ptxas_log(log.getvalue()))
         row["shared_bytes"] = int(compiled.metadata.shared)
+        row["instr_per_ex2"] = sass.instructions_per_ex2(sass.disassemble(compiled.asm["cubin"]))
         limit = MAX_SHARED_BYTES.get(arch)
         if limit is not None and row["shared_bytes"] > limit:
             row["error"] = f"{row['shared_bytes']} B of shared memory exceed the sm_{arch} limit of {limit} B"

@@ -1,0 +1,191 @@
+"""Tiny random-weight checkpoints that vLLM loads from a folder (no hub): weights, config, a character
+tokenizer with the models' special tokens, an image processor and a chat template.
+
+- ``llava(path, tower="clip"|"siglip")``: LLaVA-1.5 shape (CLIP with [CLS], feature layer -2,
+  strategy "default") or a SigLIP tower (no [CLS], feature layer -1, strategy "full").
+- ``llava_next(path)``: LLaVA-NeXT, 42 x 42 tiles (3 x 3 patches), anyres pinpoints up to 84 x 126.
+- ``internvl(path)``: InternVL (HF-native format), 84 x 84 tiles, pixel shuffle 0.5 -> 9 tokens per tile.
+
+Weights are written in the hub layout vLLM loads: transformers 5.x saves a CLIP/SigLIP tower as
+``vision_tower.*``, the hub checkpoints (and vLLM) use ``vision_tower.vision_model.*``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from tiny_models import _finish  # noqa: E402  (the transformers tests' seeded weight init)
+
+SPECIAL = ["<pad>", "<s>", "</s>", "<image>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>", "<unk>"]
+CHARACTERS = ["\n"] + [chr(c) for c in range(32, 127)]
+VOCAB_SIZE = len(SPECIAL) + len(CHARACTERS)  # every id the model can emit decodes
+IMAGE_TOKEN = "<image>"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: "
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' or c['type'] == 'image_url' %}{{ image_token }}{% else %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def token_id(token: str) -> int:
+    return SPECIAL.index(token)
+
+
+def tokenizer():
+    """A character-level fast tokenizer: the special tokens, then '\\n' and printable ASCII."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIAL)}
+    for ch in CHARACTERS:
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={
+            "image_token": "<image>",
+            "start_image_token": "<img>",
+            "end_image_token": "</img>",
+            "context_image_token": "<IMG_CONTEXT>",
+            "video_token": "<video>",
+        },
+    )
+
+
+def tiny_text_config(kind: str):
+    from transformers import LlamaConfig, Qwen2Config
+
+    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[kind]
+    return config_class(
+        # head_dim 64: vLLM's CPU attention kernels support no head size below 32
+        vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+
+
+def _clip(image_size: int, layers: int = 3):
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
+        image_size=image_size, patch_size=14, projection_dim=32,
+    )
+
+
+def _save(model, processor, path: str, hub_tower_prefix: bool):
+    """save_pretrained, then rename CLIP/SigLIP tower keys to the hub layout vLLM loads.
+    Returns (path, model): the in-memory transformers model holds the same weights."""
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    if hub_tower_prefix:
+        weights = os.path.join(path, "model.safetensors")
+        state = load_file(weights)
+        renamed = {
+            ("vision_tower.vision_model." + k[len("vision_tower.") :] if k.startswith("vision_tower.") else k): v
+            for k, v in state.items()
+        }
+        save_file(renamed, weights, metadata={"format": "pt"})
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    config["torch_dtype"] = "float32"
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    return path, model
+
+
+def llava(path: str, tower: str = "clip", seed: int = 0, vision_config=None, text_config=None):
+    """``vision_config`` / ``text_config`` replace the tiny defaults (a CLIP config for tower="clip")."""
+    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, SiglipVisionConfig
+
+    if tower == "clip":
+        vision = vision_config or _clip(70)  # 5 x 5 patches by default
+        feature_layer, strategy, size = -2, "default", vision.image_size
+    else:
+        size = 56  # 4 x 4 patches
+        vision = SiglipVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=size, patch_size=14
+        )
+        feature_layer, strategy = -1, "full"
+    config = LlavaConfig(
+        vision_config=vision, text_config=text_config or tiny_text_config("llama" if tower == "clip" else "qwen2"),
+        image_token_index=token_id(IMAGE_TOKEN), vision_feature_layer=feature_layer,
+        vision_feature_select_strategy=strategy, image_seq_length=(size // 14) ** 2,
+    )
+    torch.manual_seed(seed)
+    model = _finish(LlavaForConditionalGeneration(config), seed)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}, do_center_crop=True, do_resize=True
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer(), patch_size=14,
+        vision_feature_select_strategy=strategy, num_additional_image_tokens=1 if tower == "clip" else 0,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN),
+    )
+    return _save(model, processor, path, hub_tower_prefix=True)
+
+
+PINPOINTS = [[42, 84], [84, 42], [84, 84], [84, 126], [126, 84]]
+
+
+def llava_next(path: str, seed: int = 0):
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessor, LlavaNextProcessor
+
+    config = LlavaNextConfig(
+        vision_config=_clip(42), text_config=tiny_text_config("llama"), image_token_index=token_id(IMAGE_TOKEN),
+        vision_feature_layer=-2, vision_feature_select_strategy="default", image_grid_pinpoints=PINPOINTS,
+        image_seq_length=9,
+    )
+    torch.manual_seed(seed)
+    model = _finish(LlavaNextForConditionalGeneration(config), seed)
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": 42}, crop_size={"height": 42, "width": 42}, image_grid_pinpoints=PINPOINTS
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer(), patch_size=14, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN),
+    )
+    return _save(model, processor, path, hub_tower_prefix=True)
+
+
+def internvl(path: str, seed: int = 0):
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        InternVLVisionConfig,
+    )
+
+    vision = InternVLVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=[84, 84],
+        patch_size=[14, 14], use_qk_norm=True, use_absolute_position_embeddings=True, norm_type="layer_norm",
+    )
+    config = InternVLConfig(
+        vision_config=vision, text_config=tiny_text_config("qwen2"), image_token_id=token_id("<IMG_CONTEXT>"),
+        image_seq_length=9, downsample_ratio=0.5, vision_feature_layer=-1, vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = _finish(InternVLForConditionalGeneration(config), seed)
+    image_processor = GotOcr2ImageProcessor(
+        size={"height": 84, "width": 84}, crop_to_patches=True, min_patches=1, max_patches=4
+    )
+    processor = InternVLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer(), image_seq_length=9,
+        video_processor=InternVLVideoProcessor(size={"height": 84, "width": 84}),
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"),
+    )
+    return _save(model, processor, path, hub_tower_prefix=False)

@@ -1,0 +1,120 @@
+"""The pruned vLLM models give the kept indices and greedy tokens of transformers + ``apply()``.
+
+One engine per (model, method), started once for all its tests. Every engine runs with a token
+budget of 32 per step, smaller than every prompt here: all prefills are chunked. Per engine:
+- several requests with different images submitted together (one batch);
+- two images in one prompt;
+- a repeated image served from vLLM's encoder cache (the encoder does not run again, the output is
+  still the pruned one);
+- the kept count per image is what the processor announced (prompt length).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, List, Tuple
+
+import pytest
+
+import checkpoints
+from harness import TOKEN_BUDGET, Engine, image, reference
+from vtprune_kernels import Random, Uniform, VisPruner
+
+
+@dataclasses.dataclass
+class Case:
+    build: Callable  # checkpoints builder: path -> (path, transformers model)
+    architecture: str
+    config: dict  # hf_overrides["vtprune"]
+    method: object  # the same method for apply()
+    placeholder: str
+    sizes: List[Tuple[int, int]]  # (width, height) of the test images
+    two_images: bool = True  # False for Random: vLLM selects each image alone, apply() as a batch row
+
+
+CASES = {
+    "llava-clip-vispruner": Case(
+        lambda p: checkpoints.llava(p, "clip"), "LlavaForConditionalGeneration",
+        {"method": "vispruner", "keep": 7, "step": 2}, VisPruner(keep=7, step=2), "<image>", [(70, 70)] * 3,
+    ),
+    "llava-siglip-vispruner": Case(
+        lambda p: checkpoints.llava(p, "siglip"), "LlavaForConditionalGeneration",
+        {"method": "vispruner", "keep": 6, "step": 2}, VisPruner(keep=6, step=2), "<image>", [(56, 56)] * 3,
+    ),
+    "llava-clip-random": Case(
+        lambda p: checkpoints.llava(p, "clip"), "LlavaForConditionalGeneration",
+        {"method": "random", "keep": 6, "seed": 3}, Random(keep=6, seed=3), "<image>", [(70, 70)] * 3, two_images=False,
+    ),
+    "llava-next-vispruner": Case(
+        checkpoints.llava_next, "LlavaNextForConditionalGeneration",
+        {"method": "vispruner", "keep": 4, "step": 2}, VisPruner(keep=4, step=2), "<image>", [(120, 70), (40, 40), (84, 84)],
+    ),
+    "llava-next-uniform": Case(
+        checkpoints.llava_next, "LlavaNextForConditionalGeneration",
+        {"method": "uniform", "keep": 4}, Uniform(keep=4), "<image>", [(120, 70), (70, 120), (40, 40)],
+    ),
+    "internvl-vispruner": Case(
+        checkpoints.internvl, "InternVLForConditionalGeneration",
+        {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), "<IMG_CONTEXT>", [(168, 84), (84, 84), (84, 168)],
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def served(request, checkpoint_dir):
+    from vtprune_kernels.integrations.vllm import hf_overrides
+
+    case = CASES[request.param]
+    path, model = case.build(f"{checkpoint_dir}/{request.param}")
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(path)
+    engine = Engine(path, hf_overrides(case.architecture, **case.config))
+    engine.selections()  # drop the start-up profiling's dummy images
+    yield case, engine, model, processor
+    engine.close()
+
+
+def _prompt(case: Case, n_images: int, prefix: str = "USER: ") -> str:
+    return prefix + f"{case.placeholder}\n" * n_images + "What is shown here? ASSISTANT:"
+
+
+def test_batch_of_requests_matches_apply(served):
+    """Three requests with different images, submitted together; each prompt is prefilled in chunks."""
+    case, engine, model, processor = served
+    requests = [(_prompt(case, 1), [image(w, h, seed=10 + i)]) for i, (w, h) in enumerate(case.sizes)]
+    got = engine.greedy(requests)
+    selections = engine.selections()
+    expected = [reference(model, processor, case.method, text, images) for text, images in requests]
+    assert [tokens for tokens, _ in got] == [tokens for tokens, _ in expected]
+    assert sorted(selections) == sorted(sel for _, sels in expected for sel in sels)
+    assert all(length > TOKEN_BUDGET for _, length in got), "test precondition: prompts must be chunked"
+
+
+def test_two_images_in_one_prompt_match_apply(served):
+    case, engine, model, processor = served
+    text, images = _prompt(case, 2), [image(*case.sizes[0], seed=20), image(*case.sizes[-1], seed=21)]
+    ((tokens, _),) = engine.greedy([(text, images)])
+    selections = engine.selections()
+    if case.two_images:
+        expected_tokens, expected_selection = reference(model, processor, case.method, text, images)
+        assert tokens == expected_tokens
+        assert selections == expected_selection
+    else:
+        # Random: vLLM selects each image on its own, i.e. as apply() on that image alone (one call
+        # with both would draw the second image's tokens from row 1 of the generator)
+        alone = [reference(model, processor, case.method, _prompt(case, 1), [picture])[1][0] for picture in images]
+        assert selections == alone
+        assert engine.greedy([(text, images)])[0][0] == tokens  # deterministic
+
+
+def test_repeated_image_comes_from_the_encoder_cache(served):
+    """The same image after another prompt prefix: no new encoder run, same pruned features."""
+    case, engine, model, processor = served
+    picture = image(*case.sizes[0], seed=30)
+    first = engine.greedy([(_prompt(case, 1), [picture])])
+    assert len(engine.selections()) == 1
+    text = _prompt(case, 1, prefix="Q: look. ")
+    ((tokens, _),) = engine.greedy([(text, [picture])])
+    assert engine.selections() == [], "the repeated image was encoded again instead of read from the encoder cache"
+    assert tokens == reference(model, processor, case.method, text, [picture])[0]
+    assert first[0][0] == reference(model, processor, case.method, _prompt(case, 1), [picture])[0]

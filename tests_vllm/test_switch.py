@@ -1,0 +1,103 @@
+"""The switch: configuration errors are raised while the engine starts, with the reason; default off."""
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from vtprune_kernels import Random, Uniform, VisPruner
+from vtprune_kernels.integrations.vllm import hf_overrides, method_from_config
+
+ARCH = "VTPruneLlavaForConditionalGeneration"
+
+
+def _config(spec):
+    return types.SimpleNamespace(vtprune=spec) if spec is not None else types.SimpleNamespace()
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (None, "needs the method in the model config"),
+        ("vispruner", "must be a JSON object"),
+        ({"keep": 8}, "needs 'method'"),
+        ({"method": "fastv", "keep": 8}, "unknown vtprune method 'fastv'"),
+        ({"method": "hivtp", "keep": 8}, "depends on the image content"),
+        ({"method": "HIVTP", "keep": 8}, "vLLM fixes each image's number of placeholder tokens"),
+        ({"method": "ptp", "keep": 8}, "instruction text"),
+        ({"method": "vispruner", "keep": 0}, "'keep' must be an integer >= 1"),
+        ({"method": "vispruner", "keep": -3}, "'keep' must be an integer >= 1"),
+        ({"method": "vispruner", "keep": 2.5}, "'keep' must be an integer >= 1"),
+        ({"method": "vispruner"}, "'keep' must be an integer >= 1"),
+        ({"method": "random", "keep": 4, "important_ratio": 0.5}, "bad arguments for Random"),
+        ({"method": "vispruner", "keep": 4, "important_ratio": 2.0}, "important_ratio"),
+    ],
+)
+def test_bad_configurations_name_the_reason(spec, message):
+    with pytest.raises(ValueError, match=message):
+        method_from_config(_config(spec), ARCH)
+
+
+def test_good_configurations_build_the_methods():
+    assert repr(method_from_config(_config({"method": "VisPruner", "keep": 9, "step": 4}), ARCH)) == repr(VisPruner(9, step=4))
+    assert repr(method_from_config(_config({"method": "random", "keep": 3, "seed": 7}), ARCH)) == repr(Random(3, seed=7))
+    assert repr(method_from_config(_config({"method": "uniform", "keep": 16}), ARCH)) == repr(Uniform(16))
+
+
+def test_hf_overrides_names_the_pruned_architecture():
+    assert hf_overrides("LlavaNextForConditionalGeneration", "vispruner", 32, step=4) == {
+        "architectures": ["VTPruneLlavaNextForConditionalGeneration"],
+        "vtprune": {"method": "vispruner", "keep": 32, "step": 4},
+    }
+    with pytest.raises(ValueError, match="no pruned variant"):
+        hf_overrides("Qwen2VLForConditionalGeneration", "vispruner", 32)
+
+
+def test_plugin_registers_only_new_architectures():
+    """Default off: the stock architectures keep vLLM's own classes; only VTPrune* names are added."""
+    from vllm import ModelRegistry
+    from vllm.plugins import load_general_plugins
+
+    load_general_plugins()
+    archs = set(ModelRegistry.get_supported_archs())
+    assert {"VTPruneLlavaForConditionalGeneration", "VTPruneLlavaNextForConditionalGeneration",
+            "VTPruneInternVLForConditionalGeneration"} <= archs
+    stock = ModelRegistry._try_load_model_cls("LlavaForConditionalGeneration")
+    assert stock.__module__ == "vllm.model_executor.models.llava"
+    assert ModelRegistry._try_load_model_cls("InternVLForConditionalGeneration").__module__ == "vllm.model_executor.models.interns1"
+
+
+def test_engine_start_refuses_a_bad_configuration(checkpoint_dir):
+    """The error comes from LLM(...), i.e. while the engine starts, not from a request."""
+    import checkpoints
+    from harness import Engine
+
+    path, _ = checkpoints.llava(f"{checkpoint_dir}/bad-config")
+    with pytest.raises(Exception, match="cannot run in vLLM: HIVTP keeps a number of tokens"):
+        Engine(path, hf_overrides("LlavaForConditionalGeneration", "hivtp", 8))
+
+
+def test_plugin_installed_but_off_serves_the_stock_model(checkpoint_dir):
+    """No switch: vLLM's own class, every visual token in the prompt, the unpruned model's greedy tokens."""
+    import torch
+    from transformers import AutoProcessor
+
+    import checkpoints
+    from harness import MAX_NEW_TOKENS, Engine, image
+
+    path, model = checkpoints.llava(f"{checkpoint_dir}/stock", "clip")
+    processor = AutoProcessor.from_pretrained(path)
+    engine = Engine(path, {})
+    try:
+        classes = engine.llm.apply_model(lambda m: (type(m).__module__, type(m).__name__))
+        text, pictures = "USER: <image>\nWhat is shown here? ASSISTANT:", [image(70, 70, seed=60)]
+        ((tokens, prompt_length),) = engine.greedy([(text, pictures)])
+    finally:
+        engine.close()
+    assert classes == [("vllm.model_executor.models.llava", "LlavaForConditionalGeneration")]
+    inputs = processor(text=[text], images=pictures, return_tensors="pt")
+    assert prompt_length == inputs["input_ids"].shape[1]  # all 25 visual tokens
+    model.generation_config.eos_token_id = None
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=0)
+    assert tokens == out[0, -MAX_NEW_TOKENS:].tolist()

@@ -1,0 +1,43 @@
+"""Tensor parallelism (TP=2 on the CPU backend): each rank holds half of the CLIP tower's heads; the
+head-mean scores are all-reduced, so both ranks keep the tokens ``apply()`` keeps."""
+from __future__ import annotations
+
+import operator
+
+import checkpoints
+from harness import Engine, image, reference
+from vtprune_kernels import VisPruner
+from vtprune_kernels.integrations.vllm import hf_overrides
+
+
+def test_tp2_ranks_select_like_apply(checkpoint_dir, monkeypatch):
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # TP ranks are worker processes
+    monkeypatch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # apply_model sends a callable to the ranks
+    # one NUMA node here: vLLM's automatic binding wants one per rank, so bind the ranks by hand
+    half = max(1, len(cpus) // 2)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "|".join(
+        ",".join(str(c) for c in part) for part in (cpus[:half], cpus[half:] or cpus[:half])))
+    from transformers import AutoProcessor
+
+    path, model = checkpoints.llava(f"{checkpoint_dir}/tp2", "clip")
+    processor = AutoProcessor.from_pretrained(path)
+    engine = Engine(
+        path, hf_overrides("LlavaForConditionalGeneration", "vispruner", 7, step=2),
+        tensor_parallel_size=2, distributed_executor_backend="mp",
+    )
+    try:
+        heads = engine.llm.apply_model(operator.attrgetter("vtprune.layout.local_heads", "vtprune.layout.total_heads"))
+        assert heads == [(2, 4), (2, 4)], "test precondition: each rank must hold half of the vision heads"
+        engine.llm.apply_model(operator.methodcaller("vtprune_selections", True))
+        text = "USER: <image>\nWhat is shown here? ASSISTANT:"
+        pictures = [image(70, 70, seed=50)]
+        ((tokens, _),) = engine.greedy([(text, pictures)])
+        per_rank = [[s.tolist() for s in log] for log in engine.llm.apply_model(operator.methodcaller("vtprune_selections"))]
+    finally:
+        engine.close()
+    expected_tokens, expected_selection = reference(model, processor, VisPruner(keep=7, step=2), text, pictures)
+    assert per_rank == [expected_selection, expected_selection]
+    assert tokens == expected_tokens

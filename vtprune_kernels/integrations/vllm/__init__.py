@@ -1,0 +1,42 @@
+"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT and InternVL (DESIGN.md section 4).
+
+``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
+process it starts. It only adds three architectures to vLLM's model registry, by name (the classes
+are imported when a model asks for them):
+
+| stock architecture                  | pruned architecture                        |
+|-------------------------------------|--------------------------------------------|
+| LlavaForConditionalGeneration       | VTPruneLlavaForConditionalGeneration       |
+| LlavaNextForConditionalGeneration   | VTPruneLlavaNextForConditionalGeneration   |
+| InternVLForConditionalGeneration    | VTPruneInternVLForConditionalGeneration    |
+
+A model is pruned when its config is switched to the pruned architecture and carries the method
+(``switch.py``): ``hf_overrides={"architectures": [...], "vtprune": {"method": ..., "keep": ...}}``.
+Otherwise nothing of this package runs.
+
+Each pruned class subclasses vLLM's own class and overrides only how image features are computed;
+its processing info reports the kept count, so vLLM's prompt, encoder budget, profiling and
+encoder cache all see the pruned images.
+"""
+from __future__ import annotations
+
+from .switch import CONFIG_KEY, PRUNED_ARCHITECTURES, hf_overrides, method_from_config
+
+_CLASSES = {
+    "VTPruneLlavaForConditionalGeneration": "llava",
+    "VTPruneLlavaNextForConditionalGeneration": "llava_next",
+    "VTPruneInternVLForConditionalGeneration": "internvl",
+}
+
+
+def register() -> None:
+    """Add the pruned architectures to vLLM's model registry (lazily: by module path)."""
+    from vllm import ModelRegistry
+
+    supported = set(ModelRegistry.get_supported_archs())
+    for arch, module in _CLASSES.items():
+        if arch not in supported:
+            ModelRegistry.register_model(arch, f"{__name__}.{module}:{arch}")
+
+
+__all__ = ["register", "hf_overrides", "method_from_config", "CONFIG_KEY", "PRUNED_ARCHITECTURES"]

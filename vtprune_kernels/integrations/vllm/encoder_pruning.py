@@ -1,0 +1,121 @@
+"""One pruned model's pruning state: the method, what it needs from the tower, selection and gather.
+
+Selection depends only on the image and the configuration (vLLM's encoder cache keys on them):
+the ops are row-wise, so batching images together changes nothing, except for ``Random``, whose
+row b draws the (b+1)-th permutation of its seeded generator: it selects each image on its own
+(its tiles are rows 0, 1, ...), as ``apply()`` does for that image alone.
+
+Every index is host data uploaded without waiting and every gather has a size known on the host
+(``nonzero_static``), so the encoder step is meant not to synchronise with the device (the kept
+counts are known before it runs); this is not measured on a GPU yet. Only ``selections()`` reads
+device data.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from ...methods import Random
+from ..adapter import make_captured, select
+from .encoder_capture import EncoderScoreCapture, describe_encoder
+from .switch import method_from_config
+
+# Encoded images whose selection ``selections()`` can still report (a bounded log, for plots and tests).
+LOG_SIZE = 256
+
+
+class EncoderPruning:
+    """Pruning of a vLLM model's images: built in the model's ``__init__`` (engine start).
+
+    method: the configured method object. layout: the tower's attention layout. needs: what the
+    method asks for. score_layers: the encoder layers scored: the method's own, or the layer whose
+    output the model uses as features (the last layer vLLM instantiates).
+    """
+
+    def __init__(self, hf_config, architecture: str, tower, *, backend: str = "auto"):
+        self.method = method_from_config(hf_config, architecture)
+        self.layout = describe_encoder(tower)
+        self.needs = self.method.needs(self.layout.has_cls)
+        if self.needs.cls_embedding or self.needs.llm_probe_layer is not None:
+            raise ValueError(f"{type(self.method).__name__} needs the prompt (an LLM probe): not supported by the vLLM plugin")
+        last = self.layout.num_layers - 1
+        layers = (last,) if self.needs.vision_layers is None else tuple(self.needs.vision_layers)
+        full_depth = hf_config.vision_config.num_hidden_layers  # negative indices count from the full tower's end
+        self.score_layers = tuple(full_depth + i if i < 0 else i for i in layers)
+        if any(not 0 <= i <= last for i in self.score_layers):
+            raise ValueError(
+                f"{architecture}: {type(self.method).__name__} scores vision layers {layers}, but vLLM builds this tower "
+                f"only up to its feature layer ({self.layout.num_layers} layers)"
+            )
+        self.backend = backend
+        self._log: collections.deque = collections.deque(maxlen=LOG_SIZE)
+
+    @property
+    def keep(self) -> int:
+        return self.method.keep
+
+    def capture(self):
+        """Context manager around one encoder call: an ``EncoderScoreCapture`` on the scored layers,
+        or nothing for methods that need no scores. ``.scores()`` of the result: float32 [B, S] or None."""
+        if self.needs.query_rows == "none":
+            return contextlib.nullcontext(_NoScores())
+        return EncoderScoreCapture(self.layout, self.score_layers, self.needs.query_rows, backend=self.backend)
+
+    def select(
+        self,
+        scores: Optional[torch.Tensor],
+        features: torch.Tensor,
+        grid: Tuple[int, int],
+        tiles_per_image: Sequence[int],
+        valid: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """bool [T, N] keep mask of T = sum(tiles_per_image) tiles, min(keep, N) per tile (min(keep,
+        valid tokens) among the valid ones with ``valid``, a host bool [T, N]).
+
+        scores float32 [T, N] ([CLS] column dropped) or None; features [T, N, C]; grid (h, w)."""
+        T, N = features.shape[:2]
+        if isinstance(self.method, Random):
+            groups: List[Tuple[int, int]] = []
+            first = 0
+            for t in tiles_per_image:
+                groups.append((first, first + t))
+                first += t
+        else:
+            groups = [(0, T)]
+        keeps = []
+        for a, b in groups:
+            captured = make_captured(
+                self.needs, grid, None if scores is None else scores[a:b],
+                features[a:b] if self.needs.features else None, batch_size=b - a,
+                valid=None if valid is None else valid[a:b],
+            )
+            captured.device = features.device
+            keeps.append(select(self.method, captured, (b - a, N), self.backend))
+        return keeps[0] if len(keeps) == 1 else torch.cat(keeps)
+
+    def record(self, keeps: Sequence[torch.Tensor]) -> None:
+        """Log each image's keep mask (bool [tiles, N], on the device; read only by ``selections``)."""
+        self._log.extend(k.detach() for k in keeps)
+
+    def selections(self, clear: bool = False) -> List[torch.Tensor]:
+        """Per encoded image (oldest first, up to LOG_SIZE): int64 CPU kept indices into its unpruned
+        tokens (tile * N + token over its tiles). ``clear`` empties the log."""
+        out = [k.reshape(-1).nonzero().flatten().cpu() for k in self._log]
+        if clear:
+            self._log.clear()
+        return out
+
+
+class _NoScores:
+    def scores(self):
+        return None
+
+
+def gather_kept(x: torch.Tensor, keep: torch.Tensor, per_row: int) -> torch.Tensor:
+    """[T, per_row, C]: the kept rows of x [T, N, C], in order, for a mask keeping ``per_row`` per row."""
+    T = x.shape[0]
+    index = torch.nonzero_static(keep, size=T * per_row)  # [T * per_row, 2], row-major: no host sync
+    return x[index[:, 0], index[:, 1]].view(T, per_row, x.shape[-1])
