@@ -22,8 +22,9 @@ struct WidenedWeights {
   __device__ __forceinline__ double operator[](int64_t i) const { return to_double(data[i]); }
 };
 
+// (min. 1 block per SM: lets ptxas use the ~70 registers the wide-integer code wants without spilling)
 template <typename W>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     allocate_budget_kernel(const W* __restrict__ weights, const int64_t* __restrict__ total,
                            const int64_t* __restrict__ capacity, int64_t B, int64_t S,
                            uint8_t* __restrict__ global_state, uint64_t* __restrict__ global_key,
