@@ -9,6 +9,7 @@ otherwise. Shapes follow DESIGN.md section 2:
 - ``window_inputs`` -> scores [B, H, W], exclude [B, H, W].
 - ``dedup_inputs`` -> x [B, N, C], candidates [B, N], order_scores [B, N], n_keep [B].
 - ``exact_unit_vectors`` -> [n, C] rows with entries in {-0.5, 0, 0.5} and unit norm (exact cosines).
+- ``flat_region_features`` -> [B, N, C] Gaussian rows, most of them copies of a few (flat image regions).
 - ``budget_inputs`` -> weights [B, S], total [B], capacity [B, S]; ``BUDGET_HAND_CASES``: worked examples.
 
 ``run_op`` calls an op through one of its entry points (``ENTRY_POINTS``).
@@ -135,6 +136,20 @@ def exact_unit_vectors(n: int, C: int, *, seed=0) -> torch.Tensor:
     for i in range(n):
         cols = torch.randperm(C, generator=g)[:4]
         x[i, cols] = 0.5 * (2 * torch.randint(0, 2, (4,), generator=g) - 1).float()
+    return x
+
+
+def flat_region_features(B, N, C, *, seed=0, regions=4, unique_fraction=0.25):
+    """[B, N, C]: what flat image regions give a vision tower: most tokens are exact copies of one of
+    `regions` Gaussian vectors (identical patch tokens), the rest unique Gaussian vectors; one token
+    per image is a zero vector. Equal cosines everywhere, computed from vectors at different positions."""
+    g = generator(seed)
+    x = torch.randn(B, N, C, generator=g)
+    templates = torch.randn(B, regions, C, generator=g)
+    which = torch.randint(0, regions, (B, N), generator=g)
+    copy = torch.rand(B, N, generator=g) >= unique_fraction
+    x = torch.where(copy[..., None], templates.gather(1, which[..., None].expand(-1, -1, C)), x)
+    x[:, N // 2] = 0.0
     return x
 
 
