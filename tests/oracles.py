@@ -4,8 +4,12 @@ lists, with exact arithmetic where the contract speaks of real numbers. Written 
 
 - ``region_topk``: sort each region's members by (NaN last, score descending, index).
 - ``window_argmax``: walk each window in raster order.
-- ``cosine_dedup``: the rounds with cosines compared exactly (rationals: sign, then D^2 P' vs D'^2 P),
-  so that mathematically equal cosines tie whatever their floating-point values.
+- ``cosine_dedup``: the rounds with cosines compared exactly (rationals: sign, then D^2 P' vs D'^2 P).
+  The contract ties exactly the cosines that are equal by construction (identical vectors, or equal
+  up to a power of two: cosine 1; a zero vector: cosine 0; the same pair of vectors at other
+  positions); other cosines rank by their float64 values, which can merge real values closer than
+  float64 resolves. Where the ranking would hinge on two maxima that are within 1e-9 of each other
+  without being equal by construction, the oracle raises ``Ambiguous`` (the caller skips the case).
 - ``allocate_budget``: water-filling in rationals.
 Inputs are small (these are slow); every function takes and returns nested Python lists.
 """
@@ -59,9 +63,25 @@ def window_argmax(scores, exclude, window):
     return out
 
 
+class Ambiguous(Exception):
+    """The contract does not fix the ranking of this input (see the module docstring)."""
+
+
+def _power_of_two_multiple(x, y) -> bool:
+    """y == 2^e * x for some integer e (x, y finite, non-zero)."""
+    if any((a == 0) != (b == 0) for a, b in zip(x, y)):
+        return False
+    ratios = {Fraction(b) / Fraction(a) for a, b in zip(x, y) if a != 0}
+    if len(ratios) != 1:
+        return False
+    ratio = float(ratios.pop())
+    return ratio > 0 and math.frexp(ratio)[0] == 0.5
+
+
 class _ExactCosine:
     """cos(x, y) as the pair (dot, max(|x|^2, eps2) * max(|y|^2, eps2)) of rationals: value dot / sqrt(p).
-    NaN when a vector holds a NaN or inf (F.normalize semantics); eps2 = 1e-24 as a float64."""
+    NaN when a vector holds a NaN or inf (F.normalize semantics); eps2 = 1e-24 as a float64. `source`
+    names what fixes its floating-point value: "one", "zero", or the pair of vectors itself."""
 
     EPS2 = Fraction(1e-24)
 
@@ -72,17 +92,31 @@ class _ExactCosine:
         xf, yf = [Fraction(v) for v in x], [Fraction(v) for v in y]
         self.dot = sum(a * b for a, b in zip(xf, yf))
         self.p = max(sum(a * a for a in xf), self.EPS2) * max(sum(b * b for b in yf), self.EPS2)
+        if not any(x) or not any(y):
+            self.source = "zero"
+        elif _power_of_two_multiple(x, y) and self.dot * self.dot == self.p:  # (not for vectors below eps)
+            self.source = "one"
+        else:
+            self.source = tuple(sorted((tuple(x), tuple(y))))
 
     def compare(self, other) -> int:
-        """-1, 0, 1 as self < other, ==, > (both not NaN)."""
+        """-1, 0, 1 as self < other, ==, > (both not NaN). Raises Ambiguous for values closer than
+        1e-9 (relative) that are not equal by construction."""
         s, t = (self.dot > 0) - (self.dot < 0), (other.dot > 0) - (other.dot < 0)
         if s != t:
-            return -1 if s < t else 1
-        if s == 0:
-            return 0
-        lhs, rhs = self.dot * self.dot * other.p, other.dot * other.dot * self.p  # |self| vs |other|, squared
-        c = (lhs > rhs) - (lhs < rhs)
-        return c if s > 0 else -c
+            order = -1 if s < t else 1
+        elif s == 0:
+            order = 0
+        else:
+            lhs, rhs = self.dot * self.dot * other.p, other.dot * other.dot * self.p  # |self| vs |other|, squared
+            order = (lhs > rhs) - (lhs < rhs)
+            order = order if s > 0 else -order
+            close = abs(lhs - rhs) <= Fraction(1, 10**9) * max(lhs, rhs)
+            if close and not (order == 0 and self.source == other.source):
+                raise Ambiguous()
+        if order == 0 and self.source != other.source and not (s == 0 and "zero" in (self.source, other.source)):
+            raise Ambiguous()
+        return order
 
 
 def cosine_dedup(x, candidates, order_scores, n_keep, step):
@@ -101,7 +135,7 @@ def cosine_dedup(x, candidates, order_scores, n_keep, step):
                     maxima.append(None)
                 elif any(c.nan for c in cosines):
                     maxima.append("nan")
-                else:
+                else:  # the largest; equal ones must be equal by construction (one float64 value)
                     maxima.append(functools.reduce(lambda u, v: u if u.compare(v) >= 0 else v, cosines))
 
             def ranks_before(i, j):  # (m descending, NaN last; stable: position in A)

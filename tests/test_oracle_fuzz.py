@@ -5,7 +5,7 @@ parts tie exactly, capacities near 2**63. Backends: the C++ kernels (through vtp
 torch.ops), the reference, and CUDA when a GPU is present."""
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import oracles
@@ -107,7 +107,10 @@ def dedup_case(draw):
 @given(case=dedup_case())
 def test_cosine_dedup_mask(case):
     x, candidates, order, n_keep, step = case
-    expected = oracles.cosine_dedup(x, candidates, order, n_keep, step)
+    try:
+        expected = oracles.cosine_dedup(x, candidates, order, n_keep, step)
+    except oracles.Ambiguous:  # maxima closer than float64 resolves, not equal by construction
+        assume(False)
     args = (torch.tensor(x), torch.tensor(candidates), torch.tensor(order), torch.tensor(n_keep), step)
     for backend in BACKENDS:
         assert run("cosine_dedup_mask", backend, *args).tolist() == expected, backend

@@ -95,20 +95,30 @@ int highest_bit(uint32_t v) { return 31 - __builtin_clz(v); }  // v != 0
 // n keys.
 Threshold select_threshold(const uint32_t* keys, int64_t n, int64_t k, uint32_t all_and, uint32_t all_or,
                            uint32_t* scratch) {
-  constexpr int kDigitBits = 8;
-  int32_t hist[1 << kDigitBits];
+  constexpr int kMaxDigitBits = 8;
+  constexpr int64_t kSortBelow = 24;  // candidate sets this small are sorted instead
+  int32_t hist[1 << kMaxDigitBits];
   Threshold t;
   const uint32_t* cand = keys;
   int64_t count = n, k_left = k;
   while (true) {
+    t.mask = ~0u;
     if (all_and == all_or) {  // every candidate is the same key: the first k_left in index order
       t.prefix = all_and;
-      t.mask = ~0u;
       t.quota = k_left;
       return t;
     }
+    if (count <= kSortBelow) {  // the k_left-th smallest candidate is the threshold key
+      if (cand != scratch) std::copy(cand, cand + count, scratch);
+      std::sort(scratch, scratch + count);
+      t.prefix = scratch[k_left - 1];
+      t.quota = k_left - (std::lower_bound(scratch, scratch + count, t.prefix) - scratch);  // wanted equal keys
+      return t;
+    }
     const int top = highest_bit(all_and ^ all_or);  // bits above `top` are shared by all candidates
-    const int shift = std::max(0, top - kDigitBits + 1);
+    int digit_bits = 4;  // about one candidate per bin: fewer bins to clear and scan for small sets
+    while (digit_bits < kMaxDigitBits && (int64_t{1} << digit_bits) < count) ++digit_bits;
+    const int shift = std::max(0, top - digit_bits + 1);
     const uint32_t digit_mask = (2u << (top - shift)) - 1u;  // digits of top - shift + 1 bits
     const int bins = static_cast<int>(digit_mask) + 1;
     std::fill(hist, hist + bins, 0);
