@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/sort_keys.h"
@@ -73,13 +74,60 @@ struct RegionGroups {
   }
 };
 
-// descending_key (common/sort_keys.h) without branches, so that loops of it vectorise.
+// descending_key (common/sort_keys.h) on float bits without branches: works lane-wise on uint32_t
+// and on vectors of it (GCC / Clang vector extensions), so loops of it vectorise.
+template <typename U>
+inline U descending_key_of_bits(U bits) {
+  const U zero = bits - bits;  // 0 in every lane
+  bits = bits == zero + 0x80000000u ? zero : bits;  // -0.0 ranks as +0.0
+  const U negative = (bits >> 31) * 0xFFFFFFFFu;    // all ones where the sign bit is set
+  const U ascending = (~bits & negative) | ((bits | 0x80000000u) & ~negative);
+  const U nan = (bits & 0x7FFFFFFFu) > zero + 0x7F800000u ? zero + 0xFFFFFFFFu : zero;  // NaN ranks last
+  return ~ascending | nan;
+}
+
 inline uint32_t descending_key_branchless(float v) {
   uint32_t bits;
   std::memcpy(&bits, &v, sizeof bits);
-  bits = bits == 0x80000000u ? 0u : bits;  // -0.0 ranks as +0.0
-  const uint32_t ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-  return (bits & 0x7FFFFFFFu) > 0x7F800000u ? 0xFFFFFFFFu : ~ascending;  // NaN ranks last
+  return descending_key_of_bits(bits);
+}
+
+typedef uint32_t u32x4 __attribute__((vector_size(16)));
+typedef uint8_t u8x4 __attribute__((vector_size(4)));
+
+// keys[i] = descending_key(scores[i]), i < n, for contiguous float32 scores; returns AND and OR of them.
+inline void float_keys(const float* scores, int64_t n, uint32_t* keys, uint32_t* all_and, uint32_t* all_or) {
+  u32x4 a = {~0u, ~0u, ~0u, ~0u}, o = {0u, 0u, 0u, 0u};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    u32x4 bits;
+    std::memcpy(&bits, scores + i, sizeof bits);
+    const u32x4 key = descending_key_of_bits(bits);
+    std::memcpy(keys + i, &key, sizeof key);
+    a &= key;
+    o |= key;
+  }
+  uint32_t and_all = a[0] & a[1] & a[2] & a[3], or_all = o[0] | o[1] | o[2] | o[3];
+  for (; i < n; ++i) {
+    keys[i] = descending_key_branchless(scores[i]);
+    and_all &= keys[i];
+    or_all |= keys[i];
+  }
+  *all_and = and_all;
+  *all_or = or_all;
+}
+
+// mask[i] = (keys[i] & key_mask) < prefix, i < n.
+inline void mark_under(const uint32_t* keys, int64_t n, uint32_t key_mask, uint32_t prefix, bool* mask) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    u32x4 key;
+    std::memcpy(&key, keys + i, sizeof key);
+    const auto under = ((key & key_mask) < prefix) & 1;  // 1 or 0 per lane (a signed vector)
+    const u8x4 bytes = __builtin_convertvector(under, u8x4);
+    std::memcpy(mask + i, &bytes, sizeof bytes);
+  }
+  for (; i < n; ++i) mask[i] = (keys[i] & key_mask) < prefix;
 }
 
 // The threshold of the k smallest keys: a key is selected when (key & mask) < prefix, or when
@@ -166,27 +214,38 @@ void select_row(const scalar_t* scores, const RegionGroups& groups, const int64_
     const scalar_t* region_scores = scores + members[0];
     bool* region_mask = mask + members[0];
     uint32_t all_and = ~0u, all_or = 0u;
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t key = descending_key_branchless(static_cast<float>(contiguous ? region_scores[i] : scores[members[i]]));
-      keys[i] = key;
-      all_and &= key;
-      all_or |= key;
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (contiguous) float_keys(region_scores, n, keys, &all_and, &all_or);
+    }
+    if (!std::is_same_v<scalar_t, float> || !contiguous) {
+      for (int64_t i = 0; i < n; ++i) {
+        const uint32_t key =
+            descending_key_branchless(static_cast<float>(contiguous ? region_scores[i] : scores[members[i]]));
+        keys[i] = key;
+        all_and &= key;
+        all_or |= key;
+      }
     }
     const Threshold t = select_threshold(keys, n, keep, all_and, all_or, scratch);
     // Keys under the threshold, then the first `quota` equal to it in index order.
-    for (int64_t i = 0; i < n; ++i) {
-      const bool take = (keys[i] & t.mask) < t.prefix;
-      if (contiguous) {
-        region_mask[i] = take;
-      } else {
-        mask[members[i]] = take;
-      }
+    if (contiguous) {
+      mark_under(keys, n, t.mask, t.prefix, region_mask);
+    } else {
+      for (int64_t i = 0; i < n; ++i) mask[members[i]] = (keys[i] & t.mask) < t.prefix;
     }
     int64_t quota = t.quota;
-    for (int64_t i = 0; i < n && quota > 0; ++i) {
-      if ((keys[i] & t.mask) == t.prefix) {
-        mask[members[i]] = true;
-        --quota;
+    for (int64_t i0 = 0; i0 < n && quota > 0; i0 += 4) {  // 4 keys at a time: usually no lane is equal
+      if (i0 + 4 <= n) {
+        u32x4 key;
+        std::memcpy(&key, keys + i0, sizeof key);
+        const auto equal = (key & t.mask) == t.prefix;
+        if ((equal[0] | equal[1] | equal[2] | equal[3]) == 0) continue;
+      }
+      for (int64_t i = i0; i < std::min(n, i0 + 4) && quota > 0; ++i) {
+        if ((keys[i] & t.mask) == t.prefix) {
+          mask[members[i]] = true;
+          --quota;
+        }
       }
     }
   }
