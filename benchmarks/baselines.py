@@ -18,18 +18,6 @@ def topk_per_segment(scores, region_ids, k):
     return mask
 
 
-def window_unfold_argmax(scores, exclude, window):
-    """bool [B, H, W]: excluded cells -> -inf, windows unfolded, argmax (first maximum), scattered
-    back; windows with every cell excluded mark nothing. H, W must be multiples of the window."""
-    B, H, W = scores.shape
-    wh, ww = window
-    windows = scores.float().masked_fill(exclude, float("-inf")).view(B, H // wh, wh, W // ww, ww)
-    windows = windows.permute(0, 1, 3, 2, 4).reshape(B, H // wh, W // ww, wh * ww)
-    any_allowed = (~exclude).view(B, H // wh, wh, W // ww, ww).any(4).any(2)
-    hit = F.one_hot(windows.argmax(-1), wh * ww).bool() & any_allowed[..., None]
-    return hit.view(B, H // wh, W // ww, wh, ww).permute(0, 1, 3, 2, 4).reshape(B, H, W)
-
-
 def ranked_residual(candidates, order_scores):
     """int64 [B, n]: each row's candidates by order_scores descending (rows must hold n each)."""
     counts = candidates.sum(1)
