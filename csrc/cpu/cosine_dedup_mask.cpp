@@ -22,11 +22,13 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "common/dedup.h"
 #include "common/ranking.h"
+#include "common/sort_keys.h"
 #include "cpu/dedup_cosines.h"
 #include "op_checks.h"
 
@@ -83,6 +85,7 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
   const ChunkedRows<G> rows(gram, n);
   std::vector<double> m_filter, m_fast, m_exact;
   std::vector<uint8_t> is_nan;
+  std::vector<uint64_t> sort_keys;
   std::vector<std::pair<int64_t, int64_t>> runs, fine_runs;
   PairCosines cosine(f);
   auto ranks_by = [&is_nan](const std::vector<double>& m) {
@@ -109,8 +112,18 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
       if (!is_nan[i]) m_filter[i] = static_cast<double>(rows.masked_max(A[i], mask.data()));
     }
     order.resize(n_a);
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), ranks_by(m_filter));
+    if constexpr (std::is_same_v<G, float>) {  // float maxima: sort unique 64-bit rank keys
+      sort_keys.resize(n_a);
+      for (int64_t i = 0; i < n_a; ++i) {
+        const float m = is_nan[i] ? std::numeric_limits<float>::quiet_NaN() : static_cast<float>(m_filter[i]);
+        sort_keys[i] = rank_key(m, static_cast<uint32_t>(i));
+      }
+      std::sort(sort_keys.begin(), sort_keys.end());
+      for (int64_t t = 0; t < n_a; ++t) order[t] = static_cast<int32_t>(rank_key_index(sort_keys[t]));
+    } else {
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), ranks_by(m_filter));
+    }
 
     // Runs of the filter ranking: their maxima from the fast cosines of the b whose G[a, b] >=
     // m~(a) - 2 eps (the only ones that can hold the maximum).
