@@ -47,7 +47,11 @@ def received_attention(attentions: Sequence[torch.Tensor], layers: Sequence[int]
 
 
 def method_keep(method, *, grid, cls_attn=None, received=None, features=None, batch=None, valid=None, backend=BACKEND):
-    """The method's own ``select`` on hand-computed inputs: bool [B, N] (``valid``: the tokens it may keep)."""
+    """The method's own ``select`` on hand-computed inputs: bool [B, N] (``valid``: the tokens it may keep).
+    Random draws from a fresh ``Random(keep, seed)``: the first draw of ``method``, which the pruned
+    call then makes."""
+    if isinstance(method, Random):
+        return Random(method.keep, seed=method.seed).select(grid, batch, valid=valid, backend=backend)
     if isinstance(method, VisPruner):
         return method.select(cls_attn if cls_attn is not None else received, features, valid=valid, backend=backend)
     if isinstance(method, HIVTP):

@@ -160,7 +160,8 @@ def test_needs_and_select_captured():
         (dict(window=0), "window"),
         (dict(window=(2, 0)), "window"),
         (dict(layers=()), "layers"),
-        (dict(layers=(6, -1)), "layers"),
+        (dict(layers=(6, 1.5)), "layers"),
+        (dict(layers=(6, True)), "layers"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):

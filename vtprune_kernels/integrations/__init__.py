@@ -2,8 +2,9 @@
 
 ``apply(model, method)`` -> ``PruningHandle``: prunes LLaVA-1.5 (CLIP/SigLIP towers), LLaVA-NeXT,
 InternVL, Qwen2.5-VL and Qwen3-VL calls (forward and generate) until the handle is removed or its
-context exits.
+context exits;
+``remove(model)`` restores a model whose handle was dropped.
 """
-from .handle import PruningHandle, apply
+from .handle import PruningHandle, apply, remove
 
-__all__ = ["apply", "PruningHandle"]
+__all__ = ["apply", "remove", "PruningHandle"]

@@ -85,7 +85,8 @@ def _max_windows_with_a_free_cell(windows: List[Dict[int, int]], free: List[int]
 
 class HIVTP(PruningMethod):
     """HIVTP(region_grid=2, region_ratio=0.25, window=2, layers=None); layers=None: the model's middle
-    layers (see the module doc; (6, 7, 8, 9) on towers that attend globally in every layer)."""
+    layers (see the module doc; (6, 7, 8, 9) on towers that attend globally in every layer). Given
+    layers are 0-based; negative ones count from the last layer (-1), resolved against the tower."""
 
     def __init__(
         self,
@@ -99,7 +100,7 @@ class HIVTP(PruningMethod):
         self.window = _checks.window(window)
         if layers is not None and (isinstance(layers, int) or len(layers) == 0):
             raise ValueError(f"layers must be None or a non-empty sequence of 0-based layer indices, got {layers!r}")
-        self.layers = None if layers is None else tuple(_checks.count("layers", layer) for layer in layers)
+        self.layers = None if layers is None else tuple(_checks.integer("layers", layer) for layer in layers)
 
     def __repr__(self):
         return (
@@ -108,7 +109,7 @@ class HIVTP(PruningMethod):
         )
 
     def needs(self, has_cls: bool) -> Needs:
-        return Needs(vision_layers=self.layers, default_layers="middle", query_rows="all")
+        return Needs(vision_layers=self.layers, default_layers="middle", query_rows="all", vision_layers_arg="layers")
 
     def region_ids(self, grid: Tuple[int, int]) -> torch.Tensor:
         """int64 [h*w]: the region of every cell (raster order)."""

@@ -18,8 +18,9 @@ Effective Token Pruning in VLMs", arXiv:2412.01818; docs/methods/vispruner.md), 
 Ties follow the contract (higher wins, equal -> lower index, NaN last), where the published code
 uses unstable sorts. Where the published code crashes, this is defined: an odd residual size
 gives the even positions one token more (a lone token with no odd partner has similarity -inf),
-keep >= N keeps every token, keep = 0 keeps none, keep = 1 keeps the one diverse token left by
-de-duplication. Every row keeps exactly min(keep, N) tokens. With ``valid``, the selection equals
+keep >= N keeps every token, keep = 1 keeps the one diverse token left by de-duplication.
+Every row keeps exactly min(keep, N) tokens; keep must be >= 1 (the integration needs at least one
+placeholder per image; the op ``cosine_dedup_mask`` itself accepts n_keep = 0). With ``valid``, the selection equals
 VisPruner on the row's valid tokens alone (same order, same ties), mapped back.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ class VisPruner(PruningMethod):
     """
 
     def __init__(self, keep: int, important_ratio: float = 0.5, step: int = 8, score_layer: Optional[int] = None):
-        self.keep = _checks.count("keep", keep)
+        self.keep = _checks.keep(keep)
         self.important_ratio = _checks.fraction("important_ratio", important_ratio)
         self.step = _checks.count("step", step, 1)
         self.score_layer = None if score_layer is None else _checks.integer("score_layer", score_layer)
@@ -63,7 +64,9 @@ class VisPruner(PruningMethod):
 
     def needs(self, has_cls: bool) -> Needs:
         layers = None if self.score_layer is None else (self.score_layer,)
-        return Needs(vision_layers=layers, query_rows="cls" if has_cls else "all", features=True)
+        return Needs(
+            vision_layers=layers, query_rows="cls" if has_cls else "all", features=True, vision_layers_arg="score_layer"
+        )
 
     def select(
         self,
