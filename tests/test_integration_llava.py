@@ -1,4 +1,5 @@
-"""apply() on LLaVA-1.5 (CLIP tower with [CLS]) and LLaVA with a SigLIP tower (no [CLS]).
+"""apply() on LLaVA-1.5 (CLIP tower with [CLS]), LLaVA with a SigLIP tower (no [CLS]) and LLaVA
+with a DINOv2 tower (with [CLS]).
 
 Each pruned forward is compared with an independent hand-pruned pipeline (integration_oracles):
 eager attention maps of a copy of the tower, the method's own select, the language model on the
@@ -25,7 +26,7 @@ METHODS = {
     "random": lambda: Random(keep=6, seed=3),
     "uniform": lambda: Uniform(keep=4),
 }
-BUILDERS = {"clip": tm.llava_clip, "siglip": tm.llava_siglip}
+BUILDERS = {"clip": tm.llava_clip, "siglip": tm.llava_siglip, "dinov2": tm.llava_dinov2}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def _inputs(model, n_images=2, seed=1):
 
 def _hand_pruned(model, method, ids, mask, px):
     """(keep [B, N], per-image projected kept features) by the independent pipeline."""
-    has_cls = "CLIP" in type(model.model.vision_tower).__name__
+    has_cls = "Siglip" not in type(model.model.vision_tower).__name__
     n_layers = model.config.vision_config.num_hidden_layers
     feature_layer = model.config.vision_feature_layer % (n_layers + 1) - 1
     hidden, attentions = tower_maps(eager_copy(model), px)
@@ -53,7 +54,7 @@ def _hand_pruned(model, method, ids, mask, px):
     return keep, projected
 
 
-@pytest.mark.parametrize("tower", ["clip", "siglip"])
+@pytest.mark.parametrize("tower", list(BUILDERS))
 @pytest.mark.parametrize("method_name", list(METHODS))
 def test_pruned_forward_matches_hand_pipeline(models, tower, method_name):
     model = models[tower]

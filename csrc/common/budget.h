@@ -1,4 +1,4 @@
-// allocate_budget for one row (DESIGN.md 2.5), shared by the CPU kernel and the CUDA kernel
+// allocate_budget for one row (docs/design.md 2.5), shared by the CPU kernel and the CUDA kernel
 // (one thread per row). Float64 water-filling, then one largest-fraction rounding. The order
 // of every floating-point operation is fixed so that all backends agree bit for bit:
 //   share_i = rem * w_i / wsum   (wsum summed over unfixed regions in index order)

@@ -1,4 +1,4 @@
-// cosine_dedup_mask on the CPU (DESIGN.md 2.4): VisPruner's diverse-token rounds on a cosine Gram
+// cosine_dedup_mask on the CPU (docs/design.md 2.4): VisPruner's diverse-token rounds on a cosine Gram
 // matrix computed once per image.
 //
 // Per image: rank the candidates by order_scores (tie comparator), normalise their features like

@@ -1,4 +1,4 @@
-// region_topk_mask on the CPU (DESIGN.md 2.2): per row b, bucket the tokens by region (counting
+// region_topk_mask on the CPU (docs/design.md 2.2): per row b, bucket the tokens by region (counting
 // sort, index order kept), then select the k[b, r] best of each bucket with the tie comparator.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>

@@ -1,4 +1,4 @@
-// allocate_budget on CUDA (DESIGN.md 2.5): one thread per row runs the shared float64 routine
+// allocate_budget on CUDA (docs/design.md 2.5): one thread per row runs the shared float64 routine
 // vtprune::allocate_budget_row (common/budget.h), the same code as the CPU kernel, so both agree
 // bit for bit. Its arithmetic has no a*b+c pattern, so FMA contraction cannot change a result.
 // The row's weights are first widened to float64 (exact) into scratch: torch compiles CUDA code

@@ -1,4 +1,4 @@
-// cosine_dedup_mask on CUDA (DESIGN.md 2.4): VisPruner's diverse tokens, every round on the device.
+// cosine_dedup_mask on CUDA (docs/design.md 2.4): VisPruner's diverse tokens, every round on the device.
 //
 // The binding computes the cosine Gram matrix G of the L2-normalised features once (float64 bmm,
 // like the CPU kernel and the reference, so that near-equal maxima rank alike on every backend),

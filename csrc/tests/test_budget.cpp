@@ -1,4 +1,4 @@
-// allocate_budget_row (common/budget.h): hand-worked allocations and the invariants of DESIGN.md 2.5.
+// allocate_budget_row (common/budget.h): hand-worked allocations and the invariants of docs/design.md 2.5.
 #include <cmath>
 #include <random>
 #include <vector>

@@ -45,6 +45,8 @@ class VisPruner(PruningMethod):
         the feature layer's output tokens.
     """
 
+    STAGES = ("important", "diverse")
+
     def __init__(self, keep: int, important_ratio: float = 0.5, step: int = 8, score_layer: Optional[int] = None):
         self.keep = _checks.keep(keep)
         self.important_ratio = _checks.fraction("important_ratio", important_ratio)
@@ -84,6 +86,19 @@ class VisPruner(PruningMethod):
         output tokens. valid: optional bool [B, N] (CPU or the scores' device), the tokens that may
         be kept. ``backend`` is forwarded to the ops.
         """
+        important, diverse = self.select_stages(cls_attn, features, valid=valid, backend=backend)
+        return important | diverse
+
+    def select_stages(
+        self,
+        cls_attn: torch.Tensor,
+        features: torch.Tensor,
+        *,
+        valid: Optional[torch.Tensor] = None,
+        backend: str = "auto",
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(important, diverse): the two disjoint bool [B, N] masks whose union ``select`` returns
+        (names in ``STAGES``). Arguments as ``select``."""
         _checks.float_tensor("cls_attn", cls_attn, 2)
         _checks.float_tensor("features", features, 3)
         _checks.backend(backend)
@@ -126,15 +141,21 @@ class VisPruner(PruningMethod):
             backend=backend,
             validate=False,  # 0 <= T_div <= |rest| by construction
         )
-        return important | diverse
+        return important, diverse
 
     def select_captured(self, captured: Captured, *, backend: str = "auto") -> torch.Tensor:
         """Uses ``cls_attn`` when the integration filled it, else ``received`` (towers without [CLS])."""
+        return self.select(*self._captured_inputs(captured), valid=captured.valid, backend=backend)
+
+    def select_captured_stages(self, captured: Captured, *, backend: str = "auto") -> Tuple[torch.Tensor, torch.Tensor]:
+        """``select_stages`` on the captures (what ``select_captured`` unites)."""
+        return self.select_stages(*self._captured_inputs(captured), valid=captured.valid, backend=backend)
+
+    @staticmethod
+    def _captured_inputs(captured: Captured) -> Tuple[torch.Tensor, torch.Tensor]:
         (features,) = captured.require("features")
         if captured.cls_attn is not None:
-            scores = captured.cls_attn
-        elif captured.received is not None:
-            scores = captured.received
-        else:
-            raise ValueError("captured scores lack both cls_attn and received: VisPruner needs one of them")
-        return self.select(scores, features, valid=captured.valid, backend=backend)
+            return captured.cls_attn, features
+        if captured.received is not None:
+            return captured.received, features
+        raise ValueError("captured scores lack both cls_attn and received: VisPruner needs one of them")
