@@ -83,7 +83,8 @@ def test_vispruner_score_layer_on_a_tower_scored_after_its_feature_layer(tower, 
 def test_vispruner_score_layer_out_of_range_is_a_clear_error(models):
     model = models["siglip"]
     ids, mask, px = _inputs(model)
-    with apply(model, VisPruner(keep=3, score_layer=-9)), pytest.raises(ValueError, match="vision layer -9"):
+    match = r"VisPruner\(score_layer=-9\): layer -9 does not exist"
+    with apply(model, VisPruner(keep=3, score_layer=-9)), pytest.raises(ValueError, match=match):
         model(input_ids=ids, attention_mask=mask, pixel_values=px)
 
 
