@@ -35,9 +35,9 @@ def test_a_method_class_is_refused_at_apply(llava):
     assert "forward" not in llava.__dict__
 
 
-@pytest.mark.parametrize("backend, match", [("bogus", "backend must be one of"), ("triton", "model is on cpu")])
-def test_a_backend_that_cannot_run_is_refused_at_apply(llava, backend, match):
-    with pytest.raises(ValueError, match=match):
+@pytest.mark.parametrize("backend", ["bogus", "cuda"])  # "cuda" names the selection ops' kernels, not a scoring backend
+def test_an_unknown_backend_is_refused_at_apply(llava, backend):
+    with pytest.raises(ValueError, match="backend must be one of"):
         apply(llava, VisPruner(keep=4), backend=backend)
     assert "forward" not in llava.__dict__
 

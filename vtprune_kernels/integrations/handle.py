@@ -324,8 +324,15 @@ def _check_backend(backend, model):
     device = torch.device("cpu") if param is None else param.device
     if backend == "cpu" and device.type != "cpu":
         raise ValueError(f"backend='cpu' runs the C++ CPU kernels, but the model is on {device}: use 'auto'")
-    if backend == "triton" and device.type != "cuda":
-        raise ValueError(f"backend='triton' runs on CUDA, but the model is on {device}: use 'auto'")
+    if backend == "triton":
+        from .. import _library
+
+        if not _library.HAS_TRITON:
+            raise ValueError("backend='triton' needs the triton package: use 'auto'")
+        from .._triton_backend import INTERPRETED
+
+        if device.type != "cuda" and not INTERPRETED:  # the interpreter (TRITON_INTERPRET=1) runs on CPU tensors
+            raise ValueError(f"backend='triton' runs on CUDA, but the model is on {device}: use 'auto'")
 
 
 def apply(model, method, *, backend: str = "auto") -> PruningHandle:
