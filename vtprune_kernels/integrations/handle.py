@@ -276,7 +276,7 @@ class PruningHandle:
             self.last_num_tokens = pruned.num_tokens
             self.last_num_newlines = pruned.num_newlines or [0] * len(pruned.num_tokens)
             self.last_host_syncs = reads.syncs
-            self.last_prompt_length = int(ids.shape[1])
+            self.last_prompt_length = int(out["input_ids"].shape[1])
         return out
 
     def _warn_non_finite(self, finite: torch.Tensor):
