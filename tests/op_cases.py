@@ -1,7 +1,7 @@
 """Input builders for the op tests and benchmarks (CPU or any device), all seeded.
 
 Every builder takes a ``seed`` and returns the op's positional inputs, valid unless said
-otherwise. Shapes follow DESIGN.md section 2:
+otherwise. Shapes follow docs/design.md section 2:
 
 - ``attention_inputs`` -> q [B, Hq, M, D], k [B, Hk, N, D]; ``layout`` makes them non-contiguous.
 - ``lse_from_logits`` / ``lse_from_flash`` -> lse float32 [B, Hq, M].
@@ -183,7 +183,7 @@ def budget_inputs(B, S, dtype=torch.float32, *, seed=0, zero_fraction=0.2, max_c
     return weights.to(dtype), total, capacity
 
 
-# allocate_budget worked by hand from DESIGN.md 2.5: (weights, total, capacity, expected counts), one row.
+# allocate_budget worked by hand from docs/design.md 2.5: (weights, total, capacity, expected counts), one row.
 BUDGET_HAND_CASES = [
     # equal thirds of 10: floor 3 each, the leftover unit to the lowest index
     ([1.0, 1.0, 1.0], 10, [10, 10, 10], [4, 3, 3]),

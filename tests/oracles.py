@@ -1,4 +1,4 @@
-"""Independent oracles of the selection ops: the contract (DESIGN.md 2.2-2.5) in plain Python on
+"""Independent oracles of the selection ops: the contract (docs/design.md 2.2-2.5) in plain Python on
 lists, with exact arithmetic where the contract speaks of real numbers. Written apart from
 ``vtprune_kernels.reference`` (no torch ops, no shared helpers) so that a mistake there shows up.
 

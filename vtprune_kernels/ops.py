@@ -1,4 +1,4 @@
-"""Typed entry points of the vtprune ops (DESIGN.md section 2).
+"""Typed entry points of the vtprune ops (docs/design.md section 2).
 
 Each function runs one backend:
 

@@ -1,6 +1,6 @@
 """Plain PyTorch references of the vtprune ops: the semantics in the fewest lines.
 
-These are the oracles every backend is tested against (DESIGN.md section 2). They favour
+These are the oracles every backend is tested against (docs/design.md section 2). They favour
 clarity over speed: attention is materialised, selections loop in Python, arithmetic runs
 in float64. They do not validate arguments; ``vtprune_kernels.ops`` does that first.
 

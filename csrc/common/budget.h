@@ -1,4 +1,4 @@
-// allocate_budget for one row (DESIGN.md 2.5), shared by the CPU kernel and the CUDA kernel (one
+// allocate_budget for one row (docs/design.md 2.5), shared by the CPU kernel and the CUDA kernel (one
 // thread per row), in exact integer arithmetic: mathematically equal fractional parts compare equal
 // (weights [8, 5, 2], total 5: every fractional part is 2/3, so the lower indices win), and no sum
 // overflows (capacities near 2^63 are fine).

@@ -1,4 +1,4 @@
-// The cosine of cosine_dedup_mask (DESIGN.md 2.4), one formula for every backend (CPU kernel, CUDA
+// The cosine of cosine_dedup_mask (docs/design.md 2.4), one formula for every backend (CPU kernel, CUDA
 // kernel, host tests; vtprune_kernels.reference.cosine_gram is its PyTorch twin):
 //
 //   dot(x, y)  = sum over k = 0, 1, ..., C-1 of x[k] * y[k], accumulated in float64 in that order,

@@ -1,4 +1,4 @@
-// allocate_budget on the CPU (DESIGN.md 2.5): checks the values, then one
+// allocate_budget on the CPU (docs/design.md 2.5): checks the values, then one
 // vtprune::allocate_budget_row (common/budget.h, exact integer arithmetic, shared with the CUDA
 // kernel) per row b.
 #include <ATen/ATen.h>

@@ -1,4 +1,4 @@
-// cosine_dedup_mask on the CPU (DESIGN.md 2.4): VisPruner's diverse-token rounds, ranked by the
+// cosine_dedup_mask on the CPU (docs/design.md 2.4): VisPruner's diverse-token rounds, ranked by the
 // exact cosines of common/cosine.h (one fixed float64 summation order, so identical vectors tie
 // exactly), and decided mostly from a float32 Gram matrix computed once per image.
 //

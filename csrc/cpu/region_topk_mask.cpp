@@ -1,4 +1,4 @@
-// region_topk_mask on the CPU (DESIGN.md 2.2): per row b, group the tokens by region (a counting
+// region_topk_mask on the CPU (docs/design.md 2.2): per row b, group the tokens by region (a counting
 // sort that keeps index order, done once when the rows share one region map), then find each
 // region's threshold by an MSD radix selection on 32-bit rank keys and mark in index order.
 //

@@ -1,4 +1,4 @@
-// window_argmax_mask on the CPU (DESIGN.md 2.3): one scan per non-overlapping (wh, ww) window in
+// window_argmax_mask on the CPU (docs/design.md 2.3): one scan per non-overlapping (wh, ww) window in
 // raster order, keeping the best non-excluded cell under the tie comparator (the raster index
 // breaks ties, so the first of equal cells wins).
 #include <ATen/ATen.h>

@@ -1,4 +1,4 @@
-// allocate_budget on CUDA (DESIGN.md 2.5): one thread per row runs the shared exact routine
+// allocate_budget on CUDA (docs/design.md 2.5): one thread per row runs the shared exact routine
 // vtprune::allocate_budget_row (common/budget.h), the same code as the CPU kernel. Its arithmetic is
 // on integers (the float64 quotient estimates are corrected exactly), so both agree bit for bit.
 // Per-region scratch (a state byte and a 64-bit remainder key per region) lives in the thread's

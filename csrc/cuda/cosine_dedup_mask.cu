@@ -1,4 +1,4 @@
-// cosine_dedup_mask on CUDA (DESIGN.md 2.4): VisPruner's diverse tokens, every round on the device.
+// cosine_dedup_mask on CUDA (docs/design.md 2.4): VisPruner's diverse tokens, every round on the device.
 //
 // The binding computes the cosine Gram matrix G once (cosine_gram.cu: the float64 cosines of
 // common/cosine.h, which the CPU kernel and the reference rank by too), replaces its NaNs by the +inf "NaN marker" and sorts every row descending (torch.sort): values V

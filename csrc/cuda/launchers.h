@@ -1,4 +1,4 @@
-// Host entry points of the CUDA kernels of the selection ops (DESIGN.md 2.2-2.5), free of CUDA and
+// Host entry points of the CUDA kernels of the selection ops (docs/design.md 2.2-2.5), free of CUDA and
 // torch types so that the torch binding (binding.cpp) can include it with any host compiler.
 //
 // Conventions of every launcher:

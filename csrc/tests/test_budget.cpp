@@ -1,5 +1,5 @@
 // allocate_budget_row (common/budget.h): hand-worked allocations, exact ties, huge capacities, the
-// invariants of DESIGN.md 2.5, and the float64 routine agreeing with the exact one wherever it
+// invariants of docs/design.md 2.5, and the float64 routine agreeing with the exact one wherever it
 // decides; wide_divide (common/wide_uint.h) against 128-bit division.
 #include <cmath>
 #include <cstdint>
