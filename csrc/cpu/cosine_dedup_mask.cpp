@@ -10,6 +10,10 @@
 // cosines (bound ~1e-13), and where those are still within twice their bound, with the exact ones.
 // Values further apart than twice a level's bound are ordered right by that level, so the result is
 // the ranking by exact cosines of every round: the reference's and the CUDA kernel's.
+// Bitwise-identical rows (identical_rows.h) have identical cosines, hence identical maxima: each
+// round computes them for one member of each class in A, its representative, and copies them to
+// the others (and one cosine per pair of classes), so copies of a few vectors (flat image regions,
+// one run of thousands of exact ties) cost what their classes cost.
 // When torch lets float32 matmuls run in reduced precision (torch.set_float32_matmul_precision below
 // "highest": bf16 / tf32), G is computed in float64 instead, with its own bound.
 #include <ATen/ATen.h>
@@ -80,6 +84,11 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
   const double eps_fast = fast_error_bound(f.C);
   const G outside = -std::numeric_limits<G>::infinity();
   std::vector<int32_t> R(n), A, B, order, next, candidates, cand_begin, cand_end, pair_a, pair_b, pair_owner;
+  const std::vector<int32_t>& class_of = f.identical.class_of;
+  std::vector<int32_t> rep;                                    // [n_a] the representative of A[i]'s class in A
+  std::vector<int32_t> class_rep(f.identical.classes(), -1);  // a class's representative in A this round
+  std::vector<int64_t> class_seen(f.identical.classes(), -1); // last candidate list a class was put in
+  int64_t candidate_lists = 0;
   std::iota(R.begin(), R.end(), 0);
   std::vector<G> mask(n, outside);
   const ChunkedRows<G> rows(gram, n);
@@ -105,11 +114,21 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
       nan_in_b |= !f.finite[b];
     }
     const int64_t n_a = static_cast<int64_t>(A.size());
+    rep.resize(n_a);
+    for (int64_t i = 0; i < n_a; ++i) {
+      int32_t& r = class_rep[class_of[A[i]]];
+      if (r < 0) r = static_cast<int32_t>(i);
+      rep[i] = r;
+    }
     m_filter.assign(n_a, -std::numeric_limits<double>::infinity());  // B empty: m = -inf
     is_nan.assign(n_a, 0);
     for (int64_t i = 0; i < n_a && !B.empty(); ++i) {
       is_nan[i] = nan_in_b || !f.finite[A[i]];
-      if (!is_nan[i]) m_filter[i] = static_cast<double>(rows.masked_max(A[i], mask.data()));
+      if (rep[i] != i) {  // the same maximum as the representative (an earlier member of A)
+        m_filter[i] = m_filter[rep[i]];
+      } else if (!is_nan[i]) {
+        m_filter[i] = static_cast<double>(rows.masked_max(A[i], mask.data()));
+      }
     }
     order.resize(n_a);
     if constexpr (std::is_same_v<G, float>) {  // float maxima: sort unique 64-bit rank keys
@@ -126,7 +145,8 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
     }
 
     // Runs of the filter ranking: their maxima from the fast cosines of the b whose G[a, b] >=
-    // m~(a) - 2 eps (the only ones that can hold the maximum).
+    // m~(a) - 2 eps (the only ones that can hold the maximum), one b per class. A class's members
+    // share m~ exactly, so they share a run (and later a fine run) with their representative.
     runs.clear();
     runs_within(order, 0, n_a, m_filter, is_nan, 2.0 * eps_filter, runs);
     m_fast = m_filter;
@@ -137,14 +157,24 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
     for (const auto& run : runs) {
       for (int64_t t = run.first; t < run.second; ++t) {
         const int32_t i = order[t];
+        if (rep[i] != i) continue;
         const size_t before = candidates.size();
         rows.masked_at_least(A[i], mask.data(), m_filter[i] - 2.0 * eps_filter, candidates);
+        size_t end = before;  // keep the first candidate of each class
+        for (size_t c = before; c < candidates.size(); ++c) {
+          int64_t& seen = class_seen[class_of[candidates[c]]];
+          if (seen != candidate_lists) candidates[end++] = candidates[c];
+          seen = candidate_lists;
+        }
+        candidates.resize(end);
+        ++candidate_lists;
         double m = -std::numeric_limits<double>::infinity();
         for (size_t c = before; c < candidates.size(); ++c) m = std::max(m, cosine.fast(A[i], candidates[c]));
         m_fast[i] = m;
         cand_begin[i] = static_cast<int32_t>(before);
         cand_end[i] = static_cast<int32_t>(candidates.size());
       }
+      for (int64_t t = run.first; t < run.second; ++t) m_fast[order[t]] = m_fast[rep[order[t]]];
       std::sort(order.begin() + run.first, order.begin() + run.second, ranks_by(m_fast));
       // Within the run, neighbours still within twice the fast bound: exact cosines decide.
       fine_runs.clear();
@@ -155,6 +185,7 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
         pair_owner.clear();
         for (int64_t t = fine.first; t < fine.second; ++t) {
           const int32_t i = order[t];
+          if (rep[i] != i) continue;
           m_exact[i] = -std::numeric_limits<double>::infinity();
           for (int32_t c = cand_begin[i]; c < cand_end[i]; ++c) {
             if (cosine.fast(A[i], candidates[c]) >= m_fast[i] - 2.0 * eps_fast) {
@@ -168,10 +199,12 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
         for (size_t p = 0; p < pair_a.size(); ++p) {
           m_exact[pair_owner[p]] = std::max(m_exact[pair_owner[p]], cosine.exact(pair_a[p], pair_b[p]));
         }
+        for (int64_t t = fine.first; t < fine.second; ++t) m_exact[order[t]] = m_exact[rep[order[t]]];
         std::sort(order.begin() + fine.first, order.begin() + fine.second, ranks_by(m_exact));
       }
     }
     for (const int32_t b : B) mask[b] = outside;
+    for (const int32_t a : A) class_rep[class_of[a]] = -1;
     next.clear();
     for (int64_t t = round.drop; t < n_a; ++t) next.push_back(A[order[t]]);
     next.insert(next.end(), B.begin(), B.end());

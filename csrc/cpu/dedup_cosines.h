@@ -22,12 +22,14 @@
 #include <vector>
 
 #include "common/cosine.h"
+#include "cpu/identical_rows.h"
 
 namespace vtprune::cpu {
 
 // The ranked candidates of one image: row i is the float32 feature row of candidate i (float16 /
 // bfloat16 features are widened into a copy; float32 ones are read in place), with its fast squared
-// norm (any order) and finiteness. Exact squared norms are computed when first needed.
+// norm (any order), finiteness and class of identical rows. Exact squared norms are computed when
+// first needed.
 struct CandidateFeatures {
   int64_t n = 0, C = 0;
   const float* base = nullptr;       // row i at base + index[i] * row_stride
@@ -37,6 +39,7 @@ struct CandidateFeatures {
   std::vector<double> fast_norm2;    // dot(x, x) in any order
   std::vector<double> exact_norm2;   // dot(x, x) in the cosine's order; NaN until computed
   std::vector<uint8_t> finite;       // 0: the row holds a NaN or inf (every cosine of it is NaN)
+  IdenticalRows identical;           // classes of bitwise-identical rows: equal cosines with everything
 
   const float* row(int64_t i) const { return base + index[i] * row_stride; }
 };
@@ -100,7 +103,8 @@ inline double filter_error_bound(int64_t C, double u_g) {
   return 1.01 * bound + static_cast<double>(C) * std::ldexp(1.0, -147);
 }
 
-// Fast and exact cosines of position pairs (i, j) of one image, computed on request and kept.
+// Fast and exact cosines of position pairs (i, j) of one image, computed on request and kept per
+// pair of classes of identical rows (the cosines depend on the rows' values alone).
 class PairCosines {
  public:
   explicit PairCosines(CandidateFeatures& f) : f_(f) {}
@@ -134,8 +138,9 @@ class PairCosines {
   // An exact cosine prepared before.
   double exact(int32_t i, int32_t j) const { return exact_.at(key(i, j)); }
 
-  // dot(x_i, x_i) in the cosine's order, computed once.
+  // dot(x_i, x_i) in the cosine's order, computed once per class (kept at its first row).
   double exact_norm2(int32_t i) {
+    i = f_.identical.first[f_.identical.class_of[i]];
     if (std::isnan(f_.exact_norm2[i])) dot_rows(&i, &i, 1, &f_.exact_norm2[i]);
     return f_.exact_norm2[i];
   }
@@ -161,7 +166,9 @@ class PairCosines {
   }
 
  private:
-  static uint64_t key(int32_t i, int32_t j) {
+  uint64_t key(int32_t i, int32_t j) const {
+    i = f_.identical.class_of[i];
+    j = f_.identical.class_of[j];
     return i < j ? (static_cast<uint64_t>(i) << 32) | static_cast<uint32_t>(j)
                  : (static_cast<uint64_t>(j) << 32) | static_cast<uint32_t>(i);
   }
@@ -196,6 +203,7 @@ inline CandidateFeatures candidate_features(const at::Tensor& x_b, const std::ve
     f.fast_norm2[i] = fast_dot(f.row(i), f.row(i), f.C);
     f.finite[i] = std::isfinite(f.fast_norm2[i]);  // inf or NaN anywhere makes the sum so
   }
+  f.identical = identical_rows(f.n, static_cast<size_t>(f.C) * sizeof(float), [&f](int64_t i) { return f.row(i); });
   return f;
 }
 
