@@ -175,3 +175,72 @@ def test_step_must_be_a_positive_integer(backend, step):
     args = dedup_inputs(1, 10, 4, seed=9)
     with pytest.raises(ValueError, match=r"\bstep\b"):
         ops.cosine_dedup_mask(*args, step, backend=backend)
+
+
+def copies_of_few_vectors(N, C, *, seed, distinct):
+    """[1, N, C]: every row a copy of one of `distinct` Gaussian vectors (few classes, thousands of
+    exact ties per round); one of them is the zero vector."""
+    g = torch.Generator().manual_seed(seed)
+    vectors = torch.randn(distinct, C, generator=g)
+    vectors[0] = 0.0
+    return vectors[torch.randint(0, distinct, (N,), generator=g)][None]
+
+
+def reference_on_copies(x, candidates, order_scores, n_keep, step):
+    """reference.cosine_dedup_mask for one image of few distinct rows (no NaN), from the cosines of the
+    distinct rows only (cosine_gram depends on the two vectors alone): m(a) = the maximum over the
+    classes present in B of the cosines of a's class."""
+    distinct, class_of = torch.unique(x[0], dim=0, return_inverse=True)
+    cos = reference.cosine_gram(distinct)
+    cand = candidates[0].nonzero().flatten()
+    R = cand[reference.descending_order(order_scores[0, cand].double())]
+    while (r := min(step, len(R) - int(n_keep[0]))) > 0:
+        A, Bset = R[0::2], R[1::2]
+        in_b = torch.zeros(len(distinct), dtype=torch.bool).index_fill_(0, class_of[Bset], True)
+        m = cos.masked_fill(~in_b, float("-inf")).amax(1)[class_of[A]]  # -inf when B is empty
+        A = A[reference.descending_order(m)]
+        R = torch.cat([A[min(r, len(A)) :], Bset])
+    return torch.zeros_like(candidates).index_fill_(1, R, True)
+
+
+def test_thousands_of_copies_match_reference():
+    # 3000 tokens, copies of 40 vectors: each round's maxima are one run of exact ties over nearly all
+    # of A. One maximum per class of identical rows keeps this well under a second (it took 20-40 s
+    # when every member of A re-checked every copy in B, in every one of the ~370 rounds).
+    x = copies_of_few_vectors(3000, 128, seed=11, distinct=40)
+    _, candidates, order_scores, _ = dedup_inputs(1, 3000, 1, seed=11, candidate_fraction=0.9, tie_levels=5)
+    for n_keep in (16, 1000):
+        args = (x, candidates, order_scores, torch.tensor([n_keep]), 8)
+        out = torch.ops.vtprune.cosine_dedup_mask(*args)
+        assert int(out.sum()) == n_keep
+        assert torch.equal(out, reference_on_copies(*args))
+
+
+def test_reference_on_copies_is_the_reference():
+    # the test's oracle above against the reference itself, where the reference is cheap
+    x = copies_of_few_vectors(200, 16, seed=12, distinct=6)
+    _, candidates, order_scores, _ = dedup_inputs(1, 200, 1, seed=12, tie_levels=3)
+    for n_keep, step in [(0, 8), (5, 3), (77, 1)]:
+        args = (x, candidates, order_scores, torch.tensor([n_keep]), step)
+        assert torch.equal(reference_on_copies(*args), reference.cosine_dedup_mask(*args))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("seed", range(2))
+def test_copies_next_to_near_copies_match_reference(dtype, seed):
+    # classes of identical rows beside rows that are not identical but have (nearly) the same
+    # cosines: one unit in the last place away (in every channel, or in the last one only), a
+    # power-of-two multiple (cosine exactly 1 with the original), -0.0 beside 0.0; then with two copies of a NaN row (every round with one in B is
+    # all NaN); many rounds (steps 3 and 1), all dtypes
+    x = copies_of_few_vectors(150, 24, seed=seed, distinct=5).to(dtype)
+    x[0, 1::9] = torch.nextafter(x[0, 1::9], torch.full_like(x[0, 1::9], 10.0))
+    x[0, 2::11] *= 2.0
+    x[0, 3::13] = -0.0
+    last = x[0, 5::7, -1]  # differs from a copy in the last channel only, by one unit in the last place
+    x[0, 5::7, -1] = torch.nextafter(last, torch.full_like(last, 10.0))
+    _, candidates, order_scores, _ = dedup_inputs(1, 150, 1, seed=seed, candidate_fraction=0.9, tie_levels=3)
+    for n_keep, step in [(0, 8), (9, 3), (90, 1)]:
+        assert_matches_reference(x, candidates, order_scores.to(dtype), torch.tensor([n_keep]), step=step)
+    x[0, 100] = x[0, 4]
+    x[0, [4, 100], 5] = float("nan")
+    assert_matches_reference(x, candidates, order_scores.to(dtype), torch.tensor([20]), step=3)
