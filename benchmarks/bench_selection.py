@@ -11,7 +11,9 @@ fastest of each is kept: ``extra_info["paired_vtprune_s"]``, ``["paired_baseline
   rank mask (``topk_equal_blocks_vectorised``); published: a ``topk`` per (row, region).
 - cosine_dedup_mask: 5 tiles x 576 tokens x 1024 channels, 16 important removed, 16 diverse kept.
   Strongest baselines: the Gram matrix once (float32 and float64) and vectorised rounds
-  (``dedup_gram_once``); published: VisPruner's per-round loop.
+  (``dedup_gram_once``); published: VisPruner's per-round loop. Also duplicate-heavy features: one
+  image of 3000 tokens x 1024 channels from flat regions (3/4 of the tokens exact copies of 3
+  vectors, thousands of exactly tied maxima per round), against the float32 Gram-once baseline.
 - window_argmax_mask: HIVTP's 2x2 windows on 8 x 24x24. Baseline: masked fill, a window view, max.
 - allocate_budget: PTP's budgets, 64 images x 5 regions. Baseline: vectorised water-filling.
 - wrapper overhead: ``vtprune_kernels.ops.<op>`` against ``torch.ops.vtprune.<op>`` on tiny inputs.
@@ -104,6 +106,36 @@ def test_cosine_dedup_mask(benchmark, impl):
         benchmark.pedantic(dedup_gram_once, args=(x, residual, n_div), kwargs={"dtype": torch.float64}, rounds=3)
     else:
         benchmark.pedantic(published_dedup_loop, args=(x, residual, n_div), rounds=3, warmup_rounds=1)
+
+
+FLAT_SHAPE = (3000, 1024, 3, 0.75, 16, 16)  # tokens, channels, flat regions, copied share, important, kept
+
+
+def flat_region_inputs():
+    """One image whose tokens are mostly exact copies of a few vectors (flat image regions)."""
+    N, C, regions, copied, n_imp, n_div = FLAT_SHAPE
+    g = torch.Generator().manual_seed(0)
+    templates = torch.randn(regions, C, generator=g)
+    x = torch.randn(1, N, C, generator=g)
+    copy = torch.rand(N, generator=g) < copied
+    x[0, copy] = templates[torch.randint(0, regions, (int(copy.sum()),), generator=g)]
+    scores = torch.rand(1, N, generator=g)
+    candidates = torch.ones(1, N, dtype=torch.bool).scatter(1, scores.topk(n_imp).indices, False)
+    return x, candidates, scores, torch.tensor([n_div]), ranked_residual(candidates, scores)
+
+
+@pytest.mark.parametrize("impl", ["vtprune", "gram-once-float32"])
+def test_cosine_dedup_mask_flat_regions(benchmark, impl):
+    N, C, regions, copied, n_imp, n_div = FLAT_SHAPE
+    benchmark.group = f"cosine_dedup_mask flat regions: 1 x {N} x {C}, {copied:.0%} copies of {regions} vectors, keep {n_div}"
+    x, candidates, scores, n_keep, residual = flat_region_inputs()
+    vtprune = lambda: ops.cosine_dedup_mask(x, candidates, scores, n_keep, 8)  # noqa: E731
+    gram32 = lambda: dedup_gram_once(x, residual, n_div)  # noqa: E731
+    if impl == "vtprune":  # the baseline takes seconds here (~370 rounds over a 2984 x 2984 Gram matrix)
+        record_paired(benchmark, vtprune, gram32, pairs=2)
+        benchmark.pedantic(vtprune, rounds=3, warmup_rounds=1)
+    else:
+        benchmark.pedantic(gram32, rounds=2)
 
 
 # ---------------------------------------------------------------- window_argmax_mask
