@@ -67,21 +67,23 @@ bench: install
 
 # The package goes into the vLLM venv reusing the extension `install` built in place (same torch
 # and Python: VTPRUNE_PREBUILT_EXT=1, see setup.py), so it is not compiled twice.
-$(VLLM_STAMP): $(INSTALL_STAMP) tests_vllm/prepare_venv.py tests_vllm/torchvision_ops_shim.py
+$(VLLM_STAMP): $(INSTALL_STAMP) tests/vllm/prepare_venv.py tests/vllm/torchvision_ops_shim.py
 	rm -f $(VLLM_VENV)/.installed-*
 	test -x $(VPY) || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VPY) -m pip install --quiet --upgrade pip wheel
 	$(VPY) -m pip install --quiet "$(TORCH)"
 	$(VPY) -m pip install --quiet "$(VLLM)" pytest
-	$(VPY) tests_vllm/prepare_venv.py
+	$(VPY) tests/vllm/prepare_venv.py
 	VTPRUNE_PREBUILT_EXT=1 $(VPY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@
 
 install-vllm: $(VLLM_STAMP)
 
+# -P: the repository root stays off sys.path (its triton_kernels/ folder would shadow the package of that
+# name vLLM probes); --confcutdir: tests/conftest.py (the main suite's settings) is not loaded.
 ifeq ($(VLLM_PLATFORM),ok)
 test-vllm: install-vllm
-	cd tests_vllm && HF_HUB_OFFLINE=1 ../$(VPY) -m pytest -q -p no:cacheprovider .
+	HF_HUB_OFFLINE=1 $(VPY) -P -m pytest -q -p no:cacheprovider --confcutdir=tests/vllm tests/vllm
 
 bench-vllm: install-vllm
 	mkdir -p bench_out

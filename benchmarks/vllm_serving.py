@@ -33,7 +33,7 @@ IMAGE_SIZE, PATCH = 336, 14
 
 def build_checkpoint(path: str) -> str:
     """A LLaVA-1.5-shaped checkpoint: CLIP 2 layers (feature layer -2), Llama 4 layers x 256."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests_vllm"))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "vllm"))
     import checkpoints
     from transformers import CLIPVisionConfig, LlamaConfig
 
