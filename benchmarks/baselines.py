@@ -1,4 +1,6 @@
-"""What the published methods do with plain torch: the baselines of the selection benchmarks.
+"""Plain-torch baselines of the selection benchmarks: what the published methods do (per-segment
+``topk`` loops, VisPruner's per-round loop) and the strongest vectorised torch formulation of each
+op we could write (``*_vectorised``, ``dedup_gram_once``), which the kernels must beat.
 
 Shared by ``bench_selection.py`` (CPU shapes) and ``bench_selection_cuda.py`` (GPU shapes).
 """
@@ -14,18 +16,6 @@ def topk_per_segment(scores, region_ids, k):
             members = (region_ids == r).nonzero().flatten()
             mask[b, members[scores[b, members].topk(int(k[b, r])).indices]] = True
     return mask
-
-
-def window_unfold_argmax(scores, exclude, window):
-    """bool [B, H, W]: excluded cells -> -inf, windows unfolded, argmax (first maximum), scattered
-    back; windows with every cell excluded mark nothing. H, W must be multiples of the window."""
-    B, H, W = scores.shape
-    wh, ww = window
-    windows = scores.float().masked_fill(exclude, float("-inf")).view(B, H // wh, wh, W // ww, ww)
-    windows = windows.permute(0, 1, 3, 2, 4).reshape(B, H // wh, W // ww, wh * ww)
-    any_allowed = (~exclude).view(B, H // wh, wh, W // ww, ww).any(4).any(2)
-    hit = F.one_hot(windows.argmax(-1), wh * ww).bool() & any_allowed[..., None]
-    return hit.view(B, H // wh, W // ww, wh, ww).permute(0, 1, 3, 2, 4).reshape(B, H, W)
 
 
 def ranked_residual(candidates, order_scores):
@@ -55,3 +45,72 @@ def published_dedup_loop(x, residual, n_keep, step=8):
         A = torch.gather(A, 1, best.argsort(dim=1, descending=True, stable=True))
         R = torch.cat([A[:, r:], B], dim=1)
     return R
+
+
+def topk_equal_blocks_vectorised(scores, k, S):
+    """bool [B, R * S]: the k[b, r] best of every contiguous block of S scores, one batched
+    ``topk(kmax)`` (largest budget), then a rank mask. k [B, R] on the scores' device."""
+    B, R = k.shape
+    kmax = int(k.max()) if k.numel() else 0
+    best = scores.view(B, R, S).topk(kmax, dim=-1).indices
+    hit = torch.arange(kmax, device=scores.device) < k[..., None]
+    return torch.zeros(B, R, S, dtype=torch.bool, device=scores.device).scatter_(-1, best, hit).view(B, R * S)
+
+
+def window_argmax_vectorised(scores, exclude, window):
+    """bool [B, H, W]: the best non-excluded cell per window (H, W multiples of the window): excluded
+    cells -> -inf in a [B, H/wh, W/ww, wh*ww] view, max + argmax, one scatter back."""
+    B, H, W = scores.shape
+    wh, ww = window
+    cells = scores.float().masked_fill(exclude, float("-inf")).view(B, H // wh, wh, W // ww, ww).transpose(2, 3)
+    best, where = cells.reshape(B, H // wh, W // ww, wh * ww).max(-1)
+    hit = torch.zeros(B, H // wh, W // ww, wh * ww, dtype=torch.bool, device=scores.device)
+    hit.scatter_(-1, where[..., None], (best > float("-inf"))[..., None])
+    return hit.view(B, H // wh, W // ww, wh, ww).transpose(2, 3).reshape(B, H, W)
+
+
+def dedup_gram_once(x, residual, n_keep, step=8, dtype=torch.float32):
+    """VisPruner's rounds with the cosine Gram matrix of the ranked candidates computed once in
+    ``dtype`` (one bmm), then vectorised rounds: A's rows gathered by ``index_select`` from the
+    flattened Gram matrix, B as an additive -inf column mask, ``amax``, a stable argsort. Same
+    inputs and output as ``published_dedup_loop``."""
+    Bn, n = residual.shape
+    C = x.shape[-1]
+    unit = F.normalize(torch.gather(x, 1, residual[..., None].expand(-1, -1, C)).to(dtype), dim=-1)
+    gram = torch.bmm(unit, unit.transpose(1, 2)).view(Bn * n, n)
+    offsets = (torch.arange(Bn, device=x.device) * n)[:, None]
+    R = torch.arange(n, device=x.device).expand(Bn, n)
+    outside = torch.full((Bn, n), float("-inf"), dtype=dtype, device=x.device)
+    while (r := min(step, R.shape[1] - n_keep)) > 0:
+        A, B = R[:, ::2], R[:, 1::2]
+        if B.shape[1]:
+            rows = gram.index_select(0, (A + offsets).flatten()).view(Bn, -1, n)
+            best = rows.add_(outside.scatter(1, B, 0.0)[:, None, :]).amax(-1)
+            A = A.gather(1, best.argsort(dim=1, descending=True, stable=True))
+        R = torch.cat([A[:, r:], B], dim=1)
+    return residual.gather(1, R)
+
+
+def budget_water_filling_vectorised(weights, total, capacity):
+    """int64 [B, S]: allocate_budget's water-filling for every row at once in float64 (re-share
+    until no unfixed share reaches its capacity), floors, then the leftover units to the largest
+    fractional parts (stable sort: ties -> lower index)."""
+    w = weights.double()
+    cap = capacity.double()
+    fixed = torch.zeros_like(w, dtype=torch.bool)
+    while True:
+        free_w = w.masked_fill(fixed, 0.0)
+        rem = total.double() - cap.masked_fill(~fixed, 0.0).sum(1)
+        wsum = free_w.sum(1, keepdim=True)
+        n_free = (~fixed).sum(1, keepdim=True).clamp(min=1)
+        share = torch.where(wsum > 0, rem[:, None] * free_w / wsum.clamp(min=1e-300), rem[:, None] / n_free)
+        full = ~fixed & (share >= cap)
+        if not bool(full.any()):
+            break
+        fixed |= full
+    counts = torch.where(fixed, cap, share.floor())
+    fraction = torch.where(fixed, -1.0, share - counts)
+    left = (total.double() - counts.sum(1)).long()
+    order = fraction.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(w.shape[1], device=w.device).expand_as(order))
+    return counts.long() + (rank < left[:, None]).long()

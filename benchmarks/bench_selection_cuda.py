@@ -6,17 +6,27 @@ path) next to its baselines, synchronising after every call:
 - region_topk_mask: a torch.topk per segment (a Python loop over the regions, as the published
   code does), the best vectorised torch form when all regions are equal contiguous blocks (one
   batched topk of the largest k, then a rank mask), and the C++ CPU kernel.
-- window_argmax_mask: the vectorised torch form (masked fill, window view, argmax) and the CPU kernel.
+- window_argmax_mask: the vectorised torch form (masked fill, window view, max) and the CPU kernel.
 - cosine_dedup_mask: VisPruner's published loop on the GPU, batched over the images (per round:
-  gather A and B, normalise, one GEMM, amax, sort) and the CPU kernel.
-- allocate_budget: the CPU kernel.
+  gather A and B, normalise, one GEMM, amax, sort), the Gram matrix once + vectorised rounds (float32),
+  and the CPU kernel.
+- allocate_budget: vectorised torch water-filling on the GPU and the CPU kernel.
+(baselines.py holds the shared baselines.)
 The CPU kernel is timed as a caller with GPU tensors would use it: copy in, run, copy back.
 
 Run: ``pytest benchmarks/bench_selection_cuda.py --benchmark-only``.
 """
 import pytest
 import torch
-from baselines import published_dedup_loop, ranked_residual, topk_per_segment, window_unfold_argmax
+from baselines import (
+    budget_water_filling_vectorised,
+    dedup_gram_once,
+    published_dedup_loop,
+    ranked_residual,
+    topk_equal_blocks_vectorised,
+    topk_per_segment,
+    window_argmax_vectorised,
+)
 from timing import synced
 
 import vtprune_kernels  # noqa: F401
@@ -48,13 +58,6 @@ def region_case(B, R, S, device="cuda"):
     return scores.to(device), ids.to(device), k.to(device)
 
 
-def topk_equal_blocks(scores, k, S):
-    B, R = k.shape
-    order = scores.view(B, R, S).topk(S, dim=-1).indices  # full descending order per block
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(S, device=scores.device).expand_as(order))
-    return (rank < k[..., None]).view(B, R * S)
-
-
 @pytest.mark.parametrize("shape", list(REGION_SHAPES))
 @pytest.mark.parametrize("impl", ["cuda", "torch_topk_per_segment", "torch_topk_equal_blocks", "cpu"])
 def test_region_topk_mask(benchmark, shape, impl):
@@ -68,7 +71,7 @@ def test_region_topk_mask(benchmark, shape, impl):
             pytest.skip("per-segment Python loop: too many segments to time")
         fn = synced(topk_per_segment, scores, ids, k)
     elif impl == "torch_topk_equal_blocks":
-        fn = synced(topk_equal_blocks, scores, k, S)
+        fn = synced(topk_equal_blocks_vectorised, scores, k, S)
     else:
         fn = synced(via_cpu, ops.region_topk_mask, scores, ids, k, validate=False)
     benchmark(fn)
@@ -86,7 +89,7 @@ def test_window_argmax_mask(benchmark, grid, impl):
     if impl == "cuda":
         fn = synced(ops.window_argmax_mask, scores, exclude, (2, 2), backend="cuda")
     elif impl == "torch_vectorised":
-        fn = synced(window_unfold_argmax, scores, exclude, (2, 2))
+        fn = synced(window_argmax_vectorised, scores, exclude, (2, 2))
     else:
         fn = synced(via_cpu, ops.window_argmax_mask, scores, exclude, (2, 2))
     benchmark(fn)
@@ -113,7 +116,7 @@ def dedup_case(B, N, C, n_important, n_keep):
 
 
 @pytest.mark.parametrize("shape", list(DEDUP_SHAPES))
-@pytest.mark.parametrize("impl", ["cuda", "published_loop_gpu", "cpu"])
+@pytest.mark.parametrize("impl", ["cuda", "gram_once_gpu", "published_loop_gpu", "cpu"])
 def test_cosine_dedup_mask(benchmark, shape, impl):
     benchmark.group = f"cosine_dedup_mask {shape}"
     x, candidates, order_scores, n_keep = dedup_case(*DEDUP_SHAPES[shape])
@@ -124,6 +127,8 @@ def test_cosine_dedup_mask(benchmark, shape, impl):
         pytest.skip("CPU kernel on a batch of long images: too slow to time")
     elif impl == "published_loop_gpu":
         fn = synced(published_dedup_loop, x, ranked_residual(candidates, order_scores), int(n_keep[0]))
+    elif impl == "gram_once_gpu":
+        fn = synced(dedup_gram_once, x.float(), ranked_residual(candidates, order_scores), int(n_keep[0]))
     else:
         fn = synced(via_cpu, ops.cosine_dedup_mask, x, candidates, order_scores, n_keep, validate=False)
     benchmark.pedantic(fn, rounds=5, warmup_rounds=1)
@@ -131,7 +136,7 @@ def test_cosine_dedup_mask(benchmark, shape, impl):
 
 # ---------------------------------------------------------------- allocate_budget
 
-@pytest.mark.parametrize("impl", ["cuda", "cpu"])
+@pytest.mark.parametrize("impl", ["cuda", "torch_water_filling", "cpu"])
 def test_allocate_budget(benchmark, impl):
     benchmark.group = "allocate_budget 64x13"
     g = torch.Generator().manual_seed(3)
@@ -140,6 +145,8 @@ def test_allocate_budget(benchmark, impl):
     total = torch.full((64,), 1152, device="cuda")
     if impl == "cuda":
         fn = synced(ops.allocate_budget, weights, total, capacity, backend="cuda", validate=False)
+    elif impl == "torch_water_filling":
+        fn = synced(budget_water_filling_vectorised, weights, total, capacity)
     else:
         fn = synced(via_cpu, ops.allocate_budget, weights, total, capacity, validate=False)
     benchmark(fn)

@@ -9,29 +9,18 @@ and the ratio of the two minima is the least disturbed estimate.
 """
 from __future__ import annotations
 
-import time
 from typing import Callable, Tuple
 
 import torch
 
+from vtprune_kernels.demo.measure import paired_fastest
+
 
 def paired_best(first: Callable[[], object], second: Callable[[], object], pairs: int = 3) -> Tuple[float, float]:
     """(fastest first(), fastest second()) in seconds over ``pairs`` alternating runs after one
-    warm-up run of each (CUDA work is synchronised inside every timed run)."""
-    if pairs < 1:
-        raise ValueError(f"pairs must be >= 1, got {pairs}")
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    best = [float("inf"), float("inf")]
-    for fn in (first, second):
-        fn()
-    for _ in range(pairs):
-        for i, fn in enumerate((first, second)):
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best[0], best[1]
+    warm-up run of each (CUDA work is synchronised inside every timed run): the demo's
+    ``paired_fastest``, on the GPU when there is one."""
+    return paired_fastest(first, second, "cuda" if torch.cuda.is_available() else "cpu", repeats=pairs)
 
 
 def synced(fn: Callable[..., object], *args, **kwargs) -> Callable[[], object]:

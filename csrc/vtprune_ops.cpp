@@ -1,4 +1,4 @@
-// Schemas of the torch.ops.vtprune.* operators (DESIGN.md section 2) and the Python
+// Schemas of the torch.ops.vtprune.* operators (docs/design.md section 2) and the Python
 // module entry point of vtprune_kernels._C. Kernels register themselves per backend:
 // csrc/cpu/*.cpp (CPU), csrc/cuda/binding*.cpp (CUDA C++), and the Triton kernel of
 // attention_scores from Python (vtprune_kernels/_triton_backend.py).

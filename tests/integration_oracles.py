@@ -46,8 +46,16 @@ def received_attention(attentions: Sequence[torch.Tensor], layers: Sequence[int]
     return mean[:, 1:] if has_cls else mean
 
 
-def method_keep(method, *, grid, cls_attn=None, received=None, features=None, batch=None, valid=None, backend=BACKEND):
-    """The method's own ``select`` on hand-computed inputs: bool [B, N] (``valid``: the tokens it may keep)."""
+def method_keep(
+    method, *, grid, cls_attn=None, received=None, features=None, batch=None, valid=None, backend=BACKEND, replay=True
+):
+    """The method's own ``select`` on hand-computed inputs: bool [B, N] (``valid``: the tokens it may keep).
+    Random (``replay=True``) draws from a fresh ``Random(keep, seed)``: the first draw of ``method``,
+    which the pruned call then makes; ``replay=False`` draws from ``method`` itself (a caller that
+    selects several groups of one call shares one fresh generator)."""
+    if isinstance(method, Random):
+        method = Random(method.keep, seed=method.seed) if replay else method
+        return method.select(grid, batch, valid=valid, backend=backend)
     if isinstance(method, VisPruner):
         return method.select(cls_attn if cls_attn is not None else received, features, valid=valid, backend=backend)
     if isinstance(method, HIVTP):

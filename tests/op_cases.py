@@ -1,7 +1,7 @@
 """Input builders for the op tests and benchmarks (CPU or any device), all seeded.
 
 Every builder takes a ``seed`` and returns the op's positional inputs, valid unless said
-otherwise. Shapes follow DESIGN.md section 2:
+otherwise. Shapes follow docs/design.md section 2:
 
 - ``attention_inputs`` -> q [B, Hq, M, D], k [B, Hk, N, D]; ``layout`` makes them non-contiguous.
 - ``lse_from_logits`` / ``lse_from_flash`` -> lse float32 [B, Hq, M].
@@ -9,6 +9,7 @@ otherwise. Shapes follow DESIGN.md section 2:
 - ``window_inputs`` -> scores [B, H, W], exclude [B, H, W].
 - ``dedup_inputs`` -> x [B, N, C], candidates [B, N], order_scores [B, N], n_keep [B].
 - ``exact_unit_vectors`` -> [n, C] rows with entries in {-0.5, 0, 0.5} and unit norm (exact cosines).
+- ``flat_region_features`` -> [B, N, C] Gaussian rows, most of them copies of a few (flat image regions).
 - ``budget_inputs`` -> weights [B, S], total [B], capacity [B, S]; ``BUDGET_HAND_CASES``: worked examples.
 
 ``run_op`` calls an op through one of its entry points (``ENTRY_POINTS``).
@@ -138,6 +139,20 @@ def exact_unit_vectors(n: int, C: int, *, seed=0) -> torch.Tensor:
     return x
 
 
+def flat_region_features(B, N, C, *, seed=0, regions=4, unique_fraction=0.25):
+    """[B, N, C]: what flat image regions give a vision tower: most tokens are exact copies of one of
+    `regions` Gaussian vectors (identical patch tokens), the rest unique Gaussian vectors; one token
+    per image is a zero vector. Equal cosines everywhere, computed from vectors at different positions."""
+    g = generator(seed)
+    x = torch.randn(B, N, C, generator=g)
+    templates = torch.randn(B, regions, C, generator=g)
+    which = torch.randint(0, regions, (B, N), generator=g)
+    copy = torch.rand(B, N, generator=g) >= unique_fraction
+    x = torch.where(copy[..., None], templates.gather(1, which[..., None].expand(-1, -1, C)), x)
+    x[:, N // 2] = 0.0
+    return x
+
+
 def dedup_inputs(B, N, C, dtype=torch.float32, *, seed=0, candidate_fraction=0.8, exact=False, tie_levels=None):
     """x [B, N, C], candidates [B, N], order_scores [B, N], n_keep [B] in [0, N].
 
@@ -168,7 +183,7 @@ def budget_inputs(B, S, dtype=torch.float32, *, seed=0, zero_fraction=0.2, max_c
     return weights.to(dtype), total, capacity
 
 
-# allocate_budget worked by hand from DESIGN.md 2.5: (weights, total, capacity, expected counts), one row.
+# allocate_budget worked by hand from docs/design.md 2.5: (weights, total, capacity, expected counts), one row.
 BUDGET_HAND_CASES = [
     # equal thirds of 10: floor 3 each, the leftover unit to the lowest index
     ([1.0, 1.0, 1.0], 10, [10, 10, 10], [4, 3, 3]),

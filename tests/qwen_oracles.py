@@ -92,7 +92,10 @@ def method_layers(model, method) -> Tuple[int, ...]:
 
 
 def hand_keep(model, method, media: List[dict]) -> List[torch.Tensor]:
-    """Per media entry (images first, then videos), bool keep over its merged tokens."""
+    """Per media entry (images first, then videos), bool keep over its merged tokens. Random draws
+    from one fresh ``Random(keep, seed)`` for all groups, as the pruned call does."""
+    if isinstance(method, Random):
+        method = Random(method.keep, seed=method.seed)
     layers = method_layers(model, method)
     frames = []  # (entry, frame, grid, scores [N], features [N, 4C])
     for e, item in enumerate(media):
@@ -110,7 +113,7 @@ def hand_keep(model, method, media: List[dict]) -> List[torch.Tensor]:
         group = [fr for fr in frames if fr[2] == grid]
         received = None if layers == () else torch.stack([fr[3] for fr in group])
         features = torch.stack([fr[4] for fr in group])
-        mask = method_keep(method, grid=grid, received=received, features=features, batch=len(group))
+        mask = method_keep(method, grid=grid, received=received, features=features, batch=len(group), replay=False)
         N = grid[0] * grid[1]
         for (e, f, *_), row in zip(group, mask):
             keep[e][f * N : (f + 1) * N] = row

@@ -49,3 +49,61 @@ def test_property_sums_to_total_within_capacity(B, S, seed, zero_fraction, max_c
     assert torch.equal(out.sum(1), total)
     assert ((out >= 0) & (out <= capacity)).all()
     assert torch.equal(out, reference.allocate_budget(weights, total, capacity))
+
+
+# Exact ties of the fractional parts, worked in rationals: (weights, total, capacity, expected).
+EXACT_TIE_CASES = [
+    # 5 * [8, 5, 2] / 15 = 2 + 2/3, 1 + 2/3, 0 + 2/3: equal fractions, the lower indices win
+    ([8.0, 5.0, 2.0], 5, [100, 3, 3], [3, 2, 0]),
+    # 6 * [0.1, 0.2, 0.3] / 0.6 = 1, 2, 3 exactly (float64 rounding would leave 0.999... or 2.000...1)
+    ([0.1, 0.2, 0.3], 6, [10, 10, 10], [1, 2, 3]),
+    # 7 * [1, 1, 1, 1] / 4: fractions 3/4 each, 3 leftover units to the first three
+    ([3.0, 3.0, 3.0, 3.0], 7, [9, 9, 9, 9], [2, 2, 2, 1]),
+    # fixed region first (share 14 >= 2), then 8 re-shared 1:1:1: fractions 2/3 each
+    ([12.0, 1.0, 1.0, 1.0], 10, [2, 9, 9, 9], [2, 3, 3, 2]),
+    # 10 * [0.3, 0.3, 0.4] / 1.0: 3, 3, 4 up to float64 rounding (0.3 is not exactly 3/10): exact
+    # rationals put each share within 1e-16 of an integer, on its side: floors 2 or 3
+    ([0.3, 0.3, 0.4], 10, [10, 10, 10], [3, 3, 4]),
+]
+
+
+@pytest.mark.parametrize("via", ENTRY_POINTS + ("reference",))
+@pytest.mark.parametrize("weights,total,capacity,expected", EXACT_TIE_CASES)
+def test_exact_ties_of_fractional_parts(via, weights, total, capacity, expected):
+    args = (torch.tensor([weights], dtype=torch.float64), torch.tensor([total]), torch.tensor([capacity]))
+    assert run_op("allocate_budget", *args, via=via).tolist() == [expected]
+    for dtype in FLOAT_DTYPES:  # the same weights in other dtypes (where they are exact)
+        w = args[0].to(dtype)
+        if torch.equal(w.double(), args[0]):
+            assert run_op("allocate_budget", w, *args[1:], via=via).tolist() == [expected]
+
+
+@pytest.mark.parametrize("via", ENTRY_POINTS + ("reference",))
+def test_capacities_near_int64_max(via):
+    big = 2**62
+    weights = torch.tensor([[1e-30, 1e30, 1.0], [1.0, 1.0, 0.0], [1.0, 2.0, 0.5]], dtype=torch.float64)
+    capacity = torch.tensor([[big, big, 5], [big, big, big], [2**63 - 1, 2**63 - 1, 0]])
+    total = torch.tensor([big + 3, big, 2**63 - 1])
+    out = run_op("allocate_budget", weights, total, capacity, via=via)
+    assert out.tolist()[:2] == [[0, big, 3], [big // 2, big // 2, 0]]
+    assert out.sum(1).tolist() == total.tolist() and bool((out <= capacity).all())
+    assert torch.equal(out, reference.allocate_budget(weights, total, capacity))
+    with pytest.raises(ValueError, match=r"total\[0\]"):  # 9 units more than the capacities hold
+        run_op("allocate_budget", weights[:1, :2], torch.tensor([2**63 - 1]), torch.tensor([[big, big - 10]]), via=via)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    S=st.integers(1, 9),
+    levels=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+    total=st.integers(0, 60),
+)
+def test_property_integer_weights_tie_exactly(S, levels, seed, total):
+    # weights from a few integer levels: equal shares and equal fractional parts everywhere
+    g = torch.Generator().manual_seed(seed)
+    weights = torch.randint(0, levels + 1, (2, S), generator=g).double()
+    capacity = torch.randint(0, 15, (2, S), generator=g)
+    total_t = torch.minimum(torch.tensor([total, total // 2]), capacity.sum(1))
+    out = torch.ops.vtprune.allocate_budget(weights, total_t, capacity)
+    assert torch.equal(out, reference.allocate_budget(weights, total_t, capacity))

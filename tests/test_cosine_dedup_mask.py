@@ -1,12 +1,15 @@
-"""cosine_dedup_mask: the C++ CPU kernel (one Gram matrix per image) against the per-round reference."""
+"""cosine_dedup_mask: the C++ CPU kernel (a float32 Gram filter, exact cosines where it cannot decide)
+against the per-round reference, on random, exact-lattice and duplicate (flat-region) features."""
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vtprune_kernels  # noqa: F401
-from op_cases import ENTRY_POINTS, FLOAT_DTYPES, dedup_inputs, exact_unit_vectors, run_op
-from vtprune_kernels import reference
+from op_cases import ENTRY_POINTS, FLOAT_DTYPES, dedup_inputs, exact_unit_vectors, flat_region_features, run_op
+from vtprune_kernels import ops, reference
 
 
 def assert_matches_reference(x, candidates, order_scores, n_keep, step=8, via="torch.ops"):
@@ -107,3 +110,68 @@ def test_features_that_require_grad():
     x, candidates, order_scores, n_keep = dedup_inputs(2, 30, 8, seed=8)
     out = torch.ops.vtprune.cosine_dedup_mask(x.requires_grad_(), candidates, order_scores, n_keep, 4)
     assert torch.equal(out, reference.cosine_dedup_mask(x.detach(), candidates, order_scores, n_keep, 4))
+
+
+# ---------------------------------------------------------------- duplicate features (flat regions)
+
+
+@pytest.mark.parametrize("via", ENTRY_POINTS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("B,N,C,step,regions", [(2, 130, 32, 8, 4), (3, 61, 16, 3, 2), (1, 577, 64, 8, 6)])
+def test_duplicate_features_match_reference(via, dtype, B, N, C, step, regions):
+    # identical vectors at different positions: their cosines are equal, whatever GEMM blocking would
+    # round them to, so the maxima tie exactly and the stable order (position) decides
+    _, candidates, order_scores, n_keep = dedup_inputs(B, N, C, seed=N + regions)
+    x = flat_region_features(B, N, C, seed=N, regions=regions).to(dtype)
+    assert_matches_reference(x, candidates, order_scores.to(dtype), n_keep, step=step, via=via)
+
+
+def test_identical_vectors_rank_by_position():
+    # 8 identical vectors ranked 0..7: every m(a) is exactly 1. Round 1 (r = 5): A = [0, 2, 4, 6] keeps
+    # its order and all of it leaves, R = [1, 3, 5, 7]; round 2 (r = 1): A = [1, 5], 1 leaves.
+    x = torch.randn(1, 1, 24).expand(1, 8, 24).contiguous()
+    candidates = torch.ones(1, 8, dtype=torch.bool)
+    order_scores = torch.linspace(1, 0, 8)[None]
+    for via in ENTRY_POINTS + ("reference",):
+        out = run_op("cosine_dedup_mask", x, candidates, order_scores, torch.tensor([3]), 8, via=via)
+        assert out[0].nonzero().flatten().tolist() == [3, 5, 7], via
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0, 0.25])
+def test_duplicates_in_two_groups_tie_at_exactly_one(scale):
+    # two flat regions of different colours: within each, cosines of copies are exactly 1 (also for a
+    # power-of-two multiple), so the two groups' maxima tie and positions decide
+    g = torch.Generator().manual_seed(3)
+    u, v = torch.randn(2, 40, generator=g)
+    x = torch.stack([u if i % 3 else scale * v for i in range(30)])[None]
+    candidates = torch.ones(1, 30, dtype=torch.bool)
+    order_scores = torch.rand(1, 30, generator=g)
+    for keep in (1, 2, 5, 13):
+        assert_matches_reference(x, candidates, order_scores, torch.tensor([keep]), step=4)
+
+
+def test_cosine_formula_properties():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(12, 33, generator=g)
+    x[5] = x[2]  # a duplicate
+    x[7] = 8.0 * x[3]  # a power-of-two multiple
+    x[9] = 0.0  # a zero vector
+    cos = reference.cosine_gram(x)
+    assert torch.equal(cos, cos.T)
+    assert torch.equal(cos[5], cos[2]) and cos[2, 5] == 1.0 and cos[3, 7] == 1.0
+    assert (cos[9] == 0.0).all()
+    assert (cos.diagonal()[torch.arange(12) != 9] == 1.0).all()
+    # the definition, term by term: sequential float64 sums, one IEEE rounding per operation
+    for i, j in [(0, 1), (2, 6), (4, 11)]:
+        dot = nx = ny = 0.0
+        for a, b in zip(x[i].double().tolist(), x[j].double().tolist()):
+            dot, nx, ny = dot + a * b, nx + a * a, ny + b * b
+        assert cos[i, j].item() == dot / math.sqrt(max(nx, 1e-24) * max(ny, 1e-24))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "auto", "reference"])
+@pytest.mark.parametrize("step", [2.5, "8", None, True, 0, -3, 2**63])
+def test_step_must_be_a_positive_integer(backend, step):
+    args = dedup_inputs(1, 10, 4, seed=9)
+    with pytest.raises(ValueError, match=r"\bstep\b"):
+        ops.cosine_dedup_mask(*args, step, backend=backend)

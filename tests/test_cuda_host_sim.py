@@ -8,11 +8,11 @@ references (``vtprune_kernels.reference``), so a wrong decision in the GPU algor
 where no GPU exists. What the simulation cannot show (races, barriers, launch configuration, the
 CUDA sort itself) is tests/test_cuda_ops.py's job on a GPU.
 
-cosine_dedup_mask: the simulation receives what the binding (csrc/cuda/binding.cpp) gives the
-kernel, built here with the same torch ops: the float64 cosine Gram matrix padded to Np columns,
-NaN stored as +inf (the NaN marker), every row sorted descending. Equal values are put in a random
-order first, since the CUDA sort's order among ties is unspecified. Features are exact (every
-cosine a multiple of 1/support) so the reference's per-round GEMMs give the same cosines.
+cosine_dedup_mask: the Gram kernel (cosine_gram.cu) is replayed on its own and must give the
+reference's cosines (``reference.cosine_gram``) bit for bit; the rounds kernel receives what the
+binding (csrc/cuda/binding.cpp) gives it, built here from those cosines: the Gram matrix padded to
+Np columns, NaN stored as +inf (the NaN marker), every row sorted descending. Equal values are put
+in a random order first, since the CUDA sort's order among ties is unspecified.
 """
 import shutil
 import subprocess
@@ -39,9 +39,13 @@ def sim():
     build = subprocess.run(["make", "-s", "-C", str(ROOT / "csrc" / "tests"), "sim"], capture_output=True, text=True)
     assert build.returncode == 0, build.stdout + build.stderr
 
-    def run(text: str) -> torch.Tensor:
+    def run(text: str, *, values: bool = False) -> torch.Tensor:
+        """The mask rows printed (bool), or with values=True the printed integers (int64, one row per line)."""
         proc = subprocess.run([str(SIM)], input=text, capture_output=True, text=True)
         assert proc.returncode == 0, f"simulation failed (exit {proc.returncode}): {proc.stderr}"
+        if values:  # unsigned 64-bit patterns, as int64 bits
+            return torch.tensor([[int(v) - (1 << 64) * (int(v) >> 63) for v in line.split()]
+                                 for line in proc.stdout.splitlines()], dtype=torch.int64)
         rows = proc.stdout.split()
         return torch.tensor([[c == "1" for c in row] for row in rows], dtype=torch.bool)
 
@@ -110,10 +114,7 @@ def sorted_gram_as_binding(x, g, *, nan_marker=True, negative_nans_last=False):
     way a radix sort on IEEE bits ranks a negative NaN (the failure the marker prevents)."""
     B, N, _ = x.shape
     Np = (N + 3) // 4 * 4
-    xd = x.double()
-    unit = xd / torch.linalg.vector_norm(xd, dim=-1, keepdim=True).clamp_min(1e-12)
-    unit = F.pad(unit, (0, 0, 0, Np - N))
-    gram = unit @ unit.transpose(1, 2)
+    gram = torch.stack([reference.cosine_gram(F.pad(x[b].double(), (0, 0, 0, Np - N))) for b in range(B)])
     if nan_marker:
         gram = gram.nan_to_num(nan=float("inf"), posinf=float("inf"))
     if negative_nans_last:
@@ -124,6 +125,33 @@ def sorted_gram_as_binding(x, g, *, nan_marker=True, negative_nans_last=False):
     keys = shuffled.nan_to_num(nan=float("-inf")) if negative_nans_last else shuffled
     order = torch.sort(keys, dim=-1, descending=True, stable=True).indices
     return shuffled.gather(-1, order), perm[order], Np
+
+
+def gram_text(seed, x, Np):
+    B, N, C = x.shape
+    return f"gram {seed} {B} {N} {C} {Np}\n{float_bits(x)}\n"
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("B,N,C", [(2, 70, 33), (1, 129, 16), (3, 5, 1), (1, 64, 0)])
+def test_gram_simulation_matches_reference_cosines_bit_for_bit(sim, B, N, C, dtype):
+    # random features with duplicates (cosine exactly 1), a zero vector, scaled copies and a NaN row;
+    # N beyond one 64-row tile and Np > N (zero padding rows), C not a multiple of the kernel's 16
+    g = generator(N + C)
+    x = torch.randn(B, N, C, generator=g)
+    if N > 10 and C > 0:
+        x[:, 5:9] = x[:, 1:2]
+        x[:, 3] = 0.0
+        x[:, 10] = 4.0 * x[:, 2]
+        x[0, 4, 0] = float("nan")
+    x = x.to(dtype)
+    Np = (N + 3) // 4 * 4 + 4
+    values = sim(gram_text(N, x, Np), values=True)
+    expected = torch.stack([reference.cosine_gram(F.pad(x[b].double(), (0, 0, 0, Np - N))) for b in range(B)])
+    assert torch.equal(values.view(torch.float64).reshape(B, Np, Np).nan_to_num(7.0), expected.nan_to_num(7.0))
+    if N > 10 and C > 0:  # duplicates and power-of-two multiples: cosine exactly 1; a zero vector: 0
+        assert (expected[:, 1, 5:9] == 1.0).all() and (expected[:, 2, 10] == 1.0).all()
+        assert (expected[:, 3].nan_to_num(0.0) == 0.0).all()
 
 
 def dedup_text(seed, x, candidates, order_scores, n_keep, step, values, columns, Np):

@@ -5,10 +5,9 @@ reference (tests/test_<op>.py); here every CUDA result must equal the CPU result
 and adversarial inputs: ties, NaN, +-inf, +-0, empty regions, k = 0 / k = size, segments of 16..5000
 tokens, many regions, partial and all-excluded windows, odd sizes, every score dtype.
 
-cosine_dedup_mask: both backends rank cosines from a float64 Gram matrix, but cuBLAS and CPU BLAS
-may round it differently in the last bit, so two maxima closer than float64 rounding could rank
-differently. The exact-feature cases (every cosine a multiple of 2^-k, so every backend computes
-it exactly) are bit-for-bit guarantees; the Gaussian cases would only differ on such a near-tie.
+cosine_dedup_mask: both backends rank by the cosines of csrc/common/cosine.h (float64, one
+summation order), which the CUDA Gram kernel computes bit for bit like the CPU's exact cosines, so
+every case (Gaussian, exact-lattice, duplicate features) must match exactly.
 """
 import pytest
 import torch
@@ -19,6 +18,7 @@ from op_cases import (
     FLOAT_DTYPES,
     budget_inputs,
     dedup_inputs,
+    flat_region_features,
     generator,
     region_inputs,
     window_inputs,
@@ -216,6 +216,33 @@ def test_dedup_gaussian_features_match_cpu(B, N, C, step, dtype):
     assert_cuda_equals_cpu(torch.ops.vtprune.cosine_dedup_mask, *dedup_inputs(B, N, C, dtype, seed=N), step)
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("B,N,C,regions", [(3, 577, 64, 4), (2, 1025, 256, 8), (1, 3000, 1024, 3)])
+def test_dedup_duplicate_features_match_cpu_and_reference(B, N, C, regions, dtype):
+    # flat image regions: most tokens are exact copies of a few vectors; their cosines are equal on
+    # both devices and the maxima tie exactly (positions decide)
+    x = flat_region_features(B, N, C, seed=N, regions=regions).to(dtype)
+    _, candidates, order_scores, _ = dedup_inputs(B, N, 1, seed=N, candidate_fraction=0.9, tie_levels=5)
+    n_keep = torch.tensor([16, N // 3, N - 5][:B])
+    args = (x, candidates, order_scores.to(dtype), n_keep, 8)
+    out = assert_cuda_equals_cpu(torch.ops.vtprune.cosine_dedup_mask, *args)
+    if N <= 600:
+        assert torch.equal(out, reference.cosine_dedup_mask(*args))
+
+
+def test_dedup_gram_kernel_equals_reference_cosines():
+    # the Gram kernel alone (through the binding's path): identical vectors and power-of-two
+    # multiples give cosine exactly 1, and the rounds agree with the reference on them
+    x = flat_region_features(2, 200, 96, seed=14, regions=2)
+    x[:, 7] = 0.5 * x[:, 6]
+    candidates = torch.ones(2, 200, dtype=torch.bool)
+    order_scores = torch.rand(2, 200, generator=generator(14))
+    for keep in (1, 9, 150):
+        args = (x, candidates, order_scores, torch.tensor([keep, keep + 1]), 8)
+        out = assert_cuda_equals_cpu(torch.ops.vtprune.cosine_dedup_mask, *args)
+        assert torch.equal(out, reference.cosine_dedup_mask(*args))
+
+
 def test_dedup_zero_nan_and_duplicate_vectors():
     x = exact_features(1, 12, 8, seed=6, support=4).repeat(1, 3, 1)  # every vector 3 times
     x[0, 5] = 0.0  # cosine 0 with everything
@@ -289,12 +316,15 @@ def test_empty_shapes_launch_nothing():
     torch.cuda.synchronize()
 
 
-def test_window_sizes_near_int64_max():
-    # ceil(H / wh) must not overflow for a huge window: one window over the whole grid.
+@pytest.mark.parametrize("window", [(2**63 - 1, 2**63 - 1), (2**62, 2**62), (2**62, 3), (2, 2**63 - 1)])
+def test_window_sizes_near_int64_max(window):
+    # ceil(H / wh) and wh * W must not overflow for a huge window: a window beyond the grid is one
+    # partial window, on both devices.
     scores, exclude = window_inputs(2, 9, 13, seed=13)
-    big = 2**63 - 1
-    got = torch.ops.vtprune.window_argmax_mask(*cuda(scores, exclude), [big, big]).cpu()
-    assert torch.equal(got, torch.ops.vtprune.window_argmax_mask(scores, exclude, [9, 13]))
+    got = torch.ops.vtprune.window_argmax_mask(*cuda(scores, exclude), list(window)).cpu()
+    expected = torch.ops.vtprune.window_argmax_mask(scores, exclude, list(window))
+    assert torch.equal(got, expected)
+    assert torch.equal(expected, reference.window_argmax_mask(scores, exclude, (min(window[0], 9), min(window[1], 13))))
 
 
 def test_dedup_negative_n_keep_acts_as_zero_without_validation():
@@ -323,6 +353,21 @@ def test_allocate_budget_hand_cases():
         assert out.cpu().tolist() == [expected], (weights, total, capacity)
 
 
+@pytest.mark.parametrize("S", [3, 16, 17, 40])  # <= 16 regions: scratch in the thread, else in the workspace
+def test_allocate_budget_exact_ties_and_huge_capacities(S):
+    g = generator(S)
+    weights = torch.randint(0, 4, (300, S), generator=g).double()  # equal shares and fractions everywhere
+    capacity = torch.randint(0, 20, (300, S), generator=g)
+    capacity[:50] = torch.randint(2**61, 2**62, (50, S), generator=g)  # sums beyond int64
+    total = (torch.rand(300, generator=g, dtype=torch.float64) * capacity.double().sum(1).clamp(max=2.0**62)).long()
+    weights[0, :3], total[0], capacity[0, :3] = torch.tensor([8.0, 5.0, 2.0]), 5, torch.tensor([100, 3, 3])
+    capacity[0, 3:] = 0
+    for dtype in (torch.float64, torch.float32, torch.float16):
+        out = assert_cuda_equals_cpu(torch.ops.vtprune.allocate_budget, weights.to(dtype), total, capacity)
+        assert out[0, :3].tolist() == [3, 2, 0]
+        assert torch.equal(out[50:], reference.allocate_budget(weights[50:].to(dtype), total[50:], capacity[50:]))
+
+
 # ---------------------------------------------------------------- opcheck and host syncs
 
 def op_inputs():
@@ -341,6 +386,16 @@ def op_inputs():
 @pytest.mark.parametrize("name", ["region_topk_mask", "window_argmax_mask", "cosine_dedup_mask", "allocate_budget"])
 def test_opcheck_on_cuda(name):
     torch.library.opcheck(getattr(torch.ops.vtprune, name).default, tuple(op_inputs()[name]))
+
+
+@pytest.mark.parametrize("name", ["region_topk_mask", "window_argmax_mask", "cosine_dedup_mask", "allocate_budget"])
+def test_default_arguments_compile_fullgraph_on_cuda(name):
+    # validate=True (the default) checks values in Python on CUDA, except while torch.compile traces
+    torch._dynamo.reset()
+    args = op_inputs()[name]
+    fn = getattr(ops, name)
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(*args).cpu(), fn(*args).cpu())
 
 
 def test_ops_never_sync_with_the_host():

@@ -66,10 +66,11 @@ def test_method_select_reads_no_device_data(name):
 
 
 def test_ptp_validates_its_weights_only_where_it_is_free_or_asked():
+    # CPU tensors: the C++ kernels check the values themselves, so the wrapper reads nothing
     calls = _method_calls("cpu")
     with HostSyncDetector() as detector:
-        calls["ptp-default"]()  # CPU tensors: validated (no sync on the CPU)
-    assert any(s.op == "aten._local_scalar_dense.default" for s in detector.syncs)
+        calls["ptp-default"]()
+    assert not any(s.op == "aten._local_scalar_dense.default" for s in detector.syncs)
     with pytest.raises(ValueError, match="weights"):
         PTP().select(torch.full((3, 8), float("nan")), torch.rand(3, 4), torch.rand(3, 4))
 

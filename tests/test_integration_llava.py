@@ -1,4 +1,5 @@
-"""apply() on LLaVA-1.5 (CLIP tower with [CLS]) and LLaVA with a SigLIP tower (no [CLS]).
+"""apply() on LLaVA-1.5 (CLIP tower with [CLS]), LLaVA with a SigLIP tower (no [CLS]) and LLaVA
+with a DINOv2 tower (with [CLS]).
 
 Each pruned forward is compared with an independent hand-pruned pipeline (integration_oracles):
 eager attention maps of a copy of the tower, the method's own select, the language model on the
@@ -25,7 +26,7 @@ METHODS = {
     "random": lambda: Random(keep=6, seed=3),
     "uniform": lambda: Uniform(keep=4),
 }
-BUILDERS = {"clip": tm.llava_clip, "siglip": tm.llava_siglip}
+BUILDERS = {"clip": tm.llava_clip, "siglip": tm.llava_siglip, "dinov2": tm.llava_dinov2}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def _inputs(model, n_images=2, seed=1):
 
 def _hand_pruned(model, method, ids, mask, px):
     """(keep [B, N], per-image projected kept features) by the independent pipeline."""
-    has_cls = "CLIP" in type(model.model.vision_tower).__name__
+    has_cls = "Siglip" not in type(model.model.vision_tower).__name__
     n_layers = model.config.vision_config.num_hidden_layers
     feature_layer = model.config.vision_feature_layer % (n_layers + 1) - 1
     hidden, attentions = tower_maps(eager_copy(model), px)
@@ -53,7 +54,7 @@ def _hand_pruned(model, method, ids, mask, px):
     return keep, projected
 
 
-@pytest.mark.parametrize("tower", ["clip", "siglip"])
+@pytest.mark.parametrize("tower", list(BUILDERS))
 @pytest.mark.parametrize("method_name", list(METHODS))
 def test_pruned_forward_matches_hand_pipeline(models, tower, method_name):
     model = models[tower]
@@ -82,7 +83,8 @@ def test_vispruner_score_layer_on_a_tower_scored_after_its_feature_layer(tower, 
 def test_vispruner_score_layer_out_of_range_is_a_clear_error(models):
     model = models["siglip"]
     ids, mask, px = _inputs(model)
-    with apply(model, VisPruner(keep=3, score_layer=-9)), pytest.raises(ValueError, match="vision layer -9"):
+    match = r"VisPruner\(score_layer=-9\): layer -9 does not exist"
+    with apply(model, VisPruner(keep=3, score_layer=-9)), pytest.raises(ValueError, match=match):
         model(input_ids=ids, attention_mask=mask, pixel_values=px)
 
 
@@ -104,8 +106,9 @@ def test_generate_batch_with_different_kept_counts(models):
     expected = hand_greedy_logits(model, ids, mask, projected, tm.IMAGE_TOKEN, new_tokens)
     for got, want in zip(gen.logits, expected):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    # the returned prompt part holds each row's kept number of placeholders
-    assert (gen.sequences == tm.IMAGE_TOKEN).sum(1).tolist() == counts
+    # the sequences start with the caller's prompt; the model ran on one with the kept placeholders
+    assert torch.equal(gen.sequences[:, : ids.shape[1]], ids)
+    assert handle.last_prompt_length == ids.shape[1] - 25 + max(counts)
 
 
 def test_right_padding_and_labels(models):

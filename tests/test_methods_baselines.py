@@ -11,7 +11,7 @@ BACKENDS = backends("region_topk_mask")
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("grid", [(24, 24), (27, 27), 576, (1, 1), (3, 5)])
-@pytest.mark.parametrize("keep", [0, 1, 64, 191, 728, 2000])
+@pytest.mark.parametrize("keep", [1, 64, 191, 728, 2000])
 def test_random_keeps_exactly_min_keep_n(backend, grid, keep):
     n = grid if isinstance(grid, int) else grid[0] * grid[1]
     mask = Random(keep, seed=3).select(grid, 3, backend=backend)
@@ -23,10 +23,20 @@ def test_random_keeps_exactly_min_keep_n(backend, grid, keep):
 def test_random_is_seeded_and_independent_per_row(backend):
     method = Random(64, seed=11)
     first = method.select((24, 24), 4, backend=backend)
-    assert torch.equal(first, method.select((24, 24), 4, backend=backend))  # deterministic
-    assert torch.equal(first[:2], method.select((24, 24), 2, backend=backend))  # row b ignores later rows
+    assert torch.equal(first, Random(64, seed=11).select((24, 24), 4, backend=backend))  # a new object replays
+    assert torch.equal(first[:2], Random(64, seed=11).select((24, 24), 2, backend=backend))  # row b ignores later rows
     assert len({tuple(row.nonzero().flatten().tolist()) for row in first}) == 4  # rows differ
     assert not torch.equal(first, Random(64, seed=12).select((24, 24), 4, backend=backend))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_draws_new_masks_on_every_call_and_replays_from_the_seed(backend):
+    """The generator is seeded once: successive batches differ, and the sequence of calls is the
+    sequence of rows (two calls of 2 rows = one call of 4 rows); a new Random(seed) replays it."""
+    method = Random(64, seed=11)
+    calls = [method.select((24, 24), 2, backend=backend) for _ in range(2)]
+    assert not torch.equal(calls[0], calls[1])
+    assert torch.equal(torch.cat(calls), Random(64, seed=11).select((24, 24), 4, backend=backend))
 
 
 def test_random_is_the_seeded_permutation():
@@ -39,6 +49,12 @@ def test_random_is_the_seeded_permutation():
         assert torch.equal(mask[b], perms[b] >= 729 - 100)
 
 
+@pytest.mark.parametrize("cls", [Random, Uniform])
+def test_keep_zero_is_rejected_naming_the_rule(cls):
+    with pytest.raises(ValueError, match="keep must be >= 1.*leave the image out"):
+        cls(0)
+
+
 def test_random_is_uniform_over_tokens():
     """Over 400 seeds every one of 16 tokens is kept about keep/N = 1/4 of the time."""
     counts = sum(Random(4, seed=s).select((4, 4), 1, backend="reference")[0].long() for s in range(400))
@@ -47,7 +63,7 @@ def test_random_is_uniform_over_tokens():
 
 
 @pytest.mark.parametrize("grid", [(24, 24), (27, 27), (16, 16), (9, 14), (1, 10), 10, (1, 1)])
-@pytest.mark.parametrize("keep", [0, 1, 2, 7, 64, 144, 191, 576, 1000])
+@pytest.mark.parametrize("keep", [1, 2, 7, 64, 144, 191, 576, 1000])
 def test_uniform_keeps_exactly_min_keep_n_spread_over_rows(grid, keep):
     h, w = (1, grid) if isinstance(grid, int) else grid
     mask = Uniform(keep).select(grid, 2)
@@ -79,10 +95,11 @@ def test_uniform_144_of_24x24_is_every_other_cell():
 
 
 def test_needs_and_select_captured():
-    for method in (Random(5), Uniform(5)):
+    for make in (lambda: Random(5), lambda: Uniform(5)):
+        method = make()
         assert method.needs(True) == Needs(query_rows="none") == method.needs(False)
         by_size = method.select_captured(Captured(grid=(4, 6), batch_size=3), backend="reference")
-        assert by_size.shape == (3, 24) and torch.equal(by_size, method.select((4, 6), 3, backend="reference"))
+        assert by_size.shape == (3, 24) and torch.equal(by_size, make().select((4, 6), 3, backend="reference"))
         from_tensor = method.select_captured(Captured(grid=(4, 6), features=torch.zeros(2, 24, 1)), backend="reference")
         assert from_tensor.shape == (2, 24)
         with pytest.raises(ValueError, match="batch_size"):

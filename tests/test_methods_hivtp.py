@@ -160,7 +160,8 @@ def test_needs_and_select_captured():
         (dict(window=0), "window"),
         (dict(window=(2, 0)), "window"),
         (dict(layers=()), "layers"),
-        (dict(layers=(6, -1)), "layers"),
+        (dict(layers=(6, 1.5)), "layers"),
+        (dict(layers=(6, True)), "layers"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):
@@ -176,3 +177,24 @@ def test_bad_select_arguments():
         method.select(torch.rand(2, 576), (0, 576))
     with pytest.raises(ValueError, match="received"):
         method.select(torch.rand(576), (24, 24))
+
+
+@pytest.mark.parametrize("with_valid", [False, True])
+def test_stages_are_the_regional_and_the_window_tokens(with_valid):
+    """Stage 1 holds floor(25%) of every region, stage 2 at most one token per 2x2 window; disjoint,
+    and their union is select's mask (on a valid rectangle too)."""
+    g = torch.Generator().manual_seed(6)
+    received = torch.rand(2, 64, generator=g)
+    valid = None
+    if with_valid:
+        valid = torch.zeros(2, 8, 8, dtype=torch.bool)
+        valid[:, 1:7, 0:8] = True
+        valid = valid.reshape(2, 64)
+    method = HIVTP(layers=(0,))
+    regional, local = method.select_stages(received, (8, 8), valid=valid)
+    assert not bool((regional & local).any())
+    assert torch.equal(regional | local, method.select(received, (8, 8), valid=valid))
+    budgets = method.region_budgets((6, 8) if with_valid else (8, 8))
+    assert regional.sum(1).tolist() == [sum(budgets)] * 2
+    if not with_valid:  # (b, window row, y, window column, x)
+        assert int(local.reshape(2, 4, 2, 4, 2).sum((2, 4)).max()) <= 1

@@ -105,7 +105,7 @@ def test_needs_and_select_captured():
         (dict(prune_ratio=-0.1), "prune_ratio"),
         (dict(alpha=1.1), "alpha"),
         (dict(alpha=-1), "alpha"),
-        (dict(vision_layer=-1), "vision_layer"),
+        (dict(vision_layer=2.0), "vision_layer"),
         (dict(llm_layer=0.5), "llm_layer"),
     ],
 )

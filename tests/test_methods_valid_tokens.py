@@ -30,7 +30,7 @@ RECTS = [(0, 0, 6, 6), (1, 0, 4, 6), (0, 2, 6, 3), (5, 0, 1, 6), None, (0, 0, 6,
 
 
 @pytest.mark.parametrize("backend", backends("region_topk_mask", "cosine_dedup_mask"))
-@pytest.mark.parametrize("keep", [0, 1, 5, 12, 40])
+@pytest.mark.parametrize("keep", [1, 5, 12, 40])
 def test_vispruner_with_valid_equals_the_paper_on_the_valid_tokens(backend, keep):
     gen = torch.Generator().manual_seed(keep)
     B, N, C = 6, 37, 16

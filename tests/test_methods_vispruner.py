@@ -57,7 +57,7 @@ def test_matches_published_algorithm_on_ties_and_nan(backend, dtype, n_tokens, k
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("keep", [0, 1, 2, 3, 16, 17, 39, 40, 41, 100])
+@pytest.mark.parametrize("keep", [1, 2, 3, 16, 17, 39, 40, 41, 100])
 @pytest.mark.parametrize("ratio", [0.0, 0.3, 0.5, 1.0])
 def test_budget_is_exactly_min_keep_n(backend, keep, ratio):
     g = torch.Generator().manual_seed(keep)
@@ -106,6 +106,7 @@ def test_needs_and_select_captured():
     "kwargs, match",
     [
         (dict(keep=-1), "keep"),
+        (dict(keep=0), "keep must be >= 1"),
         (dict(keep=2.5), "keep"),
         (dict(keep=True), "keep"),
         (dict(keep=4, important_ratio=1.5), "important_ratio"),
@@ -129,3 +130,17 @@ def test_bad_select_arguments():
         method.select(scores.long(), features)
     with pytest.raises(ValueError, match="backend"):
         method.select(scores, features, backend="gpu")
+
+
+@pytest.mark.parametrize("with_valid", [False, True])
+def test_stages_are_disjoint_and_unite_to_the_selection(with_valid):
+    g = torch.Generator().manual_seed(4)
+    scores, features = torch.rand(3, 36, generator=g), torch.randn(3, 36, 8, generator=g)
+    valid = (torch.rand(3, 36, generator=g) < 0.7) if with_valid else None
+    method = VisPruner(12, important_ratio=0.5, step=3)
+    important, diverse = method.select_stages(scores, features, valid=valid)
+    assert not bool((important & diverse).any())
+    assert torch.equal(important | diverse, method.select(scores, features, valid=valid))
+    assert important.sum(1).tolist() == [6, 6, 6]
+    top = scores.masked_fill(~valid, -1) if with_valid else scores
+    assert torch.equal(important, torch.zeros_like(important).scatter(1, top.topk(6, dim=1).indices, True))

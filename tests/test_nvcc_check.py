@@ -14,6 +14,7 @@ EXPECTED = (
     | {f"region_topk_mask.cu:region_topk_select_kernel<{t}, {n}>" for t in DTYPES for n in (32, 256)}
     | {f"window_argmax_mask.cu:window_argmax_{kind}_kernel<{t}>" for t in DTYPES for kind in ("thread", "warp")}
     | {f"cosine_dedup_mask.cu:cosine_dedup_kernel<{t}>" for t in DTYPES}
+    | {f"cosine_gram.cu:cosine_{kind}_kernel<{t}>" for t in DTYPES for kind in ("norms", "gram")}
     | {f"allocate_budget.cu:allocate_budget_kernel<{t}>" for t in DTYPES + ("double",)}
 )
 

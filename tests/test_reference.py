@@ -1,5 +1,5 @@
 """The references themselves, against hand-worked examples and literal (pure Python, loop by
-loop) readings of the DESIGN.md definitions. The kernels are tested against the references
+loop) readings of the docs/design.md definitions. The kernels are tested against the references
 elsewhere; these tests make sure the oracle says what the contract says."""
 import math
 
@@ -38,7 +38,7 @@ def test_descending_order_is_the_tie_rule_sort(values):
 
 
 def literal_attention_scores(q, k, scale, query_reduce, head_reduce, causal, lse=None):
-    """DESIGN.md 2.1 loop by loop in Python floats: p per (b, h, i, j), heads reduced, then rows."""
+    """docs/design.md 2.1 loop by loop in Python floats: p per (b, h, i, j), heads reduced, then rows."""
     B, Hq, M, D = q.shape
     Hk, N = k.shape[1], k.shape[2]
     visible = causal_visible(M, N) if causal else torch.ones(M, N, dtype=torch.bool)
@@ -150,9 +150,9 @@ def test_window_argmax_mask_brute_force(seed):
 
 
 def literal_cosine_dedup(x, candidates, order_scores, n_keep, step):
-    """DESIGN.md 2.4 with Python lists and floats, for one row. Decision taken in reference.py:
-    the loop runs while r > 0 (DESIGN.md's extra "n_keep > 0" guard is dropped, so n_keep = 0
-    keeps nothing); a zero vector has cosine 0 (F.normalize divides by max(norm, 1e-12))."""
+    """docs/design.md 2.4 with Python lists and floats, for one row: the loop runs while r > 0 (no
+    separate "n_keep > 0" guard, so n_keep = 0 keeps nothing); a zero vector has cosine 0
+    (F.normalize divides by max(norm, 1e-12))."""
     N, C = x.shape
     rows = [[float(v) for v in x[j]] for j in range(N)]
     norms = [max(math.sqrt(sum(v * v for v in r)), 1e-12) for r in rows]
@@ -213,7 +213,7 @@ def test_allocate_budget_hand_worked(weights, total, capacity, expected):
 
 
 def exact_water_filling(weights, total, capacity):
-    """Real-number shares of DESIGN.md 2.5 (before rounding) and the fixed flags, in exact rationals."""
+    """Real-number shares of docs/design.md 2.5 (before rounding) and the fixed flags, in exact rationals."""
     from fractions import Fraction
 
     w = [Fraction(v) for v in weights]

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import vtprune_kernels  # noqa: F401
 from op_cases import ENTRY_POINTS, FLOAT_DTYPES, run_op, window_inputs
-from vtprune_kernels import reference
+from vtprune_kernels import ops, reference
 
 
 @pytest.mark.parametrize("via", ENTRY_POINTS)
@@ -79,3 +79,37 @@ def test_property_one_best_allowed_cell_per_window(H, W, wh, ww, seed, tie_level
                 # the chosen cell is the maximum; an earlier allowed cell is strictly smaller
                 assert flat[best] == flat[allowed].max()
                 assert (flat[:best][allowed[:best]] < flat[best]).all()
+
+
+BACKENDS = ("cpu", "auto", "reference")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("window", [(2**62, 2**62), (2**63 - 1, 2**63 - 1), (2**63 - 1, 3), (4, 2**62), 10**6])
+def test_window_larger_than_the_grid_is_one_partial_window(backend, window):
+    # (2**62, 2**62) used to overflow wh * W to 0 and divide by it; (2**63 - 1, ...) to mark nothing
+    scores, exclude = window_inputs(2, 9, 13, seed=21, exclude_fraction=0.3)
+    wh, ww = (window, window) if isinstance(window, int) else window
+    expected = reference.window_argmax_mask(scores, exclude, (min(wh, 9), min(ww, 13)))
+    assert torch.equal(ops.window_argmax_mask(scores, exclude, window, backend=backend), expected)
+    if wh >= 9 and ww >= 13:  # one window: one cell per image
+        assert expected.sum((1, 2)).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "window",
+    [(2.5, 2), 2.5, None, True, (2, False), (2,), (1, 2, 3), "2", (2, "2"), (0, 2), (2, -1), 2**63, (2, 2**64)],
+    ids=repr,
+)
+def test_window_must_be_positive_integers(backend, window):
+    scores, exclude = window_inputs(1, 6, 6, seed=22)
+    with pytest.raises(ValueError, match=r"\bwindow\b"):
+        ops.window_argmax_mask(scores, exclude, window, backend=backend)
+
+
+def test_window_accepts_integer_like_sizes():
+    scores, exclude = window_inputs(1, 6, 7, seed=23)
+    expected = reference.window_argmax_mask(scores, exclude, (2, 3))
+    for window in [(2, 3), [2, 3], torch.Size([2, 3]), (torch.tensor(2), 3)]:
+        assert torch.equal(ops.window_argmax_mask(scores, exclude, window), expected)

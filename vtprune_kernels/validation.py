@@ -7,12 +7,15 @@ Every error names the argument and what was expected.
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 QUERY_REDUCES = ("sum", "mean", "max")
 HEAD_REDUCES = ("mean", "max", "none")
 MAX_HEAD_DIM = 256
+INT64_MAX = 2**63 - 1
 
 
 def _fail(message: str):
@@ -101,13 +104,37 @@ def check_region_topk_mask_values(scores, region_ids, k):
         _fail(f"k[{b}, {r}] = {int(k[b, r])} is larger than region {r} of row {b} ({int(sizes[b, r])} tokens)")
 
 
+def integer(name, value, minimum):
+    """``value`` as a Python int in [minimum, 2**63 - 1] (an int64 of the op schema). Anything that
+    is not an integer (float, bool, None, str) is rejected: nothing is silently truncated."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        _fail(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    v = operator.index(value)
+    if not minimum <= v <= INT64_MAX:
+        _fail(f"{name} must be an integer in [{minimum}, 2**63 - 1], got {v}")
+    return v
+
+
+def window_size(window):
+    """(wh, ww) from ``window``: one positive int (square windows) or a pair of them."""
+    if isinstance(window, (list, tuple)):
+        if len(window) != 2:
+            _fail(f"window must be an int or a pair of ints (wh, ww), got {tuple(window)}")
+        return integer("window", window[0], 1), integer("window", window[1], 1)
+    if isinstance(window, bool) or not hasattr(type(window), "__index__"):
+        _fail(f"window must be an int or a pair of ints (wh, ww), got {window!r} ({type(window).__name__})")
+    size = integer("window", window, 1)
+    return size, size
+
+
 def check_window_argmax_mask_args(scores, exclude, window):
     check_tensor("scores", scores, 3, FLOAT_DTYPES)
     check_tensor("exclude", exclude, 3, (torch.bool,))
     _same_device("scores", scores, exclude=exclude)
     _shape("exclude", exclude, scores.shape)
-    if len(window) != 2 or any(int(w) < 1 for w in window):
-        _fail(f"window must be two positive sizes (wh, ww), got {tuple(window)}")
+    if not isinstance(window, (list, tuple)) or len(window) != 2:
+        _fail(f"window must be two positive sizes (wh, ww), got {window!r}")
+    window_size(window)
 
 
 def check_cosine_dedup_mask_args(x, candidates, order_scores, n_keep, step):
@@ -120,8 +147,7 @@ def check_cosine_dedup_mask_args(x, candidates, order_scores, n_keep, step):
     _shape("candidates", candidates, (B, N))
     _shape("order_scores", order_scores, (B, N))
     _shape("n_keep", n_keep, (B,))
-    if int(step) < 1:
-        _fail(f"step must be >= 1, got {step}")
+    integer("step", step, 1)
 
 
 def check_cosine_dedup_mask_values(x, candidates, order_scores, n_keep, step):
@@ -148,7 +174,18 @@ def check_allocate_budget_values(weights, total, capacity):
         _fail("capacity must be non-negative")
     if bool((total < 0).any()):
         _fail("total must be non-negative")
-    over = total > capacity.sum(1)
+    over = total > saturated_row_sum(capacity)
     if bool(over.any()):
         b = int(over.nonzero()[0])
-        _fail(f"total[{b}] = {int(total[b])} exceeds the summed capacity {int(capacity[b].sum())}")
+        _fail(f"total[{b}] = {int(total[b])} exceeds the summed capacity {sum(capacity[b].tolist())}")
+
+
+def saturated_row_sum(values):
+    """int64 [B]: the row sums of non-negative int64 values [B, S], clamped to 2**63 - 1 instead of
+    overflowing (capacities near 2**62 are valid; their int64 sum is not). Exact below the clamp:
+    the values are summed as 32-bit halves, whose sums cannot overflow for S < 2**31."""
+    low = (values & 0xFFFFFFFF).sum(1)  # < 2**63
+    high = (values >> 32).sum(1) + (low >> 32)  # < 2**62
+    fits = high < 2**31  # then high * 2**32 + low < 2**63
+    exact = (high.clamp(max=2**31 - 1) << 32) + (low & 0xFFFFFFFF)
+    return torch.where(fits, exact, torch.full_like(exact, INT64_MAX))

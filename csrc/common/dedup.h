@@ -1,4 +1,4 @@
-// Round bookkeeping of cosine_dedup_mask (DESIGN.md 2.4), used by the CUDA kernel and the host
+// Round bookkeeping of cosine_dedup_mask (docs/design.md 2.4), used by the CUDA kernel and the host
 // tests (the CPU kernel, csrc/cpu/cosine_dedup_mask.cpp, runs the same rounds with vectors): how
 // many tokens a round drops, where the survivors go, the NaN-propagating max that defines
 // m(a) = max over b in B of cos(x_a, x_b), and m(a) read from a sorted Gram row.

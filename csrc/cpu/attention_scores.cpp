@@ -1,4 +1,4 @@
-// attention_scores on the CPU (DESIGN.md 2.1), without materialising [M, N] per head.
+// attention_scores on the CPU (docs/design.md 2.1), without materialising [M, N] per head.
 //
 // The work is split into units (b, head group, chunk of query rows). A unit walks its rows in
 // blocks of `block_rows`: per head one GEMM gives the block's logits [rows, cols] (a buffer sized

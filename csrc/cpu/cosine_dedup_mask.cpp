@@ -1,24 +1,35 @@
-// cosine_dedup_mask on the CPU (DESIGN.md 2.4): VisPruner's diverse-token rounds on a cosine Gram
-// matrix computed once per image.
+// cosine_dedup_mask on the CPU (docs/design.md 2.4): VisPruner's diverse-token rounds, ranked by the
+// exact cosines of common/cosine.h (one fixed float64 summation order, so identical vectors tie
+// exactly), and decided mostly from a float32 Gram matrix computed once per image.
 //
-// Per image: rank the candidates by order_scores (tie comparator), normalise their features like
-// F.normalize and take the Gram matrix G [n, n] with one GEMM (images one after another, the GEMM
-// itself multi-threaded); then, images in parallel, run the rounds on G: A = R[0::2], B = R[1::2],
-// m(a) = max_b G[a, b] (NaN if any is NaN, -inf if B is empty), A ordered by m descending (stable,
-// NaN last), the first min(r, |A|) dropped, R = rest of A + B. The Gram matrix is float64 like the
-// reference's cosines, so the ranking of every round, and hence the mask, matches it exactly
-// (float32 cosines reorder near-equal maxima on random data).
+// Per image: rank the candidates by order_scores (tie comparator), then dedup_cosines.h: float32
+// rows, squared norms, the filter Gram matrix G (one symmetric sgemm) whose entries are within eps
+// of the exact cosines. Each round ranks A by m~(a) = max over B of G[a, b]; where two neighbours in
+// that ranking are within 2 eps ("runs"; most of A on Gaussian features, every duplicate), the
+// maxima are recomputed from the b whose G can still hold the maximum, first with fast float64
+// cosines (bound ~1e-13), and where those are still within twice their bound, with the exact ones.
+// Values further apart than twice a level's bound are ordered right by that level, so the result is
+// the ranking by exact cosines of every round: the reference's and the CUDA kernel's.
+// When torch lets float32 matmuls run in reduced precision (torch.set_float32_matmul_precision below
+// "highest": bf16 / tf32), G is computed in float64 instead, with its own bound.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <numeric>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "common/dedup.h"
 #include "common/ranking.h"
+#include "common/sort_keys.h"
+#include "cpu/dedup_cosines.h"
 #include "op_checks.h"
 
 namespace vtprune::cpu {
@@ -37,48 +48,140 @@ std::vector<int64_t> ranked_candidates(const bool* candidates, const scalar_t* o
   return ranked;
 }
 
-// Cosine Gram matrix [n, n] (float64) of the rows `ranked` of x_b [N, C], F.normalize semantics.
-at::Tensor cosine_gram(const at::Tensor& x_b, const std::vector<int64_t>& ranked) {
-  const at::Tensor index = at::tensor(at::IntArrayRef(ranked), at::TensorOptions().dtype(at::kLong));
-  const at::Tensor rows = x_b.index_select(0, index).to(at::kDouble);
-  const at::Tensor unit = rows / at::linalg_vector_norm(rows, 2, {1}, /*keepdim=*/true).clamp_min(1e-12);
-  return at::mm(unit, unit.t()).contiguous();
+// Whether torch runs float32 matmuls in IEEE float32 (not bf16 / tf32).
+bool float32_matmul_is_ieee() {
+  const auto& context = at::globalContext();
+  if (context.float32MatmulPrecision() != at::Float32MatmulPrecision::HIGHEST) return false;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+  const auto precision = context.float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL);
+  if (precision == at::Float32Precision::BF16 || precision == at::Float32Precision::TF32) return false;
+#endif
+  return true;
+}
+
+// Runs [start, end) of `order` (ranked by m, NaN last) whose neighbours are within `gap`.
+void runs_within(const std::vector<int32_t>& order, int64_t first, int64_t last, const std::vector<double>& m,
+                 const std::vector<uint8_t>& is_nan, double gap, std::vector<std::pair<int64_t, int64_t>>& runs) {
+  for (int64_t start = first; start < last;) {
+    int64_t end = start + 1;
+    while (end < last && !is_nan[order[start]] && !is_nan[order[end]] && m[order[end - 1]] - m[order[end]] <= gap) {
+      ++end;
+    }
+    if (end - start > 1) runs.emplace_back(start, end);
+    start = end;
+  }
 }
 
 // The rounds on positions 0..n-1 of the ranked candidates; returns the surviving positions.
-std::vector<int64_t> dedup_rounds(const double* gram, int64_t n, int64_t n_keep, int64_t step) {
-  std::vector<int64_t> R(n), A, B, order;
+template <typename G>
+std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFeatures& f, int64_t n_keep,
+                                  int64_t step) {
+  const int64_t n = f.n;
+  const double eps_fast = fast_error_bound(f.C);
+  const G outside = -std::numeric_limits<G>::infinity();
+  std::vector<int32_t> R(n), A, B, order, next, candidates, cand_begin, cand_end, pair_a, pair_b, pair_owner;
   std::iota(R.begin(), R.end(), 0);
-  std::vector<double> best;
-  while (true) {
-    const int64_t r = std::min<int64_t>(step, static_cast<int64_t>(R.size()) - n_keep);
-    if (r <= 0) break;
+  std::vector<G> mask(n, outside);
+  const ChunkedRows<G> rows(gram, n);
+  std::vector<double> m_filter, m_fast, m_exact;
+  std::vector<uint8_t> is_nan;
+  std::vector<uint64_t> sort_keys;
+  std::vector<std::pair<int64_t, int64_t>> runs, fine_runs;
+  PairCosines cosine(f);
+  auto ranks_by = [&is_nan](const std::vector<double>& m) {
+    return [&m, &is_nan](int32_t i, int32_t j) {
+      const double nan = std::numeric_limits<double>::quiet_NaN();
+      return ranks_before(is_nan[i] ? nan : m[i], i, is_nan[j] ? nan : m[j], j);
+    };
+  };
+  DedupRound round;
+  while (dedup_next_round(static_cast<int64_t>(R.size()), n_keep, step, &round)) {
     A.clear();
     B.clear();
     for (size_t i = 0; i < R.size(); ++i) (i % 2 == 0 ? A : B).push_back(R[i]);
-    best.assign(A.size(), -std::numeric_limits<double>::infinity());
-    for (size_t ia = 0; ia < A.size(); ++ia) {
-      const double* row = gram + A[ia] * n;
-      double m = -std::numeric_limits<double>::infinity();
-      bool nan = false;
-      for (const int64_t b : B) {
-        const double v = row[b];
-        nan |= v != v;
-        m = v > m ? v : m;
-      }
-      best[ia] = nan ? std::numeric_limits<double>::quiet_NaN() : m;
+    bool nan_in_b = false;
+    for (const int32_t b : B) {
+      mask[b] = G(0);
+      nan_in_b |= !f.finite[b];
     }
-    order.resize(A.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(),
-              [&](int64_t i, int64_t j) { return ranks_before(best[i], i, best[j], j); });
-    const size_t drop = std::min<size_t>(r, A.size());
-    R.clear();
-    for (size_t t = drop; t < A.size(); ++t) R.push_back(A[order[t]]);
-    R.insert(R.end(), B.begin(), B.end());
+    const int64_t n_a = static_cast<int64_t>(A.size());
+    m_filter.assign(n_a, -std::numeric_limits<double>::infinity());  // B empty: m = -inf
+    is_nan.assign(n_a, 0);
+    for (int64_t i = 0; i < n_a && !B.empty(); ++i) {
+      is_nan[i] = nan_in_b || !f.finite[A[i]];
+      if (!is_nan[i]) m_filter[i] = static_cast<double>(rows.masked_max(A[i], mask.data()));
+    }
+    order.resize(n_a);
+    if constexpr (std::is_same_v<G, float>) {  // float maxima: sort unique 64-bit rank keys
+      sort_keys.resize(n_a);
+      for (int64_t i = 0; i < n_a; ++i) {
+        const float m = is_nan[i] ? std::numeric_limits<float>::quiet_NaN() : static_cast<float>(m_filter[i]);
+        sort_keys[i] = rank_key(m, static_cast<uint32_t>(i));
+      }
+      std::sort(sort_keys.begin(), sort_keys.end());
+      for (int64_t t = 0; t < n_a; ++t) order[t] = static_cast<int32_t>(rank_key_index(sort_keys[t]));
+    } else {
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), ranks_by(m_filter));
+    }
+
+    // Runs of the filter ranking: their maxima from the fast cosines of the b whose G[a, b] >=
+    // m~(a) - 2 eps (the only ones that can hold the maximum).
+    runs.clear();
+    runs_within(order, 0, n_a, m_filter, is_nan, 2.0 * eps_filter, runs);
+    m_fast = m_filter;
+    candidates.clear();
+    cand_begin.resize(n_a);
+    cand_end.resize(n_a);
+    m_exact.resize(n_a);
+    for (const auto& run : runs) {
+      for (int64_t t = run.first; t < run.second; ++t) {
+        const int32_t i = order[t];
+        const size_t before = candidates.size();
+        rows.masked_at_least(A[i], mask.data(), m_filter[i] - 2.0 * eps_filter, candidates);
+        double m = -std::numeric_limits<double>::infinity();
+        for (size_t c = before; c < candidates.size(); ++c) m = std::max(m, cosine.fast(A[i], candidates[c]));
+        m_fast[i] = m;
+        cand_begin[i] = static_cast<int32_t>(before);
+        cand_end[i] = static_cast<int32_t>(candidates.size());
+      }
+      std::sort(order.begin() + run.first, order.begin() + run.second, ranks_by(m_fast));
+      // Within the run, neighbours still within twice the fast bound: exact cosines decide.
+      fine_runs.clear();
+      runs_within(order, run.first, run.second, m_fast, is_nan, 2.0 * eps_fast, fine_runs);
+      for (const auto& fine : fine_runs) {
+        pair_a.clear();
+        pair_b.clear();
+        pair_owner.clear();
+        for (int64_t t = fine.first; t < fine.second; ++t) {
+          const int32_t i = order[t];
+          m_exact[i] = -std::numeric_limits<double>::infinity();
+          for (int32_t c = cand_begin[i]; c < cand_end[i]; ++c) {
+            if (cosine.fast(A[i], candidates[c]) >= m_fast[i] - 2.0 * eps_fast) {
+              pair_a.push_back(A[i]);
+              pair_b.push_back(candidates[c]);
+              pair_owner.push_back(i);
+            }
+          }
+        }
+        cosine.prepare_exact(pair_a, pair_b);
+        for (size_t p = 0; p < pair_a.size(); ++p) {
+          m_exact[pair_owner[p]] = std::max(m_exact[pair_owner[p]], cosine.exact(pair_a[p], pair_b[p]));
+        }
+        std::sort(order.begin() + fine.first, order.begin() + fine.second, ranks_by(m_exact));
+      }
+    }
+    for (const int32_t b : B) mask[b] = outside;
+    next.clear();
+    for (int64_t t = round.drop; t < n_a; ++t) next.push_back(A[order[t]]);
+    next.insert(next.end(), B.begin(), B.end());
+    std::swap(R, next);
   }
   return R;
 }
+
+// Images per chunk: the filter Gram matrices of a chunk take at most ~64 MiB (or one image).
+constexpr int64_t kChunkGramBytes = int64_t{64} << 20;
 
 at::Tensor cosine_dedup_mask_cpu(const at::Tensor& x_in, const at::Tensor& candidates_in,
                                  const at::Tensor& order_scores_in, const at::Tensor& n_keep_in, int64_t step) {
@@ -87,7 +190,8 @@ at::Tensor cosine_dedup_mask_cpu(const at::Tensor& x_in, const at::Tensor& candi
   const at::Tensor candidates = candidates_in.contiguous();
   const at::Tensor order_scores = order_scores_in.contiguous();
   const at::Tensor n_keep = n_keep_in.contiguous();
-  const int64_t* keep = n_keep.data_ptr<int64_t>();
+  const at::Tensor x = x_in.scalar_type() == at::kFloat ? x_in.detach().contiguous() : x_in.detach();
+  const int64_t* keep = n_keep.const_data_ptr<int64_t>();
   for (int64_t b = 0; b < B; ++b) {
     TORCH_CHECK_VALUE(keep[b] >= 0, "n_keep must be non-negative, got n_keep[", b, "] = ", keep[b]);
   }
@@ -95,29 +199,66 @@ at::Tensor cosine_dedup_mask_cpu(const at::Tensor& x_in, const at::Tensor& candi
   std::vector<std::vector<int64_t>> ranked(B);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, order_scores.scalar_type(), "cosine_dedup_rank", [&] {
     for (int64_t b = 0; b < B; ++b) {
-      ranked[b] = ranked_candidates(candidates.data_ptr<bool>() + b * N, order_scores.data_ptr<scalar_t>() + b * N, N);
+      ranked[b] = ranked_candidates(candidates.const_data_ptr<bool>() + b * N,
+                                    order_scores.const_data_ptr<scalar_t>() + b * N, N);
     }
   });
-  std::vector<at::Tensor> gram(B);
-  for (int64_t b = 0; b < B; ++b) {
-    const bool has_rounds = std::min<int64_t>(step, static_cast<int64_t>(ranked[b].size()) - keep[b]) > 0;
-    if (has_rounds) gram[b] = cosine_gram(x_in.detach()[b], ranked[b]);
-  }
 
   at::Tensor mask = at::zeros({B, N}, candidates.options());
-  bool* out = mask.data_ptr<bool>();
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t n = static_cast<int64_t>(ranked[b].size());
-      if (!gram[b].defined()) {  // no round runs: every candidate is kept
-        for (const int64_t j : ranked[b]) out[b * N + j] = true;
-        continue;
-      }
-      for (const int64_t pos : dedup_rounds(gram[b].data_ptr<double>(), n, keep[b], step)) {
-        out[b * N + ranked[b][pos]] = true;
+  bool* out = mask.mutable_data_ptr<bool>();
+  const bool ieee = float32_matmul_is_ieee();
+  const double eps = filter_error_bound(x.size(2), ieee ? std::ldexp(1.0, -24) : std::ldexp(1.0, -53));
+  std::vector<int64_t> with_rounds;  // images where at least one round runs
+  for (int64_t b = 0; b < B; ++b) {
+    if (std::min<int64_t>(step, static_cast<int64_t>(ranked[b].size()) - keep[b]) > 0) {
+      with_rounds.push_back(b);
+    } else {  // no round runs: every candidate is kept
+      for (const int64_t j : ranked[b]) out[b * N + j] = true;
+    }
+  }
+  // Chunks of images: the Gram matrices one after another (sgemm uses every thread), then the
+  // rounds of the chunk's images in parallel.
+  const at::ScalarType gram_type = ieee ? at::kFloat : at::kDouble;
+  at::Tensor unit = at::empty({0}, at::TensorOptions().dtype(gram_type));  // reused by every image
+  for (size_t first = 0; first < with_rounds.size();) {
+    auto gram_entries = [&](size_t c) {
+      const int64_t n = static_cast<int64_t>(ranked[with_rounds[c]].size());
+      return n * n;
+    };
+    size_t last = first + 1;  // images [first, last) form the chunk
+    int64_t entries = gram_entries(first);
+    while (last < with_rounds.size() &&
+           (entries + gram_entries(last)) * static_cast<int64_t>(at::elementSize(gram_type)) <= kChunkGramBytes) {
+      entries += gram_entries(last++);
+    }
+    at::Tensor chunk_grams = at::empty({entries}, at::TensorOptions().dtype(gram_type));
+    std::vector<CandidateFeatures> features;
+    std::vector<at::Tensor> grams;
+    int64_t offset = 0;
+    for (size_t c = first; c < last; ++c) {
+      const int64_t b = with_rounds[c];
+      features.push_back(candidate_features(x[b], ranked[b]));
+      const int64_t n = features.back().n;
+      grams.push_back(chunk_grams.narrow(0, offset, n * n).view({n, n}));
+      offset += n * n;
+      if (ieee) {
+        filter_gram<float>(features.back(), unit, grams.back());
+      } else {
+        filter_gram<double>(features.back(), unit, grams.back());
       }
     }
-  });
+    // the rounds of the chunk's images in parallel (the GEMMs above use every thread themselves)
+    at::parallel_for(0, static_cast<int64_t>(last - first), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        const int64_t b = with_rounds[first + c];
+        const std::vector<int32_t> kept =
+            ieee ? dedup_rounds(grams[c].const_data_ptr<float>(), eps, features[c], keep[b], step)
+                 : dedup_rounds(grams[c].const_data_ptr<double>(), eps, features[c], keep[b], step);
+        for (const int32_t pos : kept) out[b * N + ranked[b][pos]] = true;
+      }
+    });
+    first = last;
+  }
   return mask;
 }
 

@@ -1,4 +1,4 @@
-// window_argmax_mask on the CPU (DESIGN.md 2.3): one scan per non-overlapping (wh, ww) window in
+// window_argmax_mask on the CPU (docs/design.md 2.3): one scan per non-overlapping (wh, ww) window in
 // raster order, keeping the best non-excluded cell under the tie comparator (the raster index
 // breaks ties, so the first of equal cells wins).
 #include <ATen/ATen.h>
@@ -37,10 +37,13 @@ void mark_window_best(const scalar_t* scores, const bool* exclude, int64_t H, in
 at::Tensor window_argmax_mask_cpu(const at::Tensor& scores_in, const at::Tensor& exclude_in, at::IntArrayRef window) {
   check_window_argmax_mask_args(scores_in, exclude_in, window);
   const int64_t B = scores_in.size(0), H = scores_in.size(1), W = scores_in.size(2);
-  const int64_t wh = window[0], ww = window[1];
+  at::Tensor mask = at::zeros({B, H, W}, scores_in.options().dtype(at::kBool));
+  if (B == 0 || H == 0 || W == 0) return mask;
+  // A window larger than the grid is one partial window: clamping its size to the grid changes
+  // no window and keeps every product below (e.g. wh * W) from overflowing.
+  const int64_t wh = std::min(window[0], H), ww = std::min(window[1], W);
   const at::Tensor scores = scores_in.contiguous();
   const at::Tensor exclude = exclude_in.contiguous();
-  at::Tensor mask = at::zeros({B, H, W}, scores.options().dtype(at::kBool));
   const int64_t window_rows = (H + wh - 1) / wh, window_cols = (W + ww - 1) / ww;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "window_argmax_mask_cpu", [&] {
     const scalar_t* s = scores.data_ptr<scalar_t>();

@@ -111,23 +111,30 @@ at::Tensor window_argmax_mask_cuda(const at::Tensor& scores_in, const at::Tensor
 }
 
 // The cosine Gram matrix of every image, each row sorted descending: values float64 and column
-// indices int32, [B, Np, Np]. F.normalize semantics (x / max(||x||, 1e-12)) in float64 like the CPU
-// kernel, so both rank near-equal cosines alike; one batched GEMM and one batched sort. NaN cosines
+// indices int32, [B, Np, Np]. The cosines of common/cosine.h (cosine_gram.cu: one summation order,
+// so identical vectors get identical cosines, bit for bit the CPU's); one batched sort. NaN cosines
 // are stored as +inf (the NaN marker of common/dedup.h) before the sort: torch's CUDA radix sort
 // ranks a NaN by its sign bit, +inf always first. Rows are padded with zero vectors to Np for
 // aligned int4 loads. Every token rather than the candidates only: gathering a data-dependent count
 // of rows would need a host sync.
-// Memory per Gram entry: 8 (G) during the GEMM; inside torch.sort up to about 48 (G, sorted values,
+// Memory per Gram entry: 8 (G) before the sort; inside torch.sort up to about 48 (G, sorted values,
 // int64 indices, torch's iota of indices, CUB's double buffers; rows of <= 1024 sort in place: 24);
 // 12 once the sort returns (sorted values and int32 columns: G and the int64 indices are freed as
 // soon as they are consumed). Np = 3000: 432 MB per image at the peak, 108 MB for the kernel.
 std::tuple<at::Tensor, at::Tensor> sorted_cosine_gram(const at::Tensor& x, int64_t Np) {
-  at::Tensor gram;
+  constexpr const char* op = "cosine_dedup_mask";
+  const int64_t B = x.size(0), N = x.size(1), C = x.size(2);
+  const int64_t tiles = (Np + 63) / 64;
+  check_below_int32(op, "the number of Gram tiles", B * tiles * (tiles + 1) / 2);
+  at::Tensor gram = at::empty({B, Np, Np}, x.options().dtype(at::kDouble));
   {
-    const at::Tensor xd = x.to(at::kDouble);
-    at::Tensor unit = xd / at::linalg_vector_norm(xd, 2, at::IntArrayRef{-1}, /*keepdim=*/true).clamp_min(1e-12);
-    if (Np != x.size(1)) unit = at::constant_pad_nd(unit, {0, 0, 0, Np - x.size(1)});
-    gram = at::bmm(unit, unit.transpose(1, 2));
+    at::Tensor norm2 = at::empty({B, Np}, x.options().dtype(at::kDouble));
+    check_launch(op, with_score_type(op, x.scalar_type(), [&](auto tag) {
+                   using T = TypeOf<decltype(tag)>;
+                   return cuda::launch_cosine_gram<T>(static_cast<const T*>(x.const_data_ptr()), B, N, C, Np,
+                                                      norm2.mutable_data_ptr<double>(), gram.mutable_data_ptr<double>(),
+                                                      current_stream(x));
+                 }));
   }
   gram.nan_to_num_(/*nan=*/std::numeric_limits<double>::infinity());
   auto sorted = at::sort(gram, /*dim=*/-1, /*descending=*/true);
@@ -164,7 +171,7 @@ at::Tensor cosine_dedup_mask_cuda(const at::Tensor& x, const at::Tensor& candida
   at::Tensor mask = at::empty({B, N}, x.options().dtype(at::kBool));
   if (B == 0 || N == 0) return mask;
   const at::Tensor candidates = candidates_in.contiguous(), order_scores = order_scores_in.contiguous(),
-                   n_keep = n_keep_in.contiguous();
+                   n_keep = n_keep_in.contiguous(), features = x.contiguous();
   const int64_t chunk = dedup_images_per_chunk(B, Np);
   for (int64_t b0 = 0; b0 < B; b0 += chunk) {
     const int64_t nb = std::min(chunk, B - b0);
@@ -173,7 +180,7 @@ at::Tensor cosine_dedup_mask_cuda(const at::Tensor& x, const at::Tensor& candida
                      chunk_keep = n_keep.narrow(0, b0, nb);
     at::Tensor chunk_mask = mask.narrow(0, b0, nb);
     at::Tensor sorted_values, sorted_columns;  // (std::tie: lambdas cannot capture structured bindings in C++17)
-    std::tie(sorted_values, sorted_columns) = sorted_cosine_gram(x.narrow(0, b0, nb), Np);
+    std::tie(sorted_values, sorted_columns) = sorted_cosine_gram(features.narrow(0, b0, nb), Np);
     const int64_t ws_bytes = static_cast<int64_t>(cuda::cosine_dedup_mask_workspace_bytes(nb, N));
     at::Tensor workspace = at::empty({ws_bytes}, x.options().dtype(at::kByte));
     check_launch(op, with_score_type(op, chunk_scores.scalar_type(), [&](auto tag) {
@@ -198,17 +205,16 @@ at::Tensor allocate_budget_cuda(const at::Tensor& weights_in, const at::Tensor& 
   const at::Tensor weights = weights_in.contiguous(), total = total_in.contiguous(),
                    capacity = capacity_in.contiguous();
   const int64_t B = weights.size(0), S = weights.size(1);
+  check_below_int32(op, "S", S);
   at::Tensor out = at::empty({B, S}, weights.options().dtype(at::kLong));
-  at::Tensor widened = at::empty({B, S}, weights.options().dtype(at::kDouble));
-  at::Tensor share = at::empty({B, S}, weights.options().dtype(at::kDouble));
-  at::Tensor fixed = at::empty({B, S}, weights.options().dtype(at::kBool));
+  const int64_t ws_bytes = static_cast<int64_t>(cuda::allocate_budget_workspace_bytes(B, S));
+  at::Tensor workspace = at::empty({ws_bytes}, weights.options().dtype(at::kByte));
   auto launch = [&](auto tag) {
     using W = TypeOf<decltype(tag)>;
     return cuda::launch_allocate_budget<W>(static_cast<const W*>(weights.const_data_ptr()),
                                            total.const_data_ptr<int64_t>(), capacity.const_data_ptr<int64_t>(), B, S,
-                                           widened.mutable_data_ptr<double>(), share.mutable_data_ptr<double>(),
-                                           fixed.mutable_data_ptr<bool>(), out.mutable_data_ptr<int64_t>(),
-                                           current_stream(weights));
+                                           ws_bytes ? workspace.mutable_data_ptr() : nullptr,
+                                           out.mutable_data_ptr<int64_t>(), current_stream(weights));
   };
   const char* error = weights.scalar_type() == at::kDouble ? launch(static_cast<double*>(nullptr))
                                                            : with_score_type(op, weights.scalar_type(), launch);

@@ -1,8 +1,7 @@
-// cosine_dedup_mask on CUDA (DESIGN.md 2.4): VisPruner's diverse tokens, every round on the device.
+// cosine_dedup_mask on CUDA (docs/design.md 2.4): VisPruner's diverse tokens, every round on the device.
 //
-// The binding computes the cosine Gram matrix G of the L2-normalised features once (float64 bmm,
-// like the CPU kernel and the reference, so that near-equal maxima rank alike on every backend),
-// replaces its NaNs by the +inf "NaN marker" and sorts every row descending (torch.sort): values V
+// The binding computes the cosine Gram matrix G once (cosine_gram.cu: the float64 cosines of
+// common/cosine.h, which the CPU kernel and the reference rank by too), replaces its NaNs by the +inf "NaN marker" and sorts every row descending (torch.sort): values V
 // [B, Np, Np] and their columns C [B, Np, Np] (int32). Then m(a) = max over b in B of G[a, b] is
 // V[a, j] for the first j whose column C[a, j] is in B (common/dedup.h): a NaN among B sorts first
 // as the marker and makes m NaN (torch.amax semantics), and an empty B gives -inf. A round thus
@@ -25,10 +24,11 @@
 // launcher raises the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize first (per device: it
 // runs under the binding's device guard).
 //
-// Exactness: the rounds only compare Gram entries, so the mask is a function of G alone. cuBLAS and
-// CPU BLAS may round G differently in the last bit; equal masks are then guaranteed for features
-// whose Gram is exact (the bit-for-bit tests) and expected elsewhere unless two maxima tie within
-// float64 rounding.
+// Exactness: the rounds only compare Gram entries, so the mask is a function of G alone, and G is
+// bit for bit the CPU kernel's exact cosines (one summation order, IEEE operations): equal masks on
+// every input. Ties between equal maxima (duplicate features) are broken by position in A, as on
+// the CPU; the order of equal values within a sorted row does not matter (the first member of B
+// among them has the same value).
 #include <cmath>
 
 #include "common/bitonic.h"

@@ -1,4 +1,4 @@
-// Host entry points of the CUDA kernels of the selection ops (DESIGN.md 2.2-2.5), free of CUDA and
+// Host entry points of the CUDA kernels of the selection ops (docs/design.md 2.2-2.5), free of CUDA and
 // torch types so that the torch binding (binding.cpp) can include it with any host compiler.
 //
 // Conventions of every launcher:
@@ -36,7 +36,13 @@ template <typename T>
 const char* launch_window_argmax_mask(const T* scores, const bool* exclude, int64_t B, int64_t H, int64_t W,
                                       int64_t wh, int64_t ww, bool* mask, void* stream);
 
-// ---- cosine_dedup_mask (cosine_dedup_mask.cu) ----
+// ---- cosine_dedup_mask (cosine_gram.cu, cosine_dedup_mask.cu) ----
+// x [B, N, C] (contiguous); norm2 float64 [B, Np] scratch; gram float64 [B, Np, Np]: the cosines of
+// common/cosine.h, rows and columns >= N zero vectors. B * (ceil(Np / 64) + 1)^2 / 2 < 2^31.
+template <typename T>
+const char* launch_cosine_gram(const T* x, int64_t B, int64_t N, int64_t C, int64_t Np, double* norm2, double* gram,
+                               void* stream);
+
 // Rows of the cosine Gram matrix are padded to Np = dedup_gram_size(N) columns (padding columns
 // never hold a member of B; padding rows are never read).
 int64_t dedup_gram_size(int64_t N);
@@ -56,12 +62,14 @@ const char* launch_cosine_dedup_mask(const double* sorted_values, const int32_t*
                                      int64_t step, int64_t B, int64_t N, void* workspace, bool* mask, void* stream);
 
 // ---- allocate_budget (allocate_budget.cu) ----
-// weights [B, S] (W: float, double, __half, __nv_bfloat16); total [B]; capacity [B, S];
-// widened, share (float64) and fixed (bool) [B, S] scratch; out [B, S].
+// Workspace (device, bytes) for rows of S regions: 0 when the per-region scratch fits the thread.
+size_t allocate_budget_workspace_bytes(int64_t B, int64_t S);
+
+// weights [B, S] (W: float, double, __half, __nv_bfloat16); total [B]; capacity [B, S]; out [B, S];
+// workspace: allocate_budget_workspace_bytes(B, S) bytes (may be null when 0). S < 2^31.
 template <typename W>
 const char* launch_allocate_budget(const W* weights, const int64_t* total, const int64_t* capacity, int64_t B,
-                                   int64_t S, double* widened, double* share, bool* fixed, int64_t* out,
-                                   void* stream);
+                                   int64_t S, void* workspace, int64_t* out, void* stream);
 
 }  // namespace cuda
 }  // namespace vtprune

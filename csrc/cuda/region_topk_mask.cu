@@ -1,4 +1,4 @@
-// region_topk_mask on CUDA (DESIGN.md 2.2): mark the k[b, r] best tokens of every region.
+// region_topk_mask on CUDA (docs/design.md 2.2): mark the k[b, r] best tokens of every region.
 //
 // Two kernels, no host sync (k is read on the device):
 // 1. build_region_segments: one block per row b counts the tokens of every region, scans the counts

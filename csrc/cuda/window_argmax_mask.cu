@@ -1,4 +1,4 @@
-// window_argmax_mask on CUDA (DESIGN.md 2.3): the best non-excluded cell of every (wh, ww) window.
+// window_argmax_mask on CUDA (docs/design.md 2.3): the best non-excluded cell of every (wh, ww) window.
 //
 // Windows tile the grid from the top-left; edge windows are partial. Small windows (< 32 cells,
 // HIVTP uses 2x2): one thread per window walks its cells in raster order and keeps the first best

@@ -1,5 +1,5 @@
 // Host simulation of the CUDA kernels of region_topk_mask (region_topk_mask.cu) and
-// cosine_dedup_mask (cosine_dedup_mask.cu): their algorithms step for step, serially, with the
+// cosine_dedup_mask (cosine_gram.cu, cosine_dedup_mask.cu): their algorithms step for step, serially, with the
 // same shared helpers (csrc/common/*.h). The orders the kernels leave to atomics (tokens inside a
 // region's segment, candidates before the first sort) are shuffled with a seed, since results must
 // not depend on them. tests/test_cuda_host_sim.py feeds random cases and compares the masks with
@@ -10,6 +10,8 @@
 //   dedup SEED B N Np step | n_keep [B] | candidates [B*N] | order_scores [B*N] (float bits)
 //         | sorted_values [B*Np*Np] (double bits) | sorted_columns [B*Np*Np]
 // sorted_values/columns are what the binding gives the kernel (NaN marker +inf, rows descending).
+//   gram SEED B N C Np | x [B*N*C] (float bits)  ->  the cosine Gram matrix [B*Np*Np] as double bits
+//         (cosine_norms_kernel + cosine_gram_kernel: tiles on and above the diagonal and their mirrors).
 // Exit code 2 when a kernel invariant breaks (a radix pass without exactly one pivot, a slot of R
 // written twice or never).
 #include <algorithm>
@@ -23,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/cosine.h"
 #include "common/dedup.h"
 #include "common/radix_select.h"
 #include "common/sort_keys.h"
@@ -185,6 +188,55 @@ void cosine_dedup(std::mt19937& rng) {
   print_mask(mask, B, N);
 }
 
+// cosine_norms_kernel + cosine_gram_kernel: every output one fma chain over k in order.
+void cosine_gram(std::mt19937&) {
+  long long b_in, n_in, c_in, np_in;
+  if (std::scanf("%lld %lld %lld %lld", &b_in, &n_in, &c_in, &np_in) != 4) std::exit(3);
+  const int64_t B = b_in, N = n_in, C = c_in, Np = np_in;
+  const auto x_bits = read_values<uint32_t>(B * N * C);
+  auto feature = [&](int64_t b, int64_t i, int64_t k) {  // zero rows past N, as the kernel loads them
+    return i < N ? static_cast<double>(float_from_bits(x_bits[(b * N + i) * C + k])) : 0.0;
+  };
+  const int64_t tile = vtprune::kCosineGramTile, n_tiles = (Np + tile - 1) / tile;
+  std::vector<double> gram(static_cast<size_t>(B * Np * Np));
+  std::vector<int> writes(gram.size(), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<double> norm2(static_cast<size_t>(Np), 0.0);
+    for (int64_t i = 0; i < N; ++i) {
+      for (int64_t k = 0; k < C; ++k) norm2[i] = std::fma(feature(b, i, k), feature(b, i, k), norm2[i]);
+    }
+    for (int64_t t = 0; t < n_tiles * (n_tiles + 1) / 2; ++t) {
+      int64_t ti, tj;
+      vtprune::upper_triangle_pair(t, n_tiles, &ti, &tj);
+      if (ti > tj) invariants_hold = false;
+      for (int64_t i = ti * tile; i < std::min(Np, (ti + 1) * tile); ++i) {
+        for (int64_t j = tj * tile; j < std::min(Np, (tj + 1) * tile); ++j) {
+          double acc = 0.0;
+          for (int64_t k = 0; k < C; ++k) acc = std::fma(feature(b, i, k), feature(b, j, k), acc);
+          const double cosine = vtprune::cosine_from_dots(acc, norm2[i], norm2[j]);
+          gram[(b * Np + i) * Np + j] = cosine;
+          gram[(b * Np + j) * Np + i] = cosine;
+          ++writes[(b * Np + i) * Np + j];
+          ++writes[(b * Np + j) * Np + i];
+        }
+      }
+    }
+  }
+  if (std::any_of(writes.begin(), writes.end(), [](int w) { return w == 0; })) invariants_hold = false;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < Np; ++i) {
+      std::string line;
+      for (int64_t j = 0; j < Np; ++j) {
+        uint64_t bits;
+        const double v = gram[(b * Np + i) * Np + j];
+        std::memcpy(&bits, &v, sizeof bits);
+        line += std::to_string(bits) + (j + 1 < Np ? " " : "");
+      }
+      std::printf("%s\n", line.c_str());
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -196,6 +248,8 @@ int main() {
     region_topk(rng);
   } else if (std::strcmp(op, "dedup") == 0) {
     cosine_dedup(rng);
+  } else if (std::strcmp(op, "gram") == 0) {
+    cosine_gram(rng);
   } else {
     return 3;
   }

@@ -1,5 +1,5 @@
 // Round bookkeeping of cosine_dedup_mask (common/dedup.h): hand-worked round counts, and a run of
-// every round through the helpers against the contract's list slicing (DESIGN.md 2.4).
+// every round through the helpers against the contract's list slicing (docs/design.md 2.4).
 #include <algorithm>
 #include <cmath>
 #include <limits>

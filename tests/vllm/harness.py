@@ -71,8 +71,10 @@ class Engine:
 def reference(model, processor, method, text: str, images: List[Image.Image]) -> Tuple[List[int], List[List[int]]]:
     """(greedy tokens, per-image kept indices) of transformers + ``apply(model, method)`` on the
     prompt as the checkpoint's processor builds it (image placeholders expanded to full counts)."""
-    from vtprune_kernels import apply
+    from vtprune_kernels import Random, apply
 
+    if isinstance(method, Random):  # a fresh generator, as vLLM's per-image selection (encoder_pruning.py)
+        method = Random(method.keep, seed=method.seed)
     inputs = processor(text=[text], images=images, return_tensors="pt")
     model.generation_config.eos_token_id = None  # as vLLM's ignore_eos
     with torch.no_grad(), apply(model, method) as handle:

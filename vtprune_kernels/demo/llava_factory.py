@@ -1,12 +1,17 @@
-"""LLaVA-1.5-shaped VLMs with random weights, built from configs (the demo's embedded model and
-the benchmarks' CLIP-L-shaped models).
+"""LLaVA-1.5-shaped VLMs built from configs (the demo's embedded models and the benchmarks'
+CLIP-L-shaped models).
 
-Geometry follows LLaVA-1.5 where it matters for pruning: a CLIP tower on 336 px images with
-14 px patches (a 24 x 24 grid, 576 visual tokens plus [CLS]), features from the second-to-last
-layer, the "default" strategy (the [CLS] token dropped), a Llama language model, and a
-``LlavaProcessor`` with a byte-level tokenizer. ``TINY`` (the default ``LlavaSpec``) has small
-widths so the whole demo runs on two CPU cores in seconds. The weights are random but seeded:
-every build is bit-identical, and nothing is downloaded.
+Geometry follows LLaVA-1.5 where it matters for pruning: 336 px images with 14 px patches (a
+24 x 24 grid, 576 visual tokens plus [CLS]), features from the second-to-last layer, the
+"default" strategy (the [CLS] token dropped), a Llama language model, and a ``LlavaProcessor``
+with a byte-level tokenizer.
+
+- ``build_llava(spec)``: a CLIP tower with random weights. ``TINY`` (the default ``LlavaSpec``)
+  has small widths so the whole demo runs on two CPU cores in seconds.
+- ``build_llava_dinov2(spec)``: the real, pretrained DINOv2-small encoder
+  (``dinov2_weights``) as the vision tower; the projector and the language model are random.
+
+The random weights are seeded: every build is bit-identical, and nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ import torch
 from transformers import (
     CLIPImageProcessorPil,
     CLIPVisionConfig,
-    LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
@@ -66,22 +70,10 @@ def unprintable_token_ids(tokenizer) -> list:
     return ids
 
 
-def build_llava(spec: LlavaSpec = LlavaSpec(), seed: int = 0):
-    """Build ``(model, processor)``: a ``LlavaForConditionalGeneration`` in eval mode (fp32, CPU;
-    its generation config suppresses unprintable bytes) and a ``LlavaProcessor`` (CLIP image processor + byte-level tokenizer) that expands one
-    ``<image>`` into (image_size / patch_size)**2 placeholders."""
-    tokenizer = byte_tokenizer()
-    vision = CLIPVisionConfig(
-        hidden_size=spec.vision_hidden,
-        intermediate_size=4 * spec.vision_hidden,
-        num_hidden_layers=spec.vision_layers,
-        num_attention_heads=spec.vision_heads,
-        image_size=spec.image_size,
-        patch_size=spec.patch_size,
-        projection_dim=spec.vision_hidden,
-        initializer_factor=spec.vision_init_factor,
-    )
-    text = LlamaConfig(
+def _text_config(spec: LlavaSpec, tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=spec.text_hidden,
         intermediate_size=spec.text_intermediate,
@@ -94,10 +86,15 @@ def build_llava(spec: LlavaSpec = LlavaSpec(), seed: int = 0):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+
+
+def _assemble(vision_config, spec: LlavaSpec, seed: int, image_mean=None, image_std=None):
+    """``(model, processor)`` of a LLaVA with this vision config (random weights, seeded)."""
+    tokenizer = byte_tokenizer()
     grid = spec.image_size // spec.patch_size
     config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
+        vision_config=vision_config,
+        text_config=_text_config(spec, tokenizer),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=grid * grid,
         vision_feature_layer=-2,
@@ -112,9 +109,11 @@ def build_llava(spec: LlavaSpec = LlavaSpec(), seed: int = 0):
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.suppress_tokens = unprintable_token_ids(tokenizer)
 
+    normalisation = {} if image_mean is None else {"image_mean": list(image_mean), "image_std": list(image_std)}
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
+        **normalisation,
     )
     processor = LlavaProcessor(
         image_processor=image_processor,
@@ -123,4 +122,38 @@ def build_llava(spec: LlavaSpec = LlavaSpec(), seed: int = 0):
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
     )
+    return model, processor
+
+
+def build_llava(spec: LlavaSpec = LlavaSpec(), seed: int = 0):
+    """Build ``(model, processor)``: a ``LlavaForConditionalGeneration`` with a random CLIP tower,
+    in eval mode (fp32, CPU; its generation config suppresses unprintable bytes) and a
+    ``LlavaProcessor`` (CLIP image processor + byte-level tokenizer) that expands one ``<image>``
+    into (image_size / patch_size)**2 placeholders."""
+    vision = CLIPVisionConfig(
+        hidden_size=spec.vision_hidden,
+        intermediate_size=4 * spec.vision_hidden,
+        num_hidden_layers=spec.vision_layers,
+        num_attention_heads=spec.vision_heads,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        projection_dim=spec.vision_hidden,
+        initializer_factor=spec.vision_init_factor,
+    )
+    return _assemble(vision, spec, seed)
+
+
+def build_llava_dinov2(spec: LlavaSpec = LlavaSpec(), seed: int = 0):
+    """Build ``(model, processor)`` as ``build_llava``, with the pretrained DINOv2-small encoder as
+    the vision tower (its 12 layers, 6 heads, hidden 384; ``spec``'s vision sizes are not used;
+    ImageNet normalisation). Raises ``dinov2_weights.WeightsUnavailable`` when the weights'
+    packages are missing."""
+    from .dinov2_weights import IMAGE_MEAN, IMAGE_STD, dinov2_small_config, load_into, onnx_path, read_state_dict
+
+    if spec.patch_size != 14:
+        raise ValueError(f"DINOv2-small has 14 px patches, got patch_size={spec.patch_size}")
+    state = read_state_dict(onnx_path())  # first: a missing package fails before any model is built
+    # the position embeddings stay at their trained 37 x 37 grid (518 px); the model interpolates them
+    model, processor = _assemble(dinov2_small_config(), spec, seed, IMAGE_MEAN, IMAGE_STD)
+    load_into(model.model.vision_tower, state)
     return model, processor

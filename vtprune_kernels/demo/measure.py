@@ -15,7 +15,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import torch
 
@@ -45,6 +45,29 @@ def time_call(
         synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def paired_fastest(
+    first: Callable[[], object], second: Callable[[], object], device="cpu", *, repeats: int = 3
+) -> Tuple[float, float]:
+    """(fastest ``first()``, fastest ``second()``) in seconds over ``repeats`` alternating runs
+    (first, second, first, ...) after one warm-up call of each. Alternating gives both the same
+    machine load, and the minimum is the run least disturbed by it: their ratio is the stable one
+    on a shared machine (separate medians of the two can differ by more than the effect)."""
+    if repeats < 1:
+        raise ValueError(f"paired_fastest: repeats must be >= 1, got {repeats}")
+    device = torch.device(device)
+    best = [float("inf"), float("inf")]
+    for fn in (first, second):
+        fn()
+    for _ in range(repeats):
+        for i, fn in enumerate((first, second)):
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best[0], best[1]
 
 
 @contextlib.contextmanager

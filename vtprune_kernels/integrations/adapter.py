@@ -150,6 +150,25 @@ def require_vision_only(needs: Needs, method, family: str):
         )
 
 
+def resolve_layers(
+    indices: Sequence[int], count: int, *, method, argument: str, where: str, given=None
+) -> Tuple[int, ...]:
+    """0-based indices of ``indices`` in a stack of ``count`` layers (negative ones counted from the
+    end, as Python does); a layer that does not exist names the method's argument to change
+    (``given``: how to show the argument's value, when that is not ``indices``)."""
+    resolved = []
+    for i in indices:
+        if not -count <= i < count:
+            shown = given if given is not None else repr(tuple(indices) if len(indices) > 1 else indices[0])
+            raise ValueError(
+                f"{type(method).__name__}({argument}={shown}): layer {i} does not exist in this {count}-layer "
+                f"{where} (valid: 0..{count - 1}, or -{count}..-1 counted from the end); "
+                f"pass {argument}= with layers that exist"
+            )
+        resolved.append(i % count)
+    return tuple(resolved)
+
+
 def config_or_call(kwargs: dict, name: str, config):
     """A per-call override (``vision_feature_layer=...``) or the config's value."""
     value = kwargs.get(name)
@@ -221,7 +240,27 @@ class TowerAdapter:
         needs = method.needs(self.tower.has_cls)
         if not allow_probe:
             require_vision_only(needs, method, self.family)
-        return feature_layer_arg, layer, needs
+        return feature_layer_arg, layer, self.resolved(needs, method)
+
+    def resolved(self, needs: Needs, method) -> Needs:
+        """``needs`` with its layer indices checked against this model and made non-negative."""
+        changes = {}
+        layers, given = needs.vision_layers, None
+        if layers is None and needs.default_layers == "middle":  # the paper's middle layers (score_layers)
+            layers, given = PAPER_LAYERS, f"None (the paper's layers {PAPER_LAYERS})"
+        if layers is not None:
+            changes["vision_layers"] = resolve_layers(
+                layers, self.tower.num_layers, method=method, argument=needs.vision_layers_arg, where="vision tower",
+                given=given,
+            )
+        if needs.llm_probe_layer is not None:
+            from .llm_probe import decoder_layers
+
+            (changes["llm_probe_layer"],) = resolve_layers(
+                (needs.llm_probe_layer,), len(decoder_layers(self.inner.language_model)), method=method,
+                argument=needs.llm_probe_layer_arg, where="language model",
+            )
+        return dataclasses.replace(needs, **changes)
 
     def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
         """Select and gather the kept tokens of one call. ``reads`` (``host_reads.HostReads``) is the

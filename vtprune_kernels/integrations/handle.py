@@ -23,7 +23,11 @@ registered in transformers' AttentionInterface at import (``"vtprune_capture"``,
 vision sub-config only while a call's tower runs, its own implementation restored exactly after;
 PTP's ``"vtprune_probe"``); see attention_capture.py and llm_probe.py for why that is harmless.
 
-``generate`` returns sequences whose prompt part is the shortened prompt.
+``generate`` returns what it returns without pruning: each row is the caller's own prompt
+(``input_ids`` as passed, padding included) followed by the new tokens, so the usual
+``out[:, inputs["input_ids"].shape[1]:]`` slices the new tokens. The model itself ran on the
+shortened prompt, whose width is ``handle.last_prompt_length``; a returned cache
+(``return_dict_in_generate=True``) holds that shortened prompt, and a streamer is fed it first.
 
 Host synchronisation (CUDA): one per call, by design. The shortened prompt has as many
 placeholders as the method kept, a count only the device knows, so the keep masks are read on the
@@ -110,6 +114,23 @@ def _as_kwargs(signature: inspect.Signature, args, kwargs) -> dict:
     return out
 
 
+def with_original_prompt(out, prompt: torch.Tensor, shortened_length: int):
+    """``generate``'s output with the shortened prompt (the first ``shortened_length`` columns of
+    every row) replaced by the caller's ``prompt`` [B, S]. ``out`` is a sequences tensor [B*n, L] or
+    a generate output with ``sequences``; rows repeated by ``num_return_sequences`` / beams (n per
+    sample, consecutive) get their sample's prompt."""
+    sequences = out if isinstance(out, torch.Tensor) else out.sequences
+    repeats = sequences.shape[0] // prompt.shape[0]
+    prompt = prompt.to(device=sequences.device, dtype=sequences.dtype)
+    if repeats != 1:
+        prompt = prompt.repeat_interleave(repeats, dim=0)
+    full = torch.cat([prompt, sequences[:, shortened_length:]], dim=1)
+    if isinstance(out, torch.Tensor):
+        return full
+    out.sequences = full
+    return out
+
+
 class PruningHandle:
     """An active pruning of one model (from ``apply``). Context manager; ``remove()`` restores the model.
 
@@ -123,6 +144,8 @@ class PruningHandle:
     last_num_newlines: per image, the newline tokens among its placeholders (LLaVA-NeXT keeps one
         per row of the unpadded grid; they are not counted in a method's ``keep``); 0 elsewhere.
     last_host_syncs: host synchronisations of the last call with images (1 by design; see the module doc).
+    last_prompt_length: width of the shortened prompt (``input_ids.shape[1]``) that the model ran on
+        in the last call with images.
     """
 
     def __init__(self, model, method, adapter, backend: str):
@@ -135,6 +158,7 @@ class PruningHandle:
         self.last_num_newlines: Optional[List[int]] = None
         self.last_host_syncs: Optional[int] = None
         self._warned_non_finite = False
+        self.last_prompt_length: Optional[int] = None
         self._lock = threading.Lock()
         self._saved = {name: model.__dict__[name] for name in _INSTALLED if name in model.__dict__}
         self._active = True
@@ -164,9 +188,11 @@ class PruningHandle:
                 if call.get("input_ids") is not None:
                     raise ValueError("generate: pass the prompt as `inputs` or `input_ids`, not both")
                 call["input_ids"] = call.pop("inputs")
+            prompt = call["input_ids"]
             with torch.no_grad():
-                call = self.prepare_inputs(**call)
-            return original_generate(**call)
+                pruned = self.prepare_inputs(**call)
+            out = original_generate(**pruned)
+            return with_original_prompt(out, prompt, pruned["input_ids"].shape[1])
 
         forward._vtprune_handle = self
         generate._vtprune_handle = self
@@ -207,8 +233,10 @@ class PruningHandle:
             raise ValueError("pruning shortens the prompt: leave position_ids=None (the model derives them)")
         if inputs.get("mm_encoder_outputs"):
             raise ValueError("pass either pixels or mm_encoder_outputs, not both")
-        if inputs.get("past_key_values") is not None and inputs["past_key_values"].get_seq_length() > 0:
-            raise ValueError("pruning rewrites the prompt: it cannot continue from a filled past_key_values")
+        for name in ("past_key_values", "cache"):
+            cache = inputs.get(name)
+            if cache is not None and cache.get_seq_length() > 0:
+                raise ValueError(f"pruning rewrites the prompt: it cannot continue from a filled {name}")
 
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -248,6 +276,7 @@ class PruningHandle:
             self.last_num_tokens = pruned.num_tokens
             self.last_num_newlines = pruned.num_newlines or [0] * len(pruned.num_tokens)
             self.last_host_syncs = reads.syncs
+            self.last_prompt_length = int(out["input_ids"].shape[1])
         return out
 
     def _warn_non_finite(self, finite: torch.Tensor):
@@ -272,22 +301,67 @@ class PruningHandle:
         return 0 if pad is None else int(pad)
 
 
-def apply(model, method, *, backend: str = "auto") -> PruningHandle:
-    """Prune the visual tokens of ``model`` with ``method`` until the handle is removed.
+def _active_handle(model) -> Optional[PruningHandle]:
+    """The handle installed on ``model`` by ``apply`` and not yet removed, else None."""
+    return getattr(model.__dict__.get("forward"), "_vtprune_handle", None)
 
-    model: LlavaForConditionalGeneration (CLIP/SigLIP), LlavaNextForConditionalGeneration,
-        InternVLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration or
-        Qwen3VLForConditionalGeneration (transformers 5.x). method: a ``vtprune_kernels.methods``
-        object (``needs(has_cls)`` / ``select_captured(captured)``). backend: forwarded to
-        ``vtprune_kernels.ops.attention_scores`` ("auto", "cpu", "reference", "triton").
 
-    Usage: ``with apply(model, VisPruner(keep=64)) as h: model.generate(**inputs)``; then
-    ``h.last_selection``.
-    """
-    if getattr(getattr(model, "forward", None), "_vtprune_handle", None) is not None:
-        raise RuntimeError("this model already has an active vtprune_kernels handle: remove it first")
+def _check_method(method):
+    if isinstance(method, type):
+        name = method.__name__
+        raise TypeError(f"apply() takes a method object, e.g. {name}(...), not the class {name} itself")
     for attr in ("needs", "select_captured"):
         if not callable(getattr(method, attr, None)):
             raise TypeError(f"method must provide {attr}(...) (a vtprune_kernels.methods object), got {type(method).__name__}")
+
+
+def _check_backend(backend, model):
+    from ..ops import _ATTENTION_BACKENDS as known  # the backends attention_scores takes
+
+    if backend not in known:
+        raise ValueError(f"backend must be one of {known}, got {backend!r}")
+    param = next(model.parameters(), None)
+    device = torch.device("cpu") if param is None else param.device
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"backend='cpu' runs the C++ CPU kernels, but the model is on {device}: use 'auto'")
+    if backend == "triton":
+        from .. import _library
+
+        if not _library.HAS_TRITON:
+            raise ValueError("backend='triton' needs the triton package: use 'auto'")
+        from .._triton_backend import INTERPRETED
+
+        if device.type != "cuda" and not INTERPRETED:  # the interpreter (TRITON_INTERPRET=1) runs on CPU tensors
+            raise ValueError(f"backend='triton' runs on CUDA, but the model is on {device}: use 'auto'")
+
+
+def apply(model, method, *, backend: str = "auto") -> PruningHandle:
+    """Prune the visual tokens of ``model`` with ``method`` until the handle is removed.
+
+    model: LlavaForConditionalGeneration (CLIP/SigLIP/DINOv2 tower), LlavaNextForConditionalGeneration,
+        InternVLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration or
+        Qwen3VLForConditionalGeneration (transformers 5.x). method: a ``vtprune_kernels.methods``
+        object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.
+        backend: forwarded to ``vtprune_kernels.ops.attention_scores`` ("auto", "cpu", "reference",
+        "triton"); checked here against the model's device.
+
+    Usage: ``with apply(model, VisPruner(keep=64)) as h: model.generate(**inputs)``; then
+    ``h.last_selection``. Without a ``with`` block, ``h.remove()`` or
+    ``vtprune_kernels.remove(model)`` restores the model.
+    """
+    if _active_handle(model) is not None:
+        raise RuntimeError("this model already has an active vtprune_kernels handle: remove it first (vtprune_kernels.remove(model))")
+    _check_method(method)
+    _check_backend(backend, model)
     adapter = _adapter_for(model)
     return PruningHandle(model, method, adapter, backend)
+
+
+def remove(model) -> bool:
+    """Restore ``model`` from the ``apply`` handle it carries (when the handle itself was dropped).
+    Returns True if a handle was removed, False if the model had none."""
+    handle = _active_handle(model)
+    if handle is None:
+        return False
+    handle.remove()
+    return True

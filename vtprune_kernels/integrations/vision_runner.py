@@ -1,6 +1,6 @@
 """Run a vision tower only up to the last layer the pruning needs (never the layers after it).
 
-``VisionTower`` describes one of the supported towers (CLIP, SigLIP, InternViT): its encoder
+``VisionTower`` describes one of the supported towers (CLIP, SigLIP, InternViT, DINOv2): its encoder
 layers, each layer's attention module (where ``capture.VisionScoreCapture`` reads q/k), whether
 it has a [CLS] token. ``run_tower`` calls the tower's own ``forward`` (so embeddings, pre-norms and the
 model's own attention implementation are exactly the model's) and leaves it by raising a private
@@ -60,15 +60,20 @@ class VisionTower:
 
 
 def describe_tower(tower: nn.Module) -> VisionTower:
-    """The ``VisionTower`` of a CLIP, SigLIP or InternViT vision model; a clear error otherwise."""
+    """The ``VisionTower`` of a CLIP, SigLIP, InternViT or DINOv2 vision model; a clear error otherwise."""
     name = type(tower).__name__
     if name in ("CLIPVisionModel", "SiglipVisionModel"):
         layers, attention, final_norm = tower.encoder.layers, "self_attn", None
     elif name == "InternVLVisionModel":
         layers, attention, final_norm = tower.encoder.layer, "attention", tower.layernorm
+    elif name == "Dinov2Model":
+        # hidden_states[-1] (what LLaVA's vision_feature_layer=-1 reads) is the last layer's raw output;
+        # only last_hidden_state has the final layernorm
+        layers, attention, final_norm = tower.encoder.layer, "attention", None
     else:
         raise ValueError(
-            f"unsupported vision tower {name}: vtprune_kernels supports CLIPVisionModel, SiglipVisionModel and InternVLVisionModel"
+            f"unsupported vision tower {name}: vtprune_kernels supports CLIPVisionModel, SiglipVisionModel, "
+            "InternVLVisionModel and Dinov2Model"
         )
     return VisionTower(
         module=tower,

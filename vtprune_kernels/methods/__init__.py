@@ -1,4 +1,4 @@
-"""Pruning methods: scores in, keep mask out (DESIGN.md section 3)."""
+"""Pruning methods: scores in, keep mask out (docs/design.md section 3)."""
 from .base import Captured, Needs, PruningMethod
 from .baselines import Random, Uniform
 from .hivtp import HIVTP

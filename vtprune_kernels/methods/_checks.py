@@ -27,6 +27,17 @@ def count(name: str, value, minimum: int = 0) -> int:
     return value
 
 
+def keep(value) -> int:
+    """A per-image token budget: an int >= 1 (one rule for the methods and the command line)."""
+    value = count("keep", value)
+    if value < 1:
+        raise ValueError(
+            "keep must be >= 1 visual token per image (per tile), got 0: to give the language model no "
+            "visual tokens, leave the image out of the prompt"
+        )
+    return value
+
+
 def fraction(name: str, value, *, upper_open: bool = False) -> float:
     """``value`` as a float in [0, 1] (or [0, 1) with ``upper_open``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

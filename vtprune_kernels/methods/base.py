@@ -33,6 +33,11 @@ class Needs:
     instruction: which prompt tokens are the probe's instruction queries: ``"text"`` (the user's
         instruction: after the image end marker, before the first end-of-turn token) or
         ``"after_image"`` (everything after the last image placeholder).
+    Layer indices may be negative, counted from the end as Python does (-1: the last layer); the
+    integration resolves them against the model.
+    vision_layers_arg / llm_probe_layer_arg: the method's constructor argument that set those
+        layers (``"layers"``, ``"vision_layer"``, ...), named when a layer does not exist in the
+        model; not part of equality.
     """
 
     vision_layers: Optional[Tuple[int, ...]] = None
@@ -42,6 +47,8 @@ class Needs:
     cls_embedding: bool = False
     llm_probe_layer: Optional[int] = None
     instruction: str = "text"
+    vision_layers_arg: str = dataclasses.field(default="vision_layers", compare=False)
+    llm_probe_layer_arg: str = dataclasses.field(default="llm_layer", compare=False)
 
     def __post_init__(self):
         if self.query_rows not in ("cls", "all", "none"):

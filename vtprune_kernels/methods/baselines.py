@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import math
+import threading
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -25,7 +26,7 @@ class _ScoreFreeBaseline(PruningMethod):
     """A baseline that needs no scores: keep ``keep`` tokens chosen from the grid alone."""
 
     def __init__(self, keep: int):
-        self.keep = _checks.count("keep", keep)
+        self.keep = _checks.keep(keep)
 
     def needs(self, has_cls: bool) -> Needs:
         return Needs(query_rows="none")
@@ -61,25 +62,28 @@ class _ScoreFreeBaseline(PruningMethod):
 class Random(_ScoreFreeBaseline):
     """Random(keep, seed=0): a uniformly random subset of min(keep, N) tokens per row.
 
-    Row b of every call draws ``torch.randperm(N)`` as the (b+1)-th draw of a CPU
-    ``torch.Generator`` seeded with ``seed``: deterministic, independent per row, the same on every
-    device (the draw is made on the CPU, then moved). The tokens whose permutation value is among
-    the ``keep`` largest are kept (``region_topk_mask`` with one region).
+    One CPU ``torch.Generator``, seeded with ``seed`` once when the object is made, draws
+    ``torch.randperm(N)`` for every row of every call in turn: successive rows and calls (batches)
+    get independent masks, and a new ``Random(keep, seed)`` replays the same sequence. The draw is
+    made on the CPU, then moved, so every device gets the same masks. The tokens whose permutation
+    value is among the ``keep`` largest are kept (``region_topk_mask`` with one region).
     """
 
     def __init__(self, keep: int, seed: int = 0):
         super().__init__(keep)
         self.seed = _checks.count("seed", seed)
+        self._generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        self._lock = threading.Lock()  # one draw at a time: rows of a call stay consecutive draws
 
     def __repr__(self):
         return f"Random(keep={self.keep}, seed={self.seed})"
 
     def random_scores(self, n_tokens: int, batch_size: int) -> torch.Tensor:
-        """float32 [B, N] on the CPU: row b is the b-th seeded random permutation of 0..N-1."""
+        """float32 [B, N] on the CPU: the generator's next B random permutations of 0..N-1."""
         if n_tokens > 2**24:
             raise ValueError(f"Random supports at most 2**24 tokens per row (exact float32 ranks), got {n_tokens}")
-        generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        rows = [torch.randperm(n_tokens, generator=generator) for _ in range(batch_size)]
+        with self._lock:
+            rows = [torch.randperm(n_tokens, generator=self._generator) for _ in range(batch_size)]
         return torch.stack(rows).float() if rows else torch.zeros(0, n_tokens)
 
     def _mask(self, h, w, batch_size, device, backend, valid):

@@ -85,7 +85,10 @@ def _max_windows_with_a_free_cell(windows: List[Dict[int, int]], free: List[int]
 
 class HIVTP(PruningMethod):
     """HIVTP(region_grid=2, region_ratio=0.25, window=2, layers=None); layers=None: the model's middle
-    layers (see the module doc; (6, 7, 8, 9) on towers that attend globally in every layer)."""
+    layers (see the module doc; (6, 7, 8, 9) on towers that attend globally in every layer). Given
+    layers are 0-based; negative ones count from the last layer (-1), resolved against the tower."""
+
+    STAGES = ("regional", "local")
 
     def __init__(
         self,
@@ -99,7 +102,7 @@ class HIVTP(PruningMethod):
         self.window = _checks.window(window)
         if layers is not None and (isinstance(layers, int) or len(layers) == 0):
             raise ValueError(f"layers must be None or a non-empty sequence of 0-based layer indices, got {layers!r}")
-        self.layers = None if layers is None else tuple(_checks.count("layers", layer) for layer in layers)
+        self.layers = None if layers is None else tuple(_checks.integer("layers", layer) for layer in layers)
 
     def __repr__(self):
         return (
@@ -108,7 +111,7 @@ class HIVTP(PruningMethod):
         )
 
     def needs(self, has_cls: bool) -> Needs:
-        return Needs(vision_layers=self.layers, default_layers="middle", query_rows="all")
+        return Needs(vision_layers=self.layers, default_layers="middle", query_rows="all", vision_layers_arg="layers")
 
     def region_ids(self, grid: Tuple[int, int]) -> torch.Tensor:
         """int64 [h*w]: the region of every cell (raster order)."""
@@ -188,21 +191,52 @@ class HIVTP(PruningMethod):
                 device,
                 lambda rows, cells, sub_grid: self.select(received[rows][:, cells], sub_grid, backend=backend),
             )
-        # host-built constants of the grid, copied without a host sync (pinned, non-blocking)
-        region_ids = from_host(self.region_ids((h, w)), device)
-        budgets = from_host(torch.tensor(self.region_budgets((h, w)), dtype=torch.int64), device)
-        regional = ops.region_topk_mask(
-            received,
-            region_ids,
-            budgets.expand(B, -1).contiguous(),
-            backend=backend,
-            validate=False,  # ids in range and budgets <= region sizes by construction
-        )
+        regional = self._regional(received, (h, w), backend)
         local = ops.window_argmax_mask(
             received.reshape(B, h, w), regional.reshape(B, h, w), self.window, backend=backend
         ).reshape(B, N)
         return regional | local
 
+    def select_stages(
+        self,
+        received: torch.Tensor,
+        grid: Tuple[int, int],
+        *,
+        valid: Optional[torch.Tensor] = None,
+        backend: str = "auto",
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(regional, local): the disjoint bool [B, h*w] masks of stage 1 (per-region top tokens)
+        and stage 2 (one token per window) whose union ``select`` returns (names in ``STAGES``)."""
+        keep = self.select(received, grid, valid=valid, backend=backend)
+        h, w = _checks.grid(grid)
+        if valid is None:
+            regional = self._regional(received, (h, w), backend)
+        else:  # stage 1 again on each row's rectangle (one region_topk_mask; the selection is not redone)
+            regional = valid_tokens.on_rectangles(
+                valid, (h, w), received.device,
+                lambda rows, cells, sub_grid: self._regional(received[rows][:, cells], sub_grid, backend),
+            )
+        return regional, keep & ~regional
+
+    def _regional(self, received: torch.Tensor, grid: Tuple[int, int], backend: str) -> torch.Tensor:
+        """Stage 1: bool [B, h*w], the floor(region_ratio * size) best tokens of every region."""
+        device = received.device
+        # host-built constants of the grid, copied without a host sync (pinned, non-blocking)
+        region_ids = from_host(self.region_ids(grid), device)
+        budgets = from_host(torch.tensor(self.region_budgets(grid), dtype=torch.int64), device)
+        return ops.region_topk_mask(
+            received,
+            region_ids,
+            budgets.expand(received.shape[0], -1).contiguous(),
+            backend=backend,
+            validate=False,  # ids in range and budgets <= region sizes by construction
+        )
+
     def select_captured(self, captured: Captured, *, backend: str = "auto") -> torch.Tensor:
         (received,) = captured.require("received")
         return self.select(received, captured.grid, valid=captured.valid, backend=backend)
+
+    def select_captured_stages(self, captured: Captured, *, backend: str = "auto") -> Tuple[torch.Tensor, torch.Tensor]:
+        """``select_stages`` on the captures (what ``select_captured`` unites)."""
+        (received,) = captured.require("received")
+        return self.select_stages(received, captured.grid, valid=captured.valid, backend=backend)

@@ -61,6 +61,7 @@ class PTP(PruningMethod):
     instruction: which prompt tokens are the instruction queries of c: "text" (the user's
         instruction, without the image end marker and the chat template's closing tokens) or
         "after_image" (every token after the last image placeholder).
+    Negative layer indices count from the last layer (-1), resolved against the model.
     """
 
     def __init__(
@@ -73,8 +74,8 @@ class PTP(PruningMethod):
     ):
         self.prune_ratio = _checks.fraction("prune_ratio", prune_ratio, upper_open=True)
         self.alpha = _checks.fraction("alpha", alpha)
-        self.vision_layer = _checks.count("vision_layer", vision_layer)
-        self.llm_layer = _checks.count("llm_layer", llm_layer)
+        self.vision_layer = _checks.integer("vision_layer", vision_layer)
+        self.llm_layer = _checks.integer("llm_layer", llm_layer)
         if instruction not in INSTRUCTION_MODES:
             raise ValueError(f"instruction must be one of {INSTRUCTION_MODES}, got {instruction!r}")
         self.instruction = instruction
@@ -94,6 +95,8 @@ class PTP(PruningMethod):
             cls_embedding=True,
             llm_probe_layer=self.llm_layer,
             instruction=self.instruction,
+            vision_layers_arg="vision_layer",
+            llm_probe_layer_arg="llm_layer",
         )
 
     def total_keep(self, n_regions: int, tokens_per_region: int) -> int:

@@ -18,8 +18,9 @@ Effective Token Pruning in VLMs", arXiv:2412.01818; docs/methods/vispruner.md), 
 Ties follow the contract (higher wins, equal -> lower index, NaN last), where the published code
 uses unstable sorts. Where the published code crashes, this is defined: an odd residual size
 gives the even positions one token more (a lone token with no odd partner has similarity -inf),
-keep >= N keeps every token, keep = 0 keeps none, keep = 1 keeps the one diverse token left by
-de-duplication. Every row keeps exactly min(keep, N) tokens. With ``valid``, the selection equals
+keep >= N keeps every token, keep = 1 keeps the one diverse token left by de-duplication.
+Every row keeps exactly min(keep, N) tokens; keep must be >= 1 (the integration needs at least one
+placeholder per image; the op ``cosine_dedup_mask`` itself accepts n_keep = 0). With ``valid``, the selection equals
 VisPruner on the row's valid tokens alone (same order, same ties), mapped back.
 """
 from __future__ import annotations
@@ -44,8 +45,10 @@ class VisPruner(PruningMethod):
         the feature layer's output tokens.
     """
 
+    STAGES = ("important", "diverse")
+
     def __init__(self, keep: int, important_ratio: float = 0.5, step: int = 8, score_layer: Optional[int] = None):
-        self.keep = _checks.count("keep", keep)
+        self.keep = _checks.keep(keep)
         self.important_ratio = _checks.fraction("important_ratio", important_ratio)
         self.step = _checks.count("step", step, 1)
         self.score_layer = None if score_layer is None else _checks.integer("score_layer", score_layer)
@@ -63,7 +66,9 @@ class VisPruner(PruningMethod):
 
     def needs(self, has_cls: bool) -> Needs:
         layers = None if self.score_layer is None else (self.score_layer,)
-        return Needs(vision_layers=layers, query_rows="cls" if has_cls else "all", features=True)
+        return Needs(
+            vision_layers=layers, query_rows="cls" if has_cls else "all", features=True, vision_layers_arg="score_layer"
+        )
 
     def select(
         self,
@@ -81,6 +86,19 @@ class VisPruner(PruningMethod):
         output tokens. valid: optional bool [B, N] (CPU or the scores' device), the tokens that may
         be kept. ``backend`` is forwarded to the ops.
         """
+        important, diverse = self.select_stages(cls_attn, features, valid=valid, backend=backend)
+        return important | diverse
+
+    def select_stages(
+        self,
+        cls_attn: torch.Tensor,
+        features: torch.Tensor,
+        *,
+        valid: Optional[torch.Tensor] = None,
+        backend: str = "auto",
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(important, diverse): the two disjoint bool [B, N] masks whose union ``select`` returns
+        (names in ``STAGES``). Arguments as ``select``."""
         _checks.float_tensor("cls_attn", cls_attn, 2)
         _checks.float_tensor("features", features, 3)
         _checks.backend(backend)
@@ -123,15 +141,21 @@ class VisPruner(PruningMethod):
             backend=backend,
             validate=False,  # 0 <= T_div <= |rest| by construction
         )
-        return important | diverse
+        return important, diverse
 
     def select_captured(self, captured: Captured, *, backend: str = "auto") -> torch.Tensor:
         """Uses ``cls_attn`` when the integration filled it, else ``received`` (towers without [CLS])."""
+        return self.select(*self._captured_inputs(captured), valid=captured.valid, backend=backend)
+
+    def select_captured_stages(self, captured: Captured, *, backend: str = "auto") -> Tuple[torch.Tensor, torch.Tensor]:
+        """``select_stages`` on the captures (what ``select_captured`` unites)."""
+        return self.select_stages(*self._captured_inputs(captured), valid=captured.valid, backend=backend)
+
+    @staticmethod
+    def _captured_inputs(captured: Captured) -> Tuple[torch.Tensor, torch.Tensor]:
         (features,) = captured.require("features")
         if captured.cls_attn is not None:
-            scores = captured.cls_attn
-        elif captured.received is not None:
-            scores = captured.received
-        else:
-            raise ValueError("captured scores lack both cls_attn and received: VisPruner needs one of them")
-        return self.select(scores, features, valid=captured.valid, backend=backend)
+            return captured.cls_attn, features
+        if captured.received is not None:
+            return captured.received, features
+        raise ValueError("captured scores lack both cls_attn and received: VisPruner needs one of them")

@@ -1,4 +1,4 @@
-"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT and InternVL (DESIGN.md section 4).
+"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT and InternVL (docs/design.md section 4).
 
 ``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
 process it starts. It only adds three architectures to vLLM's model registry, by name (the classes

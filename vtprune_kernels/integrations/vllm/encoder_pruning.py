@@ -2,8 +2,8 @@
 
 Selection depends only on the image and the configuration (vLLM's encoder cache keys on them):
 the ops are row-wise, so batching images together changes nothing, except for ``Random``, whose
-row b draws the (b+1)-th permutation of its seeded generator: it selects each image on its own
-(its tiles are rows 0, 1, ...), as ``apply()`` does for that image alone.
+generator advances with every row it draws: each image is selected by a fresh ``Random(keep,
+seed)`` (its tiles are rows 0, 1, ...), as ``apply()`` with a new ``Random`` does for that image alone.
 
 Every index is host data uploaded without waiting and every gather has a size known on the host
 (``nonzero_static``), so the encoder step is meant not to synchronise with the device (the kept
@@ -87,13 +87,16 @@ class EncoderPruning:
             groups = [(0, T)]
         keeps = []
         for a, b in groups:
+            method = self.method
+            if isinstance(method, Random):  # a fresh generator per image: the selection depends on the image alone
+                method = Random(method.keep, seed=method.seed)
             captured = make_captured(
                 self.needs, grid, None if scores is None else scores[a:b],
                 features[a:b] if self.needs.features else None, batch_size=b - a,
                 valid=None if valid is None else valid[a:b],
             )
             captured.device = features.device
-            keeps.append(select(self.method, captured, (b - a, N), self.backend))
+            keeps.append(select(method, captured, (b - a, N), self.backend))
         return keeps[0] if len(keeps) == 1 else torch.cat(keeps)
 
     def record(self, keeps: Sequence[torch.Tensor]) -> None:

@@ -1,0 +1,312 @@
+// The cosines the CPU kernel of cosine_dedup_mask ranks by, at three costs (cosine_dedup_mask.cpp):
+//
+//   exact   cos of common/cosine.h (sequential float64 sums): the values every backend ranks by.
+//   fast    the same formula with the dot product summed in any order (vectorised): within
+//           fast_error_bound(C) (~2e-13 at C = 1024) of exact.
+//   filter  a float32 Gram matrix of the unit rows from one sgemm: within filter_error_bound(C)
+//           (~6e-5 at C = 1024) of exact, whatever order the GEMM sums in.
+//
+// The bounds are proven below; a ranking by a filter value is exact wherever two values are further
+// apart than twice its bound. Features are kept as float32 rows (float16 / bfloat16 widen exactly);
+// every product of two of them is exact in float64.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <unordered_map>
+#include <vector>
+
+#include "common/cosine.h"
+
+namespace vtprune::cpu {
+
+// The ranked candidates of one image: row i is the float32 feature row of candidate i (float16 /
+// bfloat16 features are widened into a copy; float32 ones are read in place), with its fast squared
+// norm (any order) and finiteness. Exact squared norms are computed when first needed.
+struct CandidateFeatures {
+  int64_t n = 0, C = 0;
+  const float* base = nullptr;       // row i at base + index[i] * row_stride
+  int64_t row_stride = 0;
+  std::vector<int64_t> index;
+  at::Tensor storage;                // the widened copy, when there is one
+  std::vector<double> fast_norm2;    // dot(x, x) in any order
+  std::vector<double> exact_norm2;   // dot(x, x) in the cosine's order; NaN until computed
+  std::vector<uint8_t> finite;       // 0: the row holds a NaN or inf (every cosine of it is NaN)
+
+  const float* row(int64_t i) const { return base + index[i] * row_stride; }
+};
+
+// dot(x[d], y[d]) for kDots pairs, each summed in index order (the exact cosine's dot), the sums
+// interleaved so that they proceed in parallel.
+template <int kDots>
+void sequential_dots(const float* const* x, const float* const* y, int64_t C, double* out) {
+  double acc[kDots] = {};
+  for (int64_t k = 0; k < C; ++k) {
+    for (int d = 0; d < kDots; ++d) acc[d] += static_cast<double>(x[d][k]) * static_cast<double>(y[d][k]);
+  }
+  for (int d = 0; d < kDots; ++d) out[d] = acc[d];
+}
+
+// The float64 dot product of two rows in any order: 8 partial sums of float64 vector lanes.
+inline double fast_dot(const float* x, const float* y, int64_t C) {
+  typedef double d2 __attribute__((vector_size(16)));  // GCC / Clang vector extension (SSE2, NEON)
+  d2 acc[4] = {};
+  int64_t k = 0;
+  for (; k + 8 <= C; k += 8) {
+    for (int l = 0; l < 4; ++l) {
+      const d2 a = {static_cast<double>(x[k + 2 * l]), static_cast<double>(x[k + 2 * l + 1])};
+      const d2 b = {static_cast<double>(y[k + 2 * l]), static_cast<double>(y[k + 2 * l + 1])};
+      acc[l] += a * b;
+    }
+  }
+  double sum = 0.0;
+  for (; k < C; ++k) sum += static_cast<double>(x[k]) * static_cast<double>(y[k]);
+  const d2 total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  return sum + total[0] + total[1];
+}
+
+// gamma_n = n u / (1 - n u): the classic bound on the relative error of a sum of n terms.
+inline double gamma(int64_t n, double u) { return static_cast<double>(n) * u / (1.0 - static_cast<double>(n) * u); }
+
+// |fast - exact| <= 3 gamma_C(u_d) + 6 u_d: the two dots are each within gamma_C(u_d) sum_k |x_k y_k|
+// of the true dot, and sum_k |x_k y_k| <= the denominator (Cauchy-Schwarz); the two denominators
+// (from norms summed in different orders) differ by gamma_C(u_d) relative, and each side rounds
+// three times. 1% on top for the products of small terms left out.
+inline double fast_error_bound(int64_t C) {
+  const double u_d = std::ldexp(1.0, -53);
+  return 1.01 * (3.0 * gamma(C, u_d) * (1.0 + gamma(C, u_d)) + 6.0 * u_d);
+}
+
+// A bound on |G[i, j] - exact cos(x_i, x_j)| for G = U U^T computed in a type of unit roundoff u_g,
+// in any summation order (u_d: float64). U_ik = round_g(x_ik * round(1 / round(sqrt(max(dot(x_i,
+// x_i), eps2))))) carries a relative error eta <= u_g + 3 u_d (and 1.01 for the higher terms); with Cauchy-Schwarz (sum_k |U_ik U_jk| <=
+// ||U_i|| ||U_j||):
+//   |G - sum_k U_ik U_jk|          <= gamma_C(u_g) (1 + eta)^2 (1 + gamma_C(u_d))
+//   |sum_k U_ik U_jk - true cos|   <= (2 eta + eta^2) (1 + gamma_C(u_d))
+//   |true cos - exact cos|         <= gamma_C(u_d) + 3 u_d (the sum, then three roundings)
+// plus C * 2^-147 for products and units that underflow in float32; 1% on top. (The norms of U are
+// summed in any order: gamma_C(u_d) more in eta.)
+inline double filter_error_bound(int64_t C, double u_g) {
+  const double u_d = std::ldexp(1.0, -53);
+  const double eta = u_g + 3.01 * u_d + gamma(C, u_d);
+  const double g_d = gamma(C, u_d);
+  const double bound = gamma(C, u_g) * (1.0 + eta) * (1.0 + eta) * (1.0 + g_d) +
+                       (2.0 * eta + eta * eta) * (1.0 + g_d) + g_d + 3.0 * u_d;
+  return 1.01 * bound + static_cast<double>(C) * std::ldexp(1.0, -147);
+}
+
+// Fast and exact cosines of position pairs (i, j) of one image, computed on request and kept.
+class PairCosines {
+ public:
+  explicit PairCosines(CandidateFeatures& f) : f_(f) {}
+
+  double fast(int32_t i, int32_t j) {
+    const auto [it, added] = fast_.emplace(key(i, j), 0.0);
+    if (added) {
+      it->second = cosine_from_dots(fast_dot(f_.row(i), f_.row(j), f_.C), f_.fast_norm2[i], f_.fast_norm2[j]);
+    }
+    return it->second;
+  }
+
+  // Computes the exact cosines of the pairs (a[p], b[p]) not known yet, 8 sums at a time.
+  void prepare_exact(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+    todo_a_.clear();
+    todo_b_.clear();
+    for (size_t p = 0; p < a.size(); ++p) {
+      if (exact_.emplace(key(a[p], b[p]), 0.0).second) {
+        todo_a_.push_back(a[p]);
+        todo_b_.push_back(b[p]);
+      }
+    }
+    std::vector<double> dots(todo_a_.size());
+    dot_rows(todo_a_.data(), todo_b_.data(), static_cast<int64_t>(todo_a_.size()), dots.data());
+    for (size_t p = 0; p < todo_a_.size(); ++p) {
+      const int32_t i = todo_a_[p], j = todo_b_[p];
+      exact_[key(i, j)] = cosine_from_dots(dots[p], exact_norm2(i), exact_norm2(j));
+    }
+  }
+
+  // An exact cosine prepared before.
+  double exact(int32_t i, int32_t j) const { return exact_.at(key(i, j)); }
+
+  // dot(x_i, x_i) in the cosine's order, computed once.
+  double exact_norm2(int32_t i) {
+    if (std::isnan(f_.exact_norm2[i])) dot_rows(&i, &i, 1, &f_.exact_norm2[i]);
+    return f_.exact_norm2[i];
+  }
+
+  // out[p] = the sequential dot of rows a[p] and b[p], p < count.
+  void dot_rows(const int32_t* a, const int32_t* b, int64_t count, double* out) const {
+    constexpr int kDots = 8;
+    int64_t p = 0;
+    for (; p + kDots <= count; p += kDots) {
+      const float* x[kDots];
+      const float* y[kDots];
+      for (int d = 0; d < kDots; ++d) {
+        x[d] = f_.row(a[p + d]);
+        y[d] = f_.row(b[p + d]);
+      }
+      sequential_dots<kDots>(x, y, f_.C, out + p);
+    }
+    for (; p < count; ++p) {
+      const float* x[1] = {f_.row(a[p])};
+      const float* y[1] = {f_.row(b[p])};
+      sequential_dots<1>(x, y, f_.C, out + p);
+    }
+  }
+
+ private:
+  static uint64_t key(int32_t i, int32_t j) {
+    return i < j ? (static_cast<uint64_t>(i) << 32) | static_cast<uint32_t>(j)
+                 : (static_cast<uint64_t>(j) << 32) | static_cast<uint32_t>(i);
+  }
+
+  CandidateFeatures& f_;
+  std::unordered_map<uint64_t, double> fast_, exact_;
+  std::vector<int32_t> todo_a_, todo_b_;
+};
+
+// The candidates' rows of one image x_b [N, C] (ranked: candidate indices), their fast squared norms
+// and finiteness.
+inline CandidateFeatures candidate_features(const at::Tensor& x_b, const std::vector<int64_t>& ranked) {
+  CandidateFeatures f;
+  f.n = static_cast<int64_t>(ranked.size());
+  f.C = x_b.size(1);
+  if (x_b.scalar_type() == at::kFloat && x_b.stride(1) == 1) {
+    f.base = x_b.const_data_ptr<float>();
+    f.row_stride = x_b.stride(0);
+    f.index = ranked;
+  } else {  // widen (exactly) the candidates' rows into a copy
+    const at::Tensor index = at::tensor(at::IntArrayRef(ranked), at::TensorOptions().dtype(at::kLong));
+    f.storage = x_b.index_select(0, index).to(at::kFloat).contiguous();
+    f.base = f.storage.const_data_ptr<float>();
+    f.row_stride = f.C;
+    f.index.resize(f.n);
+    for (int64_t i = 0; i < f.n; ++i) f.index[i] = i;
+  }
+  f.fast_norm2.resize(f.n);
+  f.exact_norm2.assign(f.n, std::numeric_limits<double>::quiet_NaN());
+  f.finite.resize(f.n);
+  for (int64_t i = 0; i < f.n; ++i) {
+    f.fast_norm2[i] = fast_dot(f.row(i), f.row(i), f.C);
+    f.finite[i] = std::isfinite(f.fast_norm2[i]);  // inf or NaN anywhere makes the sum so
+  }
+  return f;
+}
+
+// The filter Gram matrix G [n, n] = U U^T in type G (float, or double when torch runs float32
+// matmuls in reduced precision), U the unit rows (zero for non-finite rows), written into `gram`
+// (contiguous [n, n]); `unit` is scratch (resized). Only the blocks on and above the diagonal are
+// multiplied (2/3 of one GEMM), straight into `gram`; the blocks below are their transposes.
+template <typename G>
+void filter_gram(const CandidateFeatures& f, at::Tensor& unit, at::Tensor gram) {
+  unit.resize_({f.n, f.C});
+  G* u = unit.mutable_data_ptr<G>();
+  for (int64_t i = 0; i < f.n; ++i) {
+    const double inverse = 1.0 / std::sqrt(std::max(f.fast_norm2[i], kCosineEps2));
+    const float* x = f.row(i);
+    G* out = u + i * f.C;
+    if (!f.finite[i]) {
+      std::fill(out, out + f.C, G(0));
+      continue;
+    }
+    for (int64_t k = 0; k < f.C; ++k) out[k] = static_cast<G>(static_cast<double>(x[k]) * inverse);
+  }
+  constexpr int64_t kBlocks = 3;
+  const int64_t step = std::max<int64_t>(1, (f.n + kBlocks - 1) / kBlocks);
+  for (int64_t r0 = 0; r0 < f.n; r0 += step) {
+    const int64_t rows = std::min(step, f.n - r0), rest = f.n - r0 - rows;
+    at::Tensor upper = gram.narrow(0, r0, rows).narrow(1, r0, f.n - r0);  // row stride n: BLAS writes it in place
+    at::mm_out(upper, unit.narrow(0, r0, rows), unit.narrow(0, r0, f.n - r0).t());
+    if (rest > 0) gram.narrow(0, r0 + rows, rest).narrow(1, r0, rows).copy_(upper.narrow(1, rows, rest).t());
+  }
+}
+
+// The filter Gram matrix's rows cut into chunks of 16 columns, each row's chunks ordered by their
+// maximum (built once per image): a masked maximum over a row then opens chunks best-first and
+// stops at the first chunk whose maximum cannot beat what it has (typically 2 or 3 of 35 at n = 560),
+// and the entries near the maximum are found in the same chunks.
+template <typename G>
+class ChunkedRows {
+ public:
+  static constexpr int64_t kChunk = 16;
+
+  ChunkedRows(const G* gram, int64_t n) : gram_(gram), n_(n), chunks_((n + kChunk - 1) / kChunk) {
+    chunk_max_.resize(n_ * chunks_);
+    order_.resize(n_ * chunks_);
+    for (int64_t a = 0; a < n_; ++a) {
+      const G* row = gram_ + a * n_;
+      G* top = &chunk_max_[a * chunks_];
+      for (int64_t c = 0; c < chunks_; ++c) {
+        G m = -std::numeric_limits<G>::infinity();
+        for (int64_t k = c * kChunk; k < std::min(n_, (c + 1) * kChunk); ++k) m = row[k] > m ? row[k] : m;
+        top[c] = m;
+      }
+      uint32_t* order = &order_[a * chunks_];
+      for (int64_t c = 0; c < chunks_; ++c) order[c] = static_cast<uint32_t>(c);
+      std::sort(order, order + chunks_, [top](uint32_t x, uint32_t y) { return top[x] > top[y]; });
+    }
+  }
+
+  // max over columns k of gram[a, k] + mask[k] (mask: 0 for members of B, -inf otherwise).
+  G masked_max(int64_t a, const G* mask) const {
+    G best = -std::numeric_limits<G>::infinity();
+    for (int64_t t = 0; t < chunks_; ++t) {
+      const int64_t c = order_[a * chunks_ + t];
+      if (!(chunk_max_[a * chunks_ + c] > best)) break;  // no entry of this chunk or a later one beats best
+      best = std::max(best, masked_chunk_max(a, c, mask));
+    }
+    return best;
+  }
+
+  // Appends every column k with gram[a, k] + mask[k] >= floor_value (in float64) to `out`.
+  void masked_at_least(int64_t a, const G* mask, double floor_value, std::vector<int32_t>& out) const {
+    const G* row = gram_ + a * n_;
+    for (int64_t t = 0; t < chunks_; ++t) {
+      const int64_t c = order_[a * chunks_ + t];
+      if (static_cast<double>(chunk_max_[a * chunks_ + c]) < floor_value) break;
+      for (int64_t k = c * kChunk; k < std::min(n_, (c + 1) * kChunk); ++k) {
+        if (static_cast<double>(row[k] + mask[k]) >= floor_value) out.push_back(static_cast<int32_t>(k));
+      }
+    }
+  }
+
+ private:
+  G masked_chunk_max(int64_t a, int64_t c, const G* mask) const {
+    const G* row = gram_ + a * n_;
+    const int64_t k0 = c * kChunk;
+    if constexpr (std::is_same_v<G, float>) {
+      if (k0 + kChunk <= n_) {  // 4 vectors of 4 lanes (GCC / Clang vector extension: SSE, NEON)
+        typedef float f4 __attribute__((vector_size(16)));
+        f4 lane[4];
+        for (int l = 0; l < 4; ++l) {
+          f4 r, q;
+          std::memcpy(&r, row + k0 + 4 * l, sizeof r);
+          std::memcpy(&q, mask + k0 + 4 * l, sizeof q);
+          lane[l] = r + q;
+        }
+        const f4 x = lane[0] > lane[1] ? lane[0] : lane[1], y = lane[2] > lane[3] ? lane[2] : lane[3];
+        const f4 v = x > y ? x : y;
+        return std::max(std::max(v[0], v[1]), std::max(v[2], v[3]));
+      }
+    }
+    G m = -std::numeric_limits<G>::infinity();
+    for (int64_t k = k0; k < std::min(n_, k0 + kChunk); ++k) {
+      const G v = row[k] + mask[k];
+      m = v > m ? v : m;
+    }
+    return m;
+  }
+
+  const G* gram_;
+  int64_t n_, chunks_;
+  std::vector<G> chunk_max_;      // [n, chunks]: the maximum of each chunk of each row
+  std::vector<uint32_t> order_;   // [n, chunks]: each row's chunks, largest maximum first
+};
+
+}  // namespace vtprune::cpu
