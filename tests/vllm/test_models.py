@@ -111,6 +111,28 @@ def test_batch_of_requests_matches_apply(served):
     assert all(length > TOKEN_BUDGET for _, length in got), "test precondition: prompts must be chunked"
 
 
+@pytest.mark.parametrize("served", [name for name in CASES if name.startswith("qwen2_5_vl")], indirect=True)
+def test_announced_count_is_the_prompts(served):
+    """The count vLLM plans with (``get_num_image_tokens``: encoder budget, profiling) is, from the image
+    size alone, the number of placeholders the prompt holds and min(keep, merged tokens)."""
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+
+    case, engine, model, processor = served
+    info = MULTIMODAL_REGISTRY.create_processor(engine.llm.llm_engine.model_config).info
+    requests = [(_prompt(case, 1), [image(w, h, seed=90 + i)]) for i, (w, h) in enumerate(case.sizes)]
+    lengths = [length for _, length in engine.greedy(requests)]
+    engine.selections()
+    pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    for (text, (picture,)), length in zip(requests, lengths):
+        ids = processor(text=[text], images=[picture], return_tensors="pt")["input_ids"][0]
+        full = int((ids == pad).sum())
+        announced = info.get_num_image_tokens(
+            image_width=picture.width, image_height=picture.height, image_processor=info.get_image_processor(), mm_kwargs={}
+        )
+        assert announced == min(case.config["keep"], full)
+        assert length == ids.numel() - full + announced
+
+
 def test_two_images_in_one_prompt_match_apply(served):
     case, engine, model, processor = served
     text, images = _prompt(case, 2), [image(*case.sizes[0], seed=20), image(*case.sizes[-1], seed=21)]
