@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..methods._device import from_host
 from ..methods.hivtp import PAPER_LAYERS
 from ..methods.merged_grid import merged_features, merged_grid_pool, to_merge_order
 from .attention_capture import AttentionCapture
@@ -226,6 +227,8 @@ def run_tower(
         raise RuntimeError("the Qwen-VL vision tower returned before its last block")
 
     window_index = tower.window_index(grid_thw)
+    if window_index is not None:  # on the host: one copy to the device, not one per captured layer
+        window_index = from_host(window_index, pixel_values.device)
 
     def in_merge_order(x: torch.Tensor) -> torch.Tensor:
         return x if window_index is None else to_merge_order(x, window_index, tower.merge_size)
