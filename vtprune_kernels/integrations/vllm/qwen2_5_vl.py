@@ -164,6 +164,7 @@ class VTPruneQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
         with self.vtprune.capture(segments) as capture:
             hidden = self._run_blocks(pixel_values, grids)  # [S, C], window order
         scores = capture.scores()
+        window_index = from_host(window_index, hidden.device)  # one upload for both reorders
         merged = merged_features(to_merge_order(hidden, window_index, merge), merge)  # [T, 4C]
         pooled = None if scores is None else merged_grid_pool(to_merge_order(scores[0], window_index, merge), merge)
         kept_rows, offsets, keeps = self._select(items, merged, pooled)
