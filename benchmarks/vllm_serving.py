@@ -2,11 +2,13 @@
 
 Run from the vLLM venv (``make bench-vllm``, or ``.venv-vllm/bin/python benchmarks/vllm_serving.py``).
 
-A LLaVA-1.5-shaped checkpoint with random weights (CLIP tower on 336 px images, 14 px patches:
-576 visual tokens per image; Llama text model) is written to a temporary folder; every request
-carries IMAGES pictures, so visual tokens dominate the prompt. Two engines serve it in this one
-process (each with its own engine-core process): stock ``LlavaForConditionalGeneration`` and the
-plugin's pruned architecture (VisPruner, KEEP tokens per image). Prefix caching and the
+A checkpoint with random weights is written to a temporary folder (``--model``): LLaVA-1.5-shaped
+(CLIP tower on 336 px images, 14 px patches: 576 visual tokens per image; Llama text model) or
+Qwen2.5-VL-shaped (448 px images: 32 x 32 patches merged 2x2 into 256 visual tokens; windowed and
+full-attention vision blocks; Qwen2 text model with M-RoPE). Every request carries IMAGES
+pictures, so visual tokens dominate the prompt. Two engines serve it in this one process (each
+with its own engine-core process): the stock architecture and the plugin's pruned one
+(VisPruner, KEEP tokens per image). Prefix caching and the
 multimodal caches are off and every round uses new pictures, so each round encodes and prefills
 everything. Rounds alternate between the engines (a, b, a, b, ...) so both see the same machine
 load; the figures are the best round of each:
@@ -28,22 +30,46 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="vtprune-vllm-bench-cache-"))
 
-IMAGE_SIZE, PATCH = 336, 14
+PATCH = 14
+TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "vllm")
 
 
-def build_checkpoint(path: str) -> str:
-    """A LLaVA-1.5-shaped checkpoint: CLIP 2 layers (feature layer -2), Llama 4 layers x 256."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests_vllm"))
+def llava_checkpoint(path: str):
+    """(path, stock architecture, image placeholder, image side): CLIP 2 layers (feature layer -2),
+    Llama 4 layers x 256."""
+    sys.path.insert(0, TESTS)
     import checkpoints
     from transformers import CLIPVisionConfig, LlamaConfig
 
+    side = 336
     vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=IMAGE_SIZE, patch_size=PATCH, projection_dim=64)
+                              image_size=side, patch_size=PATCH, projection_dim=64)
     text = LlamaConfig(vocab_size=checkpoints.VOCAB_SIZE, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, pad_token_id=0,
                        bos_token_id=1, eos_token_id=2)
     checkpoints.llava(path, "clip", vision_config=vision, text_config=text)
-    return path
+    return path, "LlavaForConditionalGeneration", "<image>", side, (side // PATCH) ** 2
+
+
+def qwen2_5_vl_checkpoint(path: str):
+    """(path, stock architecture, image placeholder, image side): 4 vision blocks x 64 (full attention
+    in blocks 1 and 3, 112 px windows in the others), Qwen2 4 layers x 256."""
+    sys.path.insert(0, TESTS)
+    import checkpoints
+    from transformers import Qwen2Config
+
+    side = 448
+    vision = dict(depth=4, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=256,
+                  fullatt_block_indexes=[1, 3], window_size=112, patch_size=PATCH, spatial_merge_size=2,
+                  temporal_patch_size=2, tokens_per_second=2)
+    text = Qwen2Config(vocab_size=checkpoints.VOCAB_SIZE, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, pad_token_id=0,
+                       bos_token_id=1, eos_token_id=2)
+    checkpoints.qwen2_5_vl(path, vision=vision, text_config=text, max_pixels=side * side)
+    return path, "Qwen2_5_VLForConditionalGeneration", checkpoints.QWEN_IMAGE, side, (side // PATCH // 2) ** 2
+
+
+CHECKPOINTS = {"llava": llava_checkpoint, "qwen2_5_vl": qwen2_5_vl_checkpoint}
 
 
 def cpu_name() -> str:
@@ -60,8 +86,9 @@ def cpu_name() -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(CHECKPOINTS), default="llava")
     parser.add_argument("--images", type=int, default=4, help="pictures per request")
-    parser.add_argument("--keep", type=int, default=64, help="VisPruner tokens kept per image (of 576)")
+    parser.add_argument("--keep", type=int, default=64, help="VisPruner tokens kept per image (of 576 / 256)")
     parser.add_argument("--batch", type=int, default=4, help="requests submitted together for requests/s")
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
@@ -75,22 +102,22 @@ def main():
     from vtprune_kernels.integrations.vllm import hf_overrides
 
     rng = np.random.default_rng(0)
+    path, architecture, placeholder, side, visual_tokens = CHECKPOINTS[args.model](tempfile.mkdtemp(prefix="vtprune-vllm-bench-"))
 
     def pictures(n):
-        return [Image.fromarray(rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)) for _ in range(n)]
+        return [Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(n)]
 
     def request():
-        return {"prompt": "USER: " + "<image>\n" * args.images + "Describe the pictures. ASSISTANT:",
+        return {"prompt": "USER: " + f"{placeholder}\n" * args.images + "Describe the pictures. ASSISTANT:",
                 "multi_modal_data": {"image": pictures(args.images)}}
 
-    path = build_checkpoint(tempfile.mkdtemp(prefix="vtprune-vllm-bench-"))
     common = dict(model=path, dtype="float32", enforce_eager=True, max_model_len=4096, max_num_seqs=args.batch,
-                  max_num_batched_tokens=4096, limit_mm_per_prompt={"image": args.images}, enable_prefix_caching=False,
+                  max_num_batched_tokens=4096, limit_mm_per_prompt={"image": args.images, "video": 0},
+                  enable_prefix_caching=False,
                   mm_processor_cache_gb=0, seed=0)
     engines = {
         "unpruned": LLM(**common),
-        f"VisPruner keep={args.keep}": LLM(**common, hf_overrides=hf_overrides(
-            "LlavaForConditionalGeneration", "vispruner", args.keep)),
+        f"VisPruner keep={args.keep}": LLM(**common, hf_overrides=hf_overrides(architecture, "vispruner", args.keep)),
     }
     first = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True, detokenize=False)
     many = SamplingParams(max_tokens=args.new_tokens, temperature=0.0, ignore_eos=True, detokenize=False)
@@ -108,8 +135,9 @@ def main():
             best[name]["requests_per_s"] = max(best[name]["requests_per_s"], args.batch / (time.perf_counter() - start))
 
     machine = cpu_name()
-    print(f"vLLM CPU engine, LLaVA-1.5-shaped random checkpoint, {args.images} x {IMAGE_SIZE} px images per request "
-          f"({(IMAGE_SIZE // PATCH) ** 2} visual tokens each), best of {args.rounds} alternating rounds; {machine}")
+    shape = {"llava": "LLaVA-1.5", "qwen2_5_vl": "Qwen2.5-VL"}[args.model]
+    print(f"vLLM CPU engine, {shape}-shaped random checkpoint, {args.images} x {side} px images per request "
+          f"({visual_tokens} visual tokens each), best of {args.rounds} alternating rounds; {machine}")
     print(f"{'engine':<22} {'prompt tokens':>13} {'TTFT ms':>9} {'requests/s':>11}")
     base = best["unpruned"]
     for name, r in best.items():

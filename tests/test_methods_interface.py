@@ -1,4 +1,6 @@
 """The common method interface, and every method on CUDA against its CPU reference selection."""
+import copy
+
 import pytest
 import torch
 
@@ -48,7 +50,8 @@ def _captures(device):
 @pytest.mark.parametrize("method", METHODS, ids=repr)
 def test_cuda_selection_equals_the_cpu_reference(method):
     name = type(method).__name__
-    on_cuda = method.select_captured(_captures("cuda")[name], backend="auto")
-    on_cpu = method.select_captured(_captures("cpu")[name], backend="reference")
+    # a fresh copy per call: Random's generator advances with every selection
+    on_cuda = copy.deepcopy(method).select_captured(_captures("cuda")[name], backend="auto")
+    on_cpu = copy.deepcopy(method).select_captured(_captures("cpu")[name], backend="reference")
     assert on_cuda.device.type == "cuda"
     assert torch.equal(on_cuda.cpu(), on_cpu)

@@ -323,6 +323,7 @@ def test_offsets_beyond_int32_in_a_sequence_major_buffer(n_keys, key_stride):
 
 def test_grid_beyond_cuda_limits_is_an_error():
     # one program per head on grid axis 1, which CUDA caps at 65535
-    q, k, lse = torch.zeros(1, 65536, 1, 8), torch.zeros(1, 1, 1, 8), torch.zeros(1, 65536, 1)
+    q, k = torch.zeros(1, 65536, 1, 8, device=DEVICE), torch.zeros(1, 1, 1, 8, device=DEVICE)
+    lse = torch.zeros(1, 65536, 1, device=DEVICE)
     with pytest.raises(ValueError, match="grid axis 1"):
         _triton_backend.attention_scores(q, k, head_reduce="none", lse=lse)

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..methods._device import from_host
 from ..methods.hivtp import PAPER_LAYERS
 from ..methods.merged_grid import merged_features, merged_grid_pool, to_merge_order
 from .attention_capture import AttentionCapture
@@ -67,22 +68,12 @@ class QwenTower:
         return int(self.module.config.hidden_size)
 
     def feature_score_layer(self) -> int:
-        """VisPruner's default layer: the layer whose output the merger uses (the last block) when
-        it attends over the whole frame, else the last full-attention block (on every released
-        Qwen2.5-VL the last block is a full-attention block, so both are the same)."""
-        last = self.num_layers - 1
-        return last if last in self.full_attention_layers else max(self.full_attention_layers)
+        """VisPruner's default layer (``feature_score_layer`` below)."""
+        return feature_score_layer(self.num_layers, self.full_attention_layers)
 
     def middle_layers(self) -> Tuple[int, ...]:
-        """HIVTP's default layers. Towers that attend globally in every block: the paper's 0-based
-        6..9 (its layers 7-10 of CLIP-L's 24). Qwen2.5-VL: the middle one or two of its
-        full-attention blocks (15 and 23 of 7, 15, 23, 31), since a windowed block's attention
-        only spans a 112 px window and is not the image-wide received attention HIVTP scores."""
-        if not self.windowed:
-            return PAPER_LAYERS
-        full = sorted(self.full_attention_layers)
-        n = len(full)
-        return tuple(full[(n - 1) // 2 : n // 2 + 1])
+        """HIVTP's default layers (``middle_layers`` below)."""
+        return middle_layers(self.full_attention_layers, self.windowed)
 
     def window_index(self, grid_thw: torch.Tensor) -> Optional[torch.Tensor]:
         """The window permutation the model applies for these grids (None without windows)."""
@@ -93,6 +84,50 @@ class QwenTower:
         visual = self.module
         index, _ = get_vision_window_index(grid_thw, visual.spatial_merge_size, visual.window_size, visual.patch_size)
         return index
+
+
+@dataclasses.dataclass
+class MergedGridItem:
+    """One image or video of a tower run: grid (t, h, w) in patches, first merged token in the run,
+    merge size; its frames' merged grid (h/m, w/m). Shared with the vLLM plugin."""
+
+    grid: Tuple[int, int, int]
+    first: int
+    merge: int
+
+    @property
+    def frame_grid(self) -> Tuple[int, int]:
+        return self.grid[1] // self.merge, self.grid[2] // self.merge
+
+    @property
+    def frame_tokens(self) -> int:
+        h, w = self.frame_grid
+        return h * w
+
+    @property
+    def tokens(self) -> int:
+        return self.grid[0] * self.frame_tokens
+
+
+def feature_score_layer(num_layers: int, full_attention_layers: Sequence[int]) -> int:
+    """VisPruner's default layer: the layer whose output the merger uses (the last block) when
+    it attends over the whole frame, else the last full-attention block (on every released
+    Qwen2.5-VL the last block is a full-attention block, so both are the same). Shared with the
+    vLLM plugin, whose Qwen2.5-VL tower has the same blocks."""
+    last = num_layers - 1
+    return last if last in full_attention_layers else max(full_attention_layers)
+
+
+def middle_layers(full_attention_layers: Sequence[int], windowed: bool) -> Tuple[int, ...]:
+    """HIVTP's default layers. Towers that attend globally in every block: the paper's 0-based
+    6..9 (its layers 7-10 of CLIP-L's 24). Qwen2.5-VL: the middle one or two of its
+    full-attention blocks (15 and 23 of 7, 15, 23, 31), since a windowed block's attention
+    only spans a 112 px window and is not the image-wide received attention HIVTP scores."""
+    if not windowed:
+        return PAPER_LAYERS
+    full = sorted(full_attention_layers)
+    n = len(full)
+    return tuple(full[(n - 1) // 2 : n // 2 + 1])
 
 
 def describe_tower(visual: nn.Module) -> QwenTower:
@@ -192,6 +227,8 @@ def run_tower(
         raise RuntimeError("the Qwen-VL vision tower returned before its last block")
 
     window_index = tower.window_index(grid_thw)
+    if window_index is not None:  # on the host: one copy to the device, not one per captured layer
+        window_index = from_host(window_index, pixel_values.device)
 
     def in_merge_order(x: torch.Tensor) -> torch.Tensor:
         return x if window_index is None else to_merge_order(x, window_index, tower.merge_size)

@@ -36,7 +36,7 @@ import torch
 from ..methods._device import from_host
 from .adapter import PrunedImages, TowerAdapter, make_captured, require_vision_only, score_layers, select
 from .mrope import mrope_position_deltas
-from .qwen_tower import describe_tower, merge_kept, run_tower
+from .qwen_tower import MergedGridItem, describe_tower, merge_kept, run_tower
 
 MODALITIES = (  # (name, pixels, grid, placeholder token config key)
     ("image", "pixel_values", "image_grid_thw", "image_token_id"),
@@ -45,27 +45,11 @@ MODALITIES = (  # (name, pixels, grid, placeholder token config key)
 
 
 @dataclasses.dataclass
-class _Entry:
-    """One image or video of the call: its modality, grid (t, h, w) in patches, first merged token
-    in its modality's tower run, and its frames' merged grid."""
+class _Entry(MergedGridItem):
+    """One image or video of the call (``MergedGridItem``, first merged token counted in its
+    modality's tower run) and its modality."""
 
-    modality: str
-    grid: Tuple[int, int, int]
-    first: int
-    merge: int
-
-    @property
-    def frame_grid(self) -> Tuple[int, int]:
-        return self.grid[1] // self.merge, self.grid[2] // self.merge
-
-    @property
-    def frame_tokens(self) -> int:
-        h, w = self.frame_grid
-        return h * w
-
-    @property
-    def tokens(self) -> int:
-        return self.grid[0] * self.frame_tokens
+    modality: str = "image"
 
 
 class QwenVLAdapter(TowerAdapter):
@@ -134,7 +118,7 @@ class QwenVLAdapter(TowerAdapter):
             for t, h, w in grids:
                 if h % self.tower.merge_size or w % self.tower.merge_size or t < 1:
                     raise ValueError(f"{grid_key}: a grid of {t} x {h} x {w} patches is not a whole number of merge blocks")
-                entries.append(_Entry(name, (t, h, w), first, self.tower.merge_size))
+                entries.append(_Entry((t, h, w), first, self.tower.merge_size, modality=name))
                 first += entries[-1].tokens
             runs[name] = run_tower(self.tower, pixels, grid, layers, backend=backend)
         return entries, runs

@@ -78,6 +78,20 @@ class Random(_ScoreFreeBaseline):
     def __repr__(self):
         return f"Random(keep={self.keep}, seed={self.seed})"
 
+    def __getstate__(self):
+        """copy/deepcopy/pickle: the generator's position travels with the method (not the lock)."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_generator", "_lock")}
+        with self._lock:
+            state["_generator_state"] = self._generator.get_state()
+        return state
+
+    def __setstate__(self, state):
+        generator_state = state.pop("_generator_state")
+        self.__dict__.update(state)
+        self._generator = torch.Generator(device="cpu")
+        self._generator.set_state(generator_state)
+        self._lock = threading.Lock()
+
     def random_scores(self, n_tokens: int, batch_size: int) -> torch.Tensor:
         """float32 [B, N] on the CPU: the generator's next B random permutations of 0..N-1."""
         if n_tokens > 2**24:

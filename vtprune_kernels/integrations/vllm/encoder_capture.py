@@ -1,12 +1,19 @@
 """Scores from vLLM's own vision attention: q/k captured by a hook on its ``MMEncoderAttention``.
 
-vLLM's vision towers (CLIP, SigLIP, InternViT) compute q, k, v and call one attention module per
-layer, ``MMEncoderAttention(query, key, value)``, with q and k [B, S, H_local*D] (or
-[B, S, H_local, D]). A forward pre-hook on that module sees them while the tower keeps vLLM's own
-attention backend; ``ScoreAccumulator`` (shared with the transformers capture) turns them into
-scores with ``ops.attention_scores`` at once; nothing else of the tower is touched, and the hook
-exists only during one encoder call. vLLM's encoder attention does not return its log-sum-exp, so
-the op computes the normaliser itself (``lse=None``; for a [CLS] row that is one row).
+vLLM's vision towers (CLIP, SigLIP, InternViT, Qwen2.5-VL's) compute q, k, v and call one attention
+module per layer, ``MMEncoderAttention(query, key, value, ...)``, with q and k [B, S, H_local*D]
+(or [B, S, H_local, D]; Qwen2.5-VL: after its rotary embedding). A forward pre-hook on that module
+sees them while the tower keeps vLLM's own attention backend; ``ScoreAccumulator`` (shared with the
+transformers capture) turns them into scores with ``ops.attention_scores`` at once; nothing else of
+the tower is touched, and the hook exists only during one encoder call. vLLM's encoder attention
+does not return its log-sum-exp, so the op computes the normaliser itself (``lse=None``; for a
+[CLS] row that is one row).
+
+Packed towers (Qwen2.5-VL) run every image of a batch as one sequence [1, S] and attend inside
+segments of it (``cu_seqlens``: one per frame in full-attention blocks, one per window in the
+others). The capture is then given each scored layer's segment lengths (host data, derived from
+the image grids, so the device's ``cu_seqlens`` is never read) and scores each segment on its
+own: a token's score is the attention it receives inside its segment, as the model computes it.
 
 Tensor parallelism: a tower sharded over the tensor-parallel group gives each rank H/tp of the
 heads (``H_local < H``). Each rank's head mean covers its heads only; the capture all-reduces
@@ -17,7 +24,8 @@ sharded (InternViT's attention) holds every head: no communication.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, List, Sequence
+import functools
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -44,15 +52,28 @@ class EncoderLayout:
 
 
 def describe_encoder(tower: nn.Module) -> EncoderLayout:
-    """The layout of vLLM's CLIPVisionModel, SiglipVisionModel or InternS1VisionModel (InternViT)."""
+    """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, InternS1VisionModel (InternViT) or
+    Qwen2_5_VisionTransformer."""
     name = type(tower).__name__
+    if name == "Qwen2_5_VisionTransformer":
+        first = tower.blocks[0].attn
+        return EncoderLayout(
+            attention=lambda i: tower.blocks[i].attn.attn,
+            num_layers=len(tower.blocks),
+            local_heads=int(first.num_attention_heads_per_partition),
+            total_heads=int(tower.num_heads),
+            head_dim=int(first.hidden_size_per_attention_head),
+            scale=float(first.attn.scale),
+            has_cls=False,
+        )
     if name in ("CLIPVisionModel", "SiglipVisionModel"):
         layers = [layer.self_attn for layer in tower.vision_model.encoder.layers]
     elif name == "InternS1VisionModel":
         layers = [layer.attention for layer in tower.encoder.layer]
     else:
         raise ValueError(
-            f"vtprune: unsupported vLLM vision tower {name} (supported: CLIPVisionModel, SiglipVisionModel, InternS1VisionModel)"
+            f"vtprune: unsupported vLLM vision tower {name} (supported: CLIPVisionModel, SiglipVisionModel, "
+            "InternS1VisionModel, Qwen2_5_VisionTransformer)"
         )
     first = layers[0]
     return EncoderLayout(
@@ -77,22 +98,36 @@ class EncoderScoreCapture:
     """Context manager: during one encoder call, layers ``layers`` add their scores.
 
     query_rows: "cls" (the [CLS] row's attention) or "all" (attention received, mean over rows).
+    segments: None (each layer attends over its whole [B, S] input), or per scored layer the
+        lengths of the consecutive segments of S it attends inside (packed towers, B = 1).
     ``scores()``: float32 [B, S], mean over the layers and over ALL heads of the model (all-reduced
     over the tensor-parallel group when this rank holds a slice of the heads).
     """
 
-    def __init__(self, layout: EncoderLayout, layers: Sequence[int], query_rows: str, *, backend: str = "auto"):
+    def __init__(
+        self,
+        layout: EncoderLayout,
+        layers: Sequence[int],
+        query_rows: str,
+        *,
+        segments: Optional[Dict[int, Sequence[int]]] = None,
+        backend: str = "auto",
+    ):
         bad = [i for i in layers if not 0 <= i < layout.num_layers]
         if bad:
             raise ValueError(f"vision layers {bad} are not in this {layout.num_layers}-layer tower")
         self.layout = layout
         self.layers = tuple(sorted(set(int(i) for i in layers)))
+        if segments is not None and any(i not in segments for i in self.layers):
+            raise ValueError(f"segments must be given for every scored layer {self.layers}")
+        self.segments = None if segments is None else {i: [int(n) for n in segments[i]] for i in self.layers}
         self._scores = ScoreAccumulator(query_rows, backend=backend)
         self._handles: List = []
 
     def __enter__(self):
         for i in self.layers:
-            self._handles.append(self.layout.attention(i).register_forward_pre_hook(self._hook))
+            hook = functools.partial(self._hook, i)
+            self._handles.append(self.layout.attention(i).register_forward_pre_hook(hook, with_kwargs=True))
         return self
 
     def __exit__(self, *exc):
@@ -101,14 +136,35 @@ class EncoderScoreCapture:
         self._handles.clear()
         return False
 
-    def _hook(self, module, args):
-        query, key = args[0], args[1]
-        self._scores.add(_heads(query, self.layout), _heads(key, self.layout), scale=self.layout.scale)
+    def _hook(self, layer, module, args, kwargs):
+        query = kwargs["query"] if "query" in kwargs else args[0]
+        key = kwargs["key"] if "key" in kwargs else args[1]
+        q, k = _heads(query, self.layout), _heads(key, self.layout)
+        if self.segments is None:
+            self._scores.add(q, k, scale=self.layout.scale)
+            return
+        lengths = self.segments[layer]
+        if sum(lengths) != q.shape[2]:
+            raise RuntimeError(f"vision layer {layer} attends over {q.shape[2]} tokens, its segments cover {sum(lengths)}")
+        start = 0
+        for j, n in enumerate(lengths):
+            end = start + n
+            self._scores.add(q[:, :, start:end], k[:, :, start:end], scale=self.layout.scale, chunk=(layer, j))
+            start = end
 
     def scores(self) -> torch.Tensor:
-        if self._scores.count() != len(self.layers):
-            raise RuntimeError(f"captured {self._scores.count()} of {len(self.layers)} vision layers")
-        scores = self._scores.mean()
+        if self.segments is None:
+            if self._scores.count() != len(self.layers):
+                raise RuntimeError(f"captured {self._scores.count()} of {len(self.layers)} vision layers")
+            scores = self._scores.mean()
+        else:
+            expected = sum(len(self.segments[i]) for i in self.layers)
+            if len(self._scores.chunks) != expected or any(self._scores.count(c) != 1 for c in self._scores.chunks):
+                raise RuntimeError(f"captured {len(self._scores.chunks)} of {expected} attention segments of vision layers {self.layers}")
+            per_layer = [
+                torch.cat([self._scores.mean((i, j)) for j in range(len(self.segments[i]))], dim=-1) for i in self.layers
+            ]
+            scores = torch.stack(per_layer).mean(0)
         if self.layout.local_heads != self.layout.total_heads:
             from vllm.distributed import tensor_model_parallel_all_reduce
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
 from ...methods import Random
-from ..adapter import make_captured, select
+from ...methods.hivtp import PAPER_LAYERS
+from ..adapter import make_captured, score_layers, select
 from .encoder_capture import EncoderScoreCapture, describe_encoder
 from .switch import method_from_config
 
@@ -31,24 +32,36 @@ class EncoderPruning:
     """Pruning of a vLLM model's images: built in the model's ``__init__`` (engine start).
 
     method: the configured method object. layout: the tower's attention layout. needs: what the
-    method asks for. score_layers: the encoder layers scored: the method's own, or the layer whose
-    output the model uses as features (the last layer vLLM instantiates).
+    method asks for. score_layers: the encoder layers scored, resolved as ``apply()`` resolves them
+    (``adapter.score_layers``): the method's own (negative: counted from the end of the model's
+    ``tower_depth``-layer tower), or by default the ``feature_layer`` (LLaVA, InternVL: the last
+    layer vLLM instantiates, i.e. the layer whose output the model uses; Qwen2.5-VL: its last
+    full-attention block) or the ``middle_layers``.
     """
 
-    def __init__(self, hf_config, architecture: str, tower, *, backend: str = "auto"):
+    def __init__(
+        self,
+        hf_config,
+        architecture: str,
+        tower,
+        *,
+        tower_depth: Optional[int] = None,
+        feature_layer: Optional[int] = None,
+        middle_layers: Sequence[int] = PAPER_LAYERS,
+        backend: str = "auto",
+    ):
         self.method = method_from_config(hf_config, architecture)
         self.layout = describe_encoder(tower)
         self.needs = self.method.needs(self.layout.has_cls)
         if self.needs.cls_embedding or self.needs.llm_probe_layer is not None:
             raise ValueError(f"{type(self.method).__name__} needs the prompt (an LLM probe): not supported by the vLLM plugin")
         last = self.layout.num_layers - 1
-        layers = (last,) if self.needs.vision_layers is None else tuple(self.needs.vision_layers)
-        full_depth = hf_config.vision_config.num_hidden_layers  # negative indices count from the full tower's end
-        self.score_layers = tuple(full_depth + i if i < 0 else i for i in layers)
+        depth = hf_config.vision_config.num_hidden_layers if tower_depth is None else tower_depth
+        self.score_layers = tuple(score_layers(self.needs, last if feature_layer is None else feature_layer, depth, middle_layers))
         if any(not 0 <= i <= last for i in self.score_layers):
             raise ValueError(
-                f"{architecture}: {type(self.method).__name__} scores vision layers {layers}, but vLLM builds this tower "
-                f"only up to its feature layer ({self.layout.num_layers} layers)"
+                f"{architecture}: {type(self.method).__name__} scores vision layers {self.score_layers}, but vLLM builds "
+                f"this tower with {self.layout.num_layers} layers (LLaVA's only up to its feature layer)"
             )
         self.backend = backend
         self._log: collections.deque = collections.deque(maxlen=LOG_SIZE)
@@ -57,12 +70,14 @@ class EncoderPruning:
     def keep(self) -> int:
         return self.method.keep
 
-    def capture(self):
+    def capture(self, segments: Optional[Callable[[int], Sequence[int]]] = None):
         """Context manager around one encoder call: an ``EncoderScoreCapture`` on the scored layers,
-        or nothing for methods that need no scores. ``.scores()`` of the result: float32 [B, S] or None."""
+        or nothing for methods that need no scores. ``.scores()`` of the result: float32 [B, S] or None.
+        segments: for packed towers, layer -> the lengths of the segments it attends inside."""
         if self.needs.query_rows == "none":
             return contextlib.nullcontext(_NoScores())
-        return EncoderScoreCapture(self.layout, self.score_layers, self.needs.query_rows, backend=self.backend)
+        per_layer = None if segments is None else {i: segments(i) for i in self.score_layers}
+        return EncoderScoreCapture(self.layout, self.score_layers, self.needs.query_rows, segments=per_layer, backend=self.backend)
 
     def select(
         self,

@@ -25,6 +25,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaForConditionalGeneration": "VTPruneLlavaForConditionalGeneration",
     "LlavaNextForConditionalGeneration": "VTPruneLlavaNextForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
+    "Qwen2_5_VLForConditionalGeneration": "VTPruneQwen2_5_VLForConditionalGeneration",
 }
 
 _METHODS = {"vispruner": VisPruner, "random": Random, "uniform": Uniform}
@@ -69,7 +70,7 @@ def method_from_config(hf_config, architecture: str):
         raise ValueError(f"unknown vtprune method {name!r}: vLLM supports {sorted(_METHODS)}")
     keep = spec.get("keep")
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"hf_overrides '{CONFIG_KEY}': 'keep' must be an integer >= 1 (tokens kept per image tile), got {keep!r}")
+        raise ValueError(f"hf_overrides '{CONFIG_KEY}': 'keep' must be an integer >= 1 (tokens kept per image, tile or video frame), got {keep!r}")
     try:
         return _METHODS[key](**spec)
     except TypeError as e:  # an argument the method does not take

@@ -6,7 +6,9 @@ budget of 32 per step, smaller than every prompt here: all prefills are chunked.
 - two images in one prompt;
 - a repeated image served from vLLM's encoder cache (the encoder does not run again, the output is
   still the pruned one);
-- the kept count per image is what the processor announced (prompt length).
+- the kept count per image is what the processor announced (prompt length);
+- the log-probability of every prompt token equals ``apply()``'s forward (so every position of the
+  pruned prompt is right: for Qwen2.5-VL, each kept token's M-RoPE position from the unpruned layout).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Callable, List, Tuple
 import pytest
 
 import checkpoints
-from harness import TOKEN_BUDGET, Engine, image, reference
+from harness import TOKEN_BUDGET, Engine, image, reference, reference_logprobs, video
 from vtprune_kernels import Random, Uniform, VisPruner
 
 
@@ -29,6 +31,7 @@ class Case:
     placeholder: str
     sizes: List[Tuple[int, int]]  # (width, height) of the test images
     two_images: bool = True  # False for Random: vLLM selects each image alone, apply() as a batch row
+    videos: bool = False  # the engine takes a video per prompt too (test_video_and_image_match_apply)
 
 
 CASES = {
@@ -56,6 +59,24 @@ CASES = {
         checkpoints.internvl, "InternVLForConditionalGeneration",
         {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), "<IMG_CONTEXT>", [(168, 84), (84, 84), (84, 168)],
     ),
+    # merged grids 3x4, 5x3, 6x6: keep 10 prunes each, and in the two-image prompt the second image's
+    # placeholders straddle the 32-token chunk boundary
+    "qwen2_5_vl-vispruner": Case(
+        checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration",
+        {"method": "vispruner", "keep": 10, "step": 2}, VisPruner(keep=10, step=2), checkpoints.QWEN_IMAGE,
+        [(112, 84), (84, 140), (168, 168)], videos=True,
+    ),
+    # scores a windowed block (attention inside 2x2-merged-token windows); keep 20 >= 12 and 15: those keep all
+    "qwen2_5_vl-vispruner-windowed-block": Case(
+        checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration",
+        {"method": "vispruner", "keep": 20, "step": 2, "score_layer": 2}, VisPruner(keep=20, step=2, score_layer=2),
+        checkpoints.QWEN_IMAGE, [(168, 168), (112, 84), (224, 140)],
+    ),
+    "qwen2_5_vl-random": Case(
+        checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration",
+        {"method": "random", "keep": 6, "seed": 3}, Random(keep=6, seed=3), checkpoints.QWEN_IMAGE,
+        [(112, 84), (168, 168), (84, 140)], two_images=False,
+    ),
 }
 
 
@@ -68,7 +89,7 @@ def served(request, checkpoint_dir):
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(path)
-    engine = Engine(path, hf_overrides(case.architecture, **case.config))
+    engine = Engine(path, hf_overrides(case.architecture, **case.config), max_videos=1 if case.videos else 0)
     engine.selections()  # drop the start-up profiling's dummy images
     yield case, engine, model, processor
     engine.close()
@@ -88,6 +109,28 @@ def test_batch_of_requests_matches_apply(served):
     assert [tokens for tokens, _ in got] == [tokens for tokens, _ in expected]
     assert sorted(selections) == sorted(sel for _, sels in expected for sel in sels)
     assert all(length > TOKEN_BUDGET for _, length in got), "test precondition: prompts must be chunked"
+
+
+@pytest.mark.parametrize("served", [name for name in CASES if name.startswith("qwen2_5_vl")], indirect=True)
+def test_announced_count_is_the_prompts(served):
+    """The count vLLM plans with (``get_num_image_tokens``: encoder budget, profiling) is, from the image
+    size alone, the number of placeholders the prompt holds and min(keep, merged tokens)."""
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+
+    case, engine, model, processor = served
+    info = MULTIMODAL_REGISTRY.create_processor(engine.llm.llm_engine.model_config).info
+    requests = [(_prompt(case, 1), [image(w, h, seed=90 + i)]) for i, (w, h) in enumerate(case.sizes)]
+    lengths = [length for _, length in engine.greedy(requests)]
+    engine.selections()
+    pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    for (text, (picture,)), length in zip(requests, lengths):
+        ids = processor(text=[text], images=[picture], return_tensors="pt")["input_ids"][0]
+        full = int((ids == pad).sum())
+        announced = info.get_num_image_tokens(
+            image_width=picture.width, image_height=picture.height, image_processor=info.get_image_processor(), mm_kwargs={}
+        )
+        assert announced == min(case.config["keep"], full)
+        assert length == ids.numel() - full + announced
 
 
 def test_two_images_in_one_prompt_match_apply(served):
@@ -118,3 +161,37 @@ def test_repeated_image_comes_from_the_encoder_cache(served):
     assert engine.selections() == [], "the repeated image was encoded again instead of read from the encoder cache"
     assert tokens == reference(model, processor, case.method, text, [picture])[0]
     assert first[0][0] == reference(model, processor, case.method, _prompt(case, 1), [picture])[0]
+
+
+def test_prompt_logprobs_match_apply(served):
+    """Every prompt token's log-probability equals apply()'s forward on the pruned prompt, for one image
+    and (where vLLM and apply() select alike) two images with text between them."""
+    case, engine, model, processor = served
+    requests = [(_prompt(case, 1), [image(*case.sizes[-1], seed=70)])]
+    if case.two_images:
+        requests.append((_prompt(case, 2), [image(*case.sizes[0], seed=71), image(*case.sizes[1], seed=72)]))
+    got = engine.prompt_logprobs(requests)
+    engine.selections()  # these encodes are not the subject here
+    for (text, images), logprobs in zip(requests, got):
+        expected = reference_logprobs(model, processor, case.method, text, images)
+        assert len(logprobs) == len(expected)
+        worst = max(abs(a - b) for a, b in zip(logprobs, expected))
+        assert worst < 1e-3, f"prompt log-probabilities differ from apply() by up to {worst}"
+
+
+@pytest.mark.parametrize("served", [name for name, case in CASES.items() if case.videos], indirect=True)
+def test_video_and_image_match_apply(served):
+    """A video (pruned per frame, budget per frame, temporal positions at frame * fps step) and an
+    image in one prompt: kept indices, greedy tokens and prompt log-probabilities as apply()."""
+    case, engine, model, processor = served
+    text = "USER: <|vision_start|><|video_pad|><|vision_end|> then " + case.placeholder + "\nWhat happens? ASSISTANT:"
+    clip, picture = video(4, 112, 84, seed=80), image(*case.sizes[1], seed=81)
+    ((tokens, _),) = engine.greedy([(text, [picture])], videos=[[clip]])
+    selections = engine.selections()
+    (logprobs,) = engine.prompt_logprobs([(text, [picture])], videos=[[clip]])
+    engine.selections()
+    expected_tokens, expected_selection = reference(model, processor, case.method, text, [picture], [clip])
+    assert tokens == expected_tokens
+    assert sorted(selections) == sorted(expected_selection)  # vLLM encodes the image and the video apart
+    expected = reference_logprobs(model, processor, case.method, text, [picture], [clip])
+    assert max(abs(a - b) for a, b in zip(logprobs, expected)) < 1e-3 and len(logprobs) == len(expected)

@@ -1,16 +1,25 @@
-"""Tensor parallelism (TP=2 on the CPU backend): each rank holds half of the CLIP tower's heads; the
-head-mean scores are all-reduced, so both ranks keep the tokens ``apply()`` keeps."""
+"""Tensor parallelism (TP=2 on the CPU backend): each rank holds half of the vision tower's heads (CLIP;
+Qwen2.5-VL's packed tower, scored per frame); the head-mean scores are all-reduced, so both ranks
+keep the tokens ``apply()`` keeps, and the sharded merger/projector runs on them."""
 from __future__ import annotations
 
 import operator
+
+import pytest
 
 import checkpoints
 from harness import Engine, image, reference
 from vtprune_kernels import VisPruner
 from vtprune_kernels.integrations.vllm import hf_overrides
 
+CASES = {  # builder, stock architecture, prompt, image (width, height)
+    "llava-clip": (lambda p: checkpoints.llava(p, "clip"), "LlavaForConditionalGeneration", "USER: <image>\n", (70, 70)),
+    "qwen2_5_vl": (checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration", f"USER: {checkpoints.QWEN_IMAGE}\n", (168, 84)),
+}
 
-def test_tp2_ranks_select_like_apply(checkpoint_dir, monkeypatch):
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_tp2_ranks_select_like_apply(name, checkpoint_dir, monkeypatch):
     import os
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -22,18 +31,18 @@ def test_tp2_ranks_select_like_apply(checkpoint_dir, monkeypatch):
         ",".join(str(c) for c in part) for part in (cpus[:half], cpus[half:] or cpus[:half])))
     from transformers import AutoProcessor
 
-    path, model = checkpoints.llava(f"{checkpoint_dir}/tp2", "clip")
+    build, architecture, prefix, size = CASES[name]
+    path, model = build(f"{checkpoint_dir}/tp2-{name}")
     processor = AutoProcessor.from_pretrained(path)
     engine = Engine(
-        path, hf_overrides("LlavaForConditionalGeneration", "vispruner", 7, step=2),
-        tensor_parallel_size=2, distributed_executor_backend="mp",
+        path, hf_overrides(architecture, "vispruner", 7, step=2), tensor_parallel_size=2, distributed_executor_backend="mp"
     )
     try:
         heads = engine.llm.apply_model(operator.attrgetter("vtprune.layout.local_heads", "vtprune.layout.total_heads"))
         assert heads == [(2, 4), (2, 4)], "test precondition: each rank must hold half of the vision heads"
         engine.llm.apply_model(operator.methodcaller("vtprune_selections", True))
-        text = "USER: <image>\nWhat is shown here? ASSISTANT:"
-        pictures = [image(70, 70, seed=50)]
+        text = prefix + "What is shown here? ASSISTANT:"
+        pictures = [image(*size, seed=50)]
         ((tokens, _),) = engine.greedy([(text, pictures)])
         per_rank = [[s.tolist() for s in log] for log in engine.llm.apply_model(operator.methodcaller("vtprune_selections"))]
     finally:

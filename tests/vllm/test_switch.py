@@ -61,20 +61,91 @@ def test_plugin_registers_only_new_architectures():
     load_general_plugins()
     archs = set(ModelRegistry.get_supported_archs())
     assert {"VTPruneLlavaForConditionalGeneration", "VTPruneLlavaNextForConditionalGeneration",
-            "VTPruneInternVLForConditionalGeneration"} <= archs
+            "VTPruneInternVLForConditionalGeneration", "VTPruneQwen2_5_VLForConditionalGeneration"} <= archs
     stock = ModelRegistry._try_load_model_cls("LlavaForConditionalGeneration")
     assert stock.__module__ == "vllm.model_executor.models.llava"
     assert ModelRegistry._try_load_model_cls("InternVLForConditionalGeneration").__module__ == "vllm.model_executor.models.interns1"
+    qwen = ModelRegistry._try_load_model_cls("Qwen2_5_VLForConditionalGeneration")
+    assert (qwen.__module__, qwen.__name__) == ("vllm.model_executor.models.qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration")
 
 
-def test_engine_start_refuses_a_bad_configuration(checkpoint_dir):
+def _clip_tower(built_layers: int):
+    """A stand-in with the attribute layout of vLLM's CLIPVisionModel (``describe_encoder`` reads it)."""
+    from torch import nn
+
+    def layer():
+        block = nn.Module()
+        block.self_attn = nn.Module()
+        block.self_attn.attn = nn.Module()
+        block.self_attn.attn.num_heads = 4
+        block.self_attn.num_heads, block.self_attn.head_dim, block.self_attn.scale = 4, 8, 8**-0.5
+        return block
+
+    tower = type("CLIPVisionModel", (nn.Module,), {})()
+    tower.vision_model = nn.Module()
+    tower.vision_model.encoder = nn.Module()
+    tower.vision_model.encoder.layers = nn.ModuleList([layer() for _ in range(built_layers)])
+    return tower
+
+
+@pytest.mark.parametrize(
+    "spec, layers",
+    [
+        ({"method": "vispruner", "keep": 4}, (2,)),  # the feature layer: the last one vLLM builds
+        ({"method": "vispruner", "keep": 4, "score_layer": 1}, (1,)),
+        ({"method": "vispruner", "keep": 4, "score_layer": -2}, (2,)),  # counted from the end of the full tower
+        ({"method": "random", "keep": 4}, (2,)),
+    ],
+)
+def test_scored_layers_resolve_as_apply(spec, layers):
+    """The same rule as apply() (``adapter.score_layers``): vLLM builds a LLaVA tower only up to its
+    feature layer (here 3 of the config's 4 layers), and negative indices count from the full tower."""
+    from vtprune_kernels.integrations.vllm.encoder_pruning import EncoderPruning
+
+    config = types.SimpleNamespace(vtprune=spec, vision_config=types.SimpleNamespace(num_hidden_layers=4))
+    assert EncoderPruning(config, ARCH, _clip_tower(3)).score_layers == layers
+
+
+def test_a_scored_layer_vllm_does_not_build_is_refused():
+    from vtprune_kernels.integrations.vllm.encoder_pruning import EncoderPruning
+
+    config = types.SimpleNamespace(
+        vtprune={"method": "vispruner", "keep": 4, "score_layer": -1}, vision_config=types.SimpleNamespace(num_hidden_layers=4)
+    )
+    with pytest.raises(ValueError, match=r"scores vision layers \(3,\), but vLLM builds this tower with 3 layers"):
+        EncoderPruning(config, ARCH, _clip_tower(3))
+
+
+@pytest.mark.parametrize(
+    "model, method, keep, message",
+    [
+        ("llava", "hivtp", 8, "cannot run in vLLM: HIVTP keeps a number of tokens"),
+        ("qwen2_5_vl", "ptp", 8, "cannot run in vLLM: PTP scores tokens with the prompt's instruction text"),
+        ("qwen2_5_vl", "vispruner", 0, "'keep' must be an integer >= 1"),
+    ],
+)
+def test_engine_start_refuses_a_bad_configuration(model, method, keep, message, checkpoint_dir):
     """The error comes from LLM(...), i.e. while the engine starts, not from a request."""
     import checkpoints
     from harness import Engine
 
-    path, _ = checkpoints.llava(f"{checkpoint_dir}/bad-config")
-    with pytest.raises(Exception, match="cannot run in vLLM: HIVTP keeps a number of tokens"):
-        Engine(path, hf_overrides("LlavaForConditionalGeneration", "hivtp", 8))
+    build, architecture = {
+        "llava": (checkpoints.llava, "LlavaForConditionalGeneration"),
+        "qwen2_5_vl": (checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration"),
+    }[model]
+    path, _ = build(f"{checkpoint_dir}/bad-config-{model}")
+    with pytest.raises(Exception, match=message):
+        Engine(path, hf_overrides(architecture, method, keep))
+
+
+def test_qwen_engine_start_refuses_video_pruning_rate(checkpoint_dir):
+    """vLLM's EVS (--video-pruning-rate) and this plugin would both prune the videos: refused at start."""
+    import checkpoints
+    from harness import Engine
+
+    path, _ = checkpoints.qwen2_5_vl(f"{checkpoint_dir}/qwen-evs")
+    with pytest.raises(Exception, match="cannot be combined with --video-pruning-rate"):
+        Engine(path, hf_overrides("Qwen2_5_VLForConditionalGeneration", "vispruner", 8), max_videos=1, video_pruning_rate=0.5)
 
 
 def test_plugin_installed_but_off_serves_the_stock_model(checkpoint_dir):

@@ -5,6 +5,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
   strategy "default") or a SigLIP tower (no [CLS], feature layer -1, strategy "full").
 - ``llava_next(path)``: LLaVA-NeXT, 42 x 42 tiles (3 x 3 patches), anyres pinpoints up to 84 x 126.
 - ``internvl(path)``: InternVL (HF-native format), 84 x 84 tiles, pixel shuffle 0.5 -> 9 tokens per tile.
+- ``qwen2_5_vl(path)``: Qwen2.5-VL, 14 px patches merged 2x2, 56 px windows (2 x 2 merged tokens) in
+  blocks 0 and 2, full attention in blocks 1 and 3; images of 4 to 64 merged tokens (56 px sides and up).
 
 Weights are written in the hub layout vLLM loads: transformers 5.x saves a CLIP/SigLIP tower as
 ``vision_tower.*``, the hub checkpoints (and vLLM) use ``vision_tower.vision_model.*``.
@@ -17,10 +19,13 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tiny_models import _finish  # noqa: E402  (the transformers tests' seeded weight init)
 
-SPECIAL = ["<pad>", "<s>", "</s>", "<image>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>", "<unk>"]
+SPECIAL = [
+    "<pad>", "<s>", "</s>", "<image>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>", "<unk>",
+    "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+]
 CHARACTERS = ["\n"] + [chr(c) for c in range(32, 127)]
 VOCAB_SIZE = len(SPECIAL) + len(CHARACTERS)  # every id the model can emit decodes
 IMAGE_TOKEN = "<image>"
@@ -36,8 +41,25 @@ def token_id(token: str) -> int:
     return SPECIAL.index(token)
 
 
-def tokenizer():
-    """A character-level fast tokenizer: the special tokens, then '\\n' and printable ASCII."""
+LLAVA_INTERNVL_TOKENS = {
+    "image_token": "<image>",
+    "start_image_token": "<img>",
+    "end_image_token": "</img>",
+    "context_image_token": "<IMG_CONTEXT>",
+    "video_token": "<video>",
+}
+QWEN_TOKENS = {
+    "image_token": "<|image_pad|>",
+    "video_token": "<|video_pad|>",
+    "vision_start_token": "<|vision_start|>",
+    "vision_end_token": "<|vision_end|>",
+}
+QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def tokenizer(special_tokens: dict = LLAVA_INTERNVL_TOKENS):
+    """A character-level fast tokenizer: the special tokens, then '\\n' and printable ASCII.
+    ``special_tokens``: the named special tokens the model family's processor reads."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -53,13 +75,7 @@ def tokenizer():
         eos_token="</s>",
         pad_token="<pad>",
         unk_token="<unk>",
-        extra_special_tokens={
-            "image_token": "<image>",
-            "start_image_token": "<img>",
-            "end_image_token": "</img>",
-            "context_image_token": "<IMG_CONTEXT>",
-            "video_token": "<video>",
-        },
+        extra_special_tokens=dict(special_tokens),
     )
 
 
@@ -187,5 +203,41 @@ def internvl(path: str, seed: int = 0):
         image_processor=image_processor, tokenizer=tokenizer(), image_seq_length=9,
         video_processor=InternVLVideoProcessor(size={"height": 84, "width": 84}),
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"),
+    )
+    return _save(model, processor, path, hub_tower_prefix=False)
+
+
+def qwen2_5_vl(path: str, seed: int = 0, vision: dict = None, text_config=None, max_pixels: int = 28 * 28 * 64):
+    """``vision`` (Qwen2.5-VL vision config entries) / ``text_config`` replace the tiny defaults;
+    ``max_pixels``: the processor's largest image (default 64 merged tokens)."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    vision = vision or dict(
+        depth=4, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=128, fullatt_block_indexes=[1, 3],
+        window_size=56, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=2,
+    )
+    text = (text_config or tiny_text_config("qwen2")).to_dict()
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    sections = [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]  # Qwen2.5-VL's 16:24:24 of a 128-dim head
+    text["rope_parameters"] = dict(rope_type="default", rope_theta=10000.0, mrope_section=sections)
+    config = Qwen2_5_VLConfig(
+        vision_config=vision, text_config=text, image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"), vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"),
+    )
+    torch.manual_seed(seed)
+    model = _finish(Qwen2_5_VLForConditionalGeneration(config), seed)
+    pixels = {"shortest_edge": 28 * 28 * 4, "longest_edge": max_pixels}  # 4.. merged tokens per image
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=14, temporal_patch_size=2, merge_size=2),
+        video_processor=Qwen2VLVideoProcessor(size=pixels, patch_size=14, temporal_patch_size=2, merge_size=2),
+        tokenizer=tokenizer(QWEN_TOKENS),
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", QWEN_IMAGE),
     )
     return _save(model, processor, path, hub_tower_prefix=False)
