@@ -1,4 +1,8 @@
 """region_topk_mask: the C++ CPU kernel against the reference, plus properties."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -81,3 +85,68 @@ def test_property_exactly_k_per_region_and_best_kept(N, R, seed, tie_levels):
                     si, sj = float(scores[b, i]), float(scores[b, j])
                     assert si > sj or (si == sj and i < j)
     assert not out[ids.expand(2, N) >= R].any()
+
+
+def contiguous_region_cases():
+    """(scores, region_ids, k) with regions of contiguous tokens (the vectorised path of the CPU
+    kernel, csrc/cpu/region_keys.cpp) and HIVTP-like quadrants of a grid: sizes around the vector
+    widths, ties, NaN, signed zeros, one repeated value."""
+    g = torch.Generator().manual_seed(5)
+    cases = []
+    grid = torch.arange(24)
+    quadrants = ((grid[:, None] // 12) * 2 + grid[None, :] // 12).flatten()
+    for size, ids in [(s, torch.arange(3 * s) // s) for s in (1, 2, 7, 16, 17, 31, 144, 145, 577)] + [(144, quadrants)]:
+        N, R = ids.numel(), int(ids.max()) + 1
+        for kind in ("randn", "ties", "nan", "zeros", "equal"):
+            scores = torch.randn(2, N, generator=g)
+            if kind == "ties":
+                scores = torch.randint(0, 3, (2, N), generator=g).float()
+            elif kind == "nan":
+                scores[torch.rand(2, N, generator=g) < 0.3] = float("nan")
+            elif kind == "zeros":
+                scores = torch.where(torch.rand(2, N, generator=g) < 0.5, 0.0, -0.0) + (torch.rand(2, N) < 0.2).float()
+            elif kind == "equal":
+                scores = torch.full((2, N), 0.25)
+            k = torch.randint(0, size + 1, (2, R), generator=g)
+            cases.append((scores, ids, k))
+    return cases
+
+
+def check_contiguous_regions():
+    for scores, ids, k in contiguous_region_cases():
+        for dtype in (torch.float32, torch.bfloat16):
+            s = scores.to(dtype)
+            assert torch.equal(torch.ops.vtprune.region_topk_mask(s, ids, k), reference.region_topk_mask(s, ids, k))
+
+
+def test_contiguous_regions_and_quadrants():
+    check_contiguous_regions()
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_contiguous_regions_with_a_capped_instruction_set(capability):
+    # Every copy of the vectorised loops (csrc/cpu/region_keys.cpp) gives the reference's answer:
+    # VTPRUNE_CPU_CAPABILITY caps the copy (read once per process, hence a subprocess). "avx512"
+    # is what the in-process test runs on a CPU that has it.
+    code = "import test_region_topk_mask as t; t.check_contiguous_regions()"
+    env = dict(os.environ, VTPRUNE_CPU_CAPABILITY=capability)
+    run = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(__file__), env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_bad_cpu_capability_is_named():
+    code = "import torch, vtprune_kernels; torch.ops.vtprune.region_topk_mask(torch.rand(1, 4), torch.zeros(4, dtype=torch.long), torch.tensor([[1]]))"
+    env = dict(os.environ, VTPRUNE_CPU_CAPABILITY="sse9")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode != 0 and "VTPRUNE_CPU_CAPABILITY='sse9'" in run.stderr
+
+
+def test_large_region_takes_the_radix_selection():
+    # regions above 65536 tokens are selected by the radix passes (csrc/cpu/region_topk_mask.cpp)
+    g = torch.Generator().manual_seed(6)
+    scores = torch.randint(0, 1000, (1, 70001), generator=g).float()
+    scores[0, ::7] = float("nan")
+    ids = (torch.arange(70001) >= 70000).long()
+    for keep in (1, 12345, 69999):
+        k = torch.tensor([[keep, 1]])
+        assert torch.equal(torch.ops.vtprune.region_topk_mask(scores, ids, k), reference.region_topk_mask(scores, ids, k))
