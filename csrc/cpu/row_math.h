@@ -1,25 +1,59 @@
-// Vectorised float32 loops over one row of attention logits (CPU only), used by the
-// attention_scores kernel on a block that sits in L2. Each is compiled for several x86
-// instruction sets and picked once from the running CPU (x86: AVX-512, AVX2+FMA, baseline), so the wheel runs on any
-// x86-64 while using AVX2/AVX-512 where present. Results are deterministic on one machine.
+// Row loops of the attention_scores CPU kernel on one block of logits: softmax numerators and
+// the folds of probability rows into accumulators. Built on Vec (cpu/capability/vec.h), so they
+// are compiled once per instruction set; include only from dispatched sources.
+//
+// Rows are float32 arrays whose length `span` is a multiple of kLanes (the caller pads).
 #pragma once
 
-#include <cstdint>
+#include "cpu/capability/vec.h"
 
-namespace vtprune::cpu {
+namespace vtprune::cpu::VTPRUNE_CPU_CAPABILITY_NS {
 
-// max_j scale * x[j] over n >= 1 entries (a NaN entry may or may not win; callers detect NaN
-// rows through the sum returned by exp_shift_inplace).
-float max_scaled(const float* x, int64_t n, float scale);
+// x[j] = exp(x[j] - shift) in place for j < span; returns the sum of the results (NaN when any
+// is NaN). Padding lanes hold -inf and give 0 (NaN when shift is -inf or NaN). kShiftIsMax:
+// shift is the maximum of the row (so x[j] - shift <= 0 or NaN).
+template <bool kShiftIsMax>
+VTPRUNE_INLINE float exp_shift_inplace(float* x, int64_t span, float shift) {
+  const Vec s = Vec::broadcast(shift);
+  Vec sum0 = Vec::zero(), sum1 = Vec::zero();
+  int64_t j = 0;
+  for (; j + 2 * kLanes <= span; j += 2 * kLanes) {
+    const Vec e0 = exp<kShiftIsMax>(Vec::load(x + j) - s);
+    const Vec e1 = exp<kShiftIsMax>(Vec::load(x + j + kLanes) - s);
+    e0.store(x + j);
+    e1.store(x + j + kLanes);
+    sum0 = sum0 + e0;
+    sum1 = sum1 + e1;
+  }
+  if (j < span) {
+    const Vec e0 = exp<kShiftIsMax>(Vec::load(x + j) - s);
+    e0.store(x + j);
+    sum0 = sum0 + e0;
+  }
+  return reduce_add(sum0 + sum1);
+}
 
-// x[j] = exp(scale * x[j] - shift) in place; returns the sum of the results (NaN when any
-// result is NaN). exp has ~1 ulp error, flushes results below FLT_MIN to 0 and propagates NaN.
-float exp_shift_inplace(float* x, int64_t n, float scale, float shift);
+// dst[j] += w[0] * x[0][j] + w[1] * x[1][j] + ... (rows added in order), j < span; rows are
+// `stride` floats apart.
+VTPRUNE_INLINE void add_rows(float* dst, const float* x, int64_t stride, const float* w, int64_t rows, int64_t span) {
+  for (int64_t j = 0; j < span; j += kLanes) {
+    Vec a = Vec::load(dst + j);
+    for (int64_t i = 0; i < rows; ++i) a = fmadd(Vec::broadcast(w[i]), Vec::load(x + i * stride + j), a);
+    a.store(dst + j);
+  }
+}
 
-// acc[j] += a * x[j].
-void add_scaled(float* acc, const float* x, int64_t n, float a);
+// dst[j] = max(dst[j], w[i] * x[i][j]) over the rows, where a NaN on either side wins.
+VTPRUNE_INLINE void max_rows(float* dst, const float* x, int64_t stride, const float* w, int64_t rows, int64_t span) {
+  for (int64_t j = 0; j < span; j += kLanes) {
+    Vec a = Vec::load(dst + j);
+    for (int64_t i = 0; i < rows; ++i) a = max_nan(a, Vec::broadcast(w[i]) * Vec::load(x + i * stride + j));
+    a.store(dst + j);
+  }
+}
 
-// acc[j] = max(acc[j], a * x[j]) where a NaN on either side wins (like torch.amax).
-void max_into_scaled(float* acc, const float* x, int64_t n, float a);
+VTPRUNE_INLINE void fill(float* dst, int64_t n, float value) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = value;
+}
 
-}  // namespace vtprune::cpu
+}  // namespace vtprune::cpu::VTPRUNE_CPU_CAPABILITY_NS
