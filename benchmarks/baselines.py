@@ -114,3 +114,25 @@ def budget_water_filling_vectorised(weights, total, capacity):
     order = fraction.argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(w.shape[1], device=w.device).expand_as(order))
     return counts.long() + (rank < left[:, None]).long()
+
+
+def blocked_attention_scores(q, k, *, rows=128, heads=16):
+    """float32 [B, N]: received attention (head mean, query mean), the strongest plain-torch
+    formulation of the op on the CPU. Blocks of `rows` query rows x `heads` heads: one
+    preallocated ``bmm(out=)`` of the pre-scaled queries, in-place max-subtract and exp, then
+    normalise and sum over the rows as one ``baddbmm`` of (1 / rowsum)^T P into the accumulator.
+    Never holds more than one [heads, rows, N] block. q [B, H, M, D], k [B, H, N, D] float32."""
+    B, H, M, D = q.shape
+    N = k.shape[2]
+    qs = (q * D**-0.5).reshape(B * H, M, D)
+    kt = k.reshape(B * H, N, D).transpose(1, 2)
+    acc = torch.zeros(B * H, 1, N)
+    block = torch.empty(heads, rows, N)
+    for h0 in range(0, B * H, heads):
+        hh = min(heads, B * H - h0)
+        for r0 in range(0, M, rows):
+            p = block[:hh, : min(rows, M - r0)]
+            torch.bmm(qs[h0 : h0 + hh, r0 : r0 + p.shape[1]], kt[h0 : h0 + hh], out=p)
+            p.sub_(p.amax(-1, keepdim=True)).exp_()
+            acc[h0 : h0 + hh].baddbmm_(p.sum(-1).reciprocal_().unsqueeze(1), p)
+    return acc.view(B, H, N).mean(1) / M

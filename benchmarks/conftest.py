@@ -1,7 +1,10 @@
-"""Collects the benchmark files (``bench_*.py``) when pytest is given the folder, and records the
-machine (``machine.py``) in the run's header and in the benchmark JSON."""
+"""Collects the benchmark files (``bench_*.py``) when pytest is given the folder, records the
+machine (``machine.py``) in the run's header and in the benchmark JSON, and prints the summary
+tables they add to the ``bench_summary`` fixture (a list of lines) at the end of the run."""
 import pytest
 import machine
+
+SUMMARY_KEY = pytest.StashKey[list]()
 
 
 def pytest_collect_file(file_path, parent):
@@ -17,3 +20,14 @@ def pytest_report_header(config):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info.update(machine.machine_info())
+
+
+@pytest.fixture(scope="session")
+def bench_summary(request):
+    """Lines to print after the benchmarks' own tables."""
+    return request.config.stash.setdefault(SUMMARY_KEY, [])
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    for line in config.stash.get(SUMMARY_KEY, []):
+        terminalreporter.write_line(line)

@@ -5,10 +5,12 @@
 Writes ``<out>/bench_end_to_end.png`` (prefill with and without pruning; VisPruner's image stage
 through the package vs eager ``output_attentions``: time and peak memory) when the end-to-end
 benchmarks ran, ``<out>/bench_ops.png`` (every other benchmark group) when such groups exist,
-and prints a Markdown summary with the ratios the README quotes. Only numbers found in the JSON
+and prints a Markdown summary with the ratios the README quotes (with the attention_scores table:
+vtprune per CPU capability against the blocked and eager formulations and the roofline, from
+``bench_attention_scores.py``; its run prints the same table). Only numbers found in the JSON
 are used.
 
-Comparisons use the paired timings the end-to-end benchmarks record (the two calls alternate,
+Comparisons use the paired timings the benchmarks record (the two calls alternate,
 the fastest run of each is kept: both see the same load of a shared machine); other times are
 the fastest round (``stats.min``).
 """
@@ -106,7 +108,42 @@ def summary(benchmarks: List[dict]) -> str:
                     f"- HIVTP {what}, {tower}: with the tower's log-sum-exp {got[0] * 1e3:.1f} ms, without "
                     f"{got[1] * 1e3:.1f} ms ({got[1] / got[0]:.2f}x)."
                 )
+    table = attention_table_lines(attention_comparison_rows(benchmarks))
+    if table:
+        lines += [""] + table
     return "\n".join(lines)
+
+
+def attention_comparison_rows(benchmarks: List[dict]) -> List[Dict]:
+    """The extra_info of every benchmark that recorded paired comparisons (pytest-benchmark JSON)."""
+    return [b["extra_info"] for b in benchmarks if "paired_blocked_s" in b.get("extra_info", {})]
+
+
+def attention_table_lines(rows: List[Dict]) -> List[str]:
+    """One line per vtprune row: its time, the paired baselines, the roofline and the ratios."""
+    if not rows:
+        return []
+    lines = [
+        f"attention_scores on {rows[0]['cpu_model']} (paired: the two calls alternate, fastest of each)",
+        "",
+        "| shape | threads | ISA | vtprune | blocked torch | eager | roofline | vs blocked | vs eager | x roofline |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        # one query row is a matrix-vector product, bound by reading K: the GEMM + exp roofline does not apply
+        one_row = r["query_rows"] == 1
+        lines.append(
+            f"| {r['shape']} | {r['threads']} | {r['cpu_capability']} | {r['vtprune_s'] * 1e3:.3g} ms | "
+            f"{r['paired_blocked_s'] * 1e3:.3g} ms | {r['paired_eager_s'] * 1e3:.3g} ms | "
+            f"{'-' if one_row else format(r['roofline_s'] * 1e3, '.3g') + ' ms'} | "
+            f"{r['paired_blocked_s'] / r['paired_vtprune_vs_blocked_s']:.2f}x | "
+            f"{r['paired_eager_s'] / r['paired_vtprune_vs_eager_s']:.2f}x | "
+            f"{'-' if one_row else format(r['x_roofline'], '.2f')} |"
+        )
+    lines.append("roofline = the GEMM at torch's sgemm rate + the exps at torch's exp rate, measured paired with each "
+                 "row on its threads (" + ", ".join(f"{r['sgemm_gflops']:.0f}" for r in rows) + " GFLOP/s; " +
+                 ", ".join(f"{r['exp_gps']:.2f}" for r in rows) + " G exp/s)")
+    return lines
 
 
 def _annotated_bars(ax, labels, values, colors, unit: str, ratio_of: List[Tuple[int, int]], word: str):

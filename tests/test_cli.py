@@ -229,6 +229,11 @@ def test_plot_results_draws_and_quotes_paired_ratios(tmp_path, capsys):
             _benchmark_entry("test_region_topk_mask[loop]", "region_topk_mask", 1e-4),
             _benchmark_entry("test_hivtp_scores[clip_l-with_lse]", "hivtp scores clip_l", 0.4,
                              paired_with_lse_s=0.4, paired_without_lse_s=0.5),
+            _benchmark_entry("test_attention_scores_cpu[vtprune-avx2-llava-next-1]", "attention_scores", 0.03,
+                             shape="llava-next", query_rows=577, cpu_model="test cpu", cpu_capability="avx2", threads=1,
+                             vtprune_s=0.03, paired_vtprune_vs_blocked_s=0.03, paired_blocked_s=0.06,
+                             paired_vtprune_vs_eager_s=0.031, paired_eager_s=0.093, roofline_s=0.025,
+                             sgemm_gflops=150.0, exp_gps=4.0, x_roofline=1.2),
         ],
     }
     json_path = tmp_path / "bench.json"
@@ -239,6 +244,7 @@ def test_plot_results_draws_and_quotes_paired_ratios(tmp_path, capsys):
     assert "25% kept: 1.00 s vs 4.00 s unpruned (4.00x faster)" in out
     assert "(1.50x faster)" in out and "(10.0x less)" in out
     assert "HIVTP scoring of the 4 layers, clip_l: with the tower's log-sum-exp 400.0 ms, without 500.0 ms (1.25x)" in out
+    assert "| llava-next | 1 | avx2 | 30 ms | 60 ms | 93 ms | 25 ms | 2.00x | 3.00x | 1.20 |" in out
 
 
 def test_demo_on_a_saved_llava_next_checkpoint(tmp_path, capsys):

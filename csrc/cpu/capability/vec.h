@@ -167,38 +167,68 @@ VTPRUNE_INLINE void transpose(Vec (&r)[8]) {
 
 #else
 // ------------------------------------------------------------------------------ portable
-// Eight floats in an array: element-wise loops that compilers vectorise for the baseline ISA
-// (SSE2 on x86-64, NEON on AArch64). Selects are written as arithmetic-free ternaries on
-// values already computed, which -fno-trapping-math lets the compiler if-convert.
+// Four floats: one SSE2 register on x86-64, one NEON register on AArch64. With GCC/Clang they are
+// a vector extension type, so every operation is one vector instruction of the baseline ISA;
+// other compilers get plain lane loops.
+#if defined(__GNUC__)
+typedef float Lanes __attribute__((vector_size(16)));
+typedef int32_t LaneMask __attribute__((vector_size(16)));  // a comparison: all ones or zeros
+
 struct Vec {
-  static constexpr int kSize = 8;
-  float v[8];
+  static constexpr int kSize = 4;
+  Lanes v;
 
   static VTPRUNE_INLINE Vec load(const float* p) {
     Vec r;
-    for (int i = 0; i < 8; ++i) r.v[i] = p[i];
+    std::memcpy(&r.v, p, sizeof(r.v));
     return r;
   }
   static VTPRUNE_INLINE Vec load_first(const float* p, int n) {
-    Vec r;
-    for (int i = 0; i < 8; ++i) r.v[i] = i < n ? p[i] : 0.0f;
+    Vec r = zero();
+    for (int i = 0; i < n; ++i) r.v[i] = p[i];
     return r;
   }
-  static VTPRUNE_INLINE Vec broadcast(float x) {
-    Vec r;
-    for (int i = 0; i < 8; ++i) r.v[i] = x;
+  static VTPRUNE_INLINE Vec broadcast(float x) { return {Lanes{x, x, x, x}}; }
+  static VTPRUNE_INLINE Vec zero() { return {Lanes{0.0f, 0.0f, 0.0f, 0.0f}}; }
+  VTPRUNE_INLINE void store(float* p) const { std::memcpy(p, &v, sizeof(v)); }
+};
+
+// a where m is set, else b (bitwise, so NaNs pass untouched)
+VTPRUNE_INLINE Vec select(LaneMask m, Vec a, Vec b) {
+  return {reinterpret_cast<Lanes>((m & reinterpret_cast<LaneMask>(a.v)) | (~m & reinterpret_cast<LaneMask>(b.v)))};
+}
+VTPRUNE_INLINE Vec operator+(Vec a, Vec b) { return {a.v + b.v}; }
+VTPRUNE_INLINE Vec operator-(Vec a, Vec b) { return {a.v - b.v}; }
+VTPRUNE_INLINE Vec operator*(Vec a, Vec b) { return {a.v * b.v}; }
+VTPRUNE_INLINE Vec fmadd(Vec a, Vec b, Vec c) { return {a.v * b.v + c.v}; }
+VTPRUNE_INLINE Vec max_hw(Vec a, Vec b) { return select(a.v > b.v, a, b); }
+VTPRUNE_INLINE Vec max_nan(Vec a, Vec b) { return select(((b.v > a.v) | (b.v != b.v)) & (a.v == a.v), b, a); }
+VTPRUNE_INLINE Vec keep_first(Vec a, int64_t n, float fill) {
+  const int32_t n32 = n >= 4 ? 4 : (n <= 0 ? 0 : static_cast<int32_t>(n));
+  return select(LaneMask{0, 1, 2, 3} < n32, a, Vec::broadcast(fill));
+}
+#else
+struct Vec {
+  static constexpr int kSize = 4;
+  float v[4];
+
+  static VTPRUNE_INLINE Vec load(const float* p) { return load_first(p, 4); }
+  static VTPRUNE_INLINE Vec load_first(const float* p, int n) {
+    Vec r = zero();
+    for (int i = 0; i < n; ++i) r.v[i] = p[i];
     return r;
   }
+  static VTPRUNE_INLINE Vec broadcast(float x) { return {{x, x, x, x}}; }
   static VTPRUNE_INLINE Vec zero() { return broadcast(0.0f); }
   VTPRUNE_INLINE void store(float* p) const {
-    for (int i = 0; i < 8; ++i) p[i] = v[i];
+    for (int i = 0; i < 4; ++i) p[i] = v[i];
   }
 };
 
 #define VTPRUNE_VEC_LANEWISE(NAME, EXPR)      \
   VTPRUNE_INLINE Vec NAME(Vec a, Vec b) {     \
     Vec r;                                    \
-    for (int i = 0; i < 8; ++i) {             \
+    for (int i = 0; i < 4; ++i) {             \
       const float x = a.v[i], y = b.v[i];     \
       r.v[i] = (EXPR);                        \
     }                                         \
@@ -211,30 +241,22 @@ VTPRUNE_VEC_LANEWISE(max_hw, x > y ? x : y)
 VTPRUNE_VEC_LANEWISE(max_nan, (y > x || y != y) && x == x ? y : x)
 #undef VTPRUNE_VEC_LANEWISE
 
-VTPRUNE_INLINE Vec fmadd(Vec a, Vec b, Vec c) {
-  Vec r;
-  for (int i = 0; i < 8; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
-  return r;
-}
+VTPRUNE_INLINE Vec fmadd(Vec a, Vec b, Vec c) { return a * b + c; }
 VTPRUNE_INLINE Vec keep_first(Vec a, int64_t n, float fill) {
   Vec r;
-  for (int i = 0; i < 8; ++i) r.v[i] = i < n ? a.v[i] : fill;
+  for (int i = 0; i < 4; ++i) r.v[i] = i < n ? a.v[i] : fill;
   return r;
 }
-VTPRUNE_INLINE float reduce_add(Vec a) {
-  float s = 0.0f;
-  for (int i = 0; i < 8; ++i) s += a.v[i];
-  return s;
-}
-VTPRUNE_INLINE float reduce_max(Vec a) {
-  float m = a.v[0];
-  for (int i = 1; i < 8; ++i) m = a.v[i] > m ? a.v[i] : m;
-  return m;
-}
+#endif
 
-VTPRUNE_INLINE void transpose(Vec (&r)[8]) {
-  for (int i = 0; i < 8; ++i) {
-    for (int j = i + 1; j < 8; ++j) {
+VTPRUNE_INLINE float reduce_add(Vec a) { return (a.v[0] + a.v[2]) + (a.v[1] + a.v[3]); }
+VTPRUNE_INLINE float reduce_max(Vec a) {
+  const float m01 = a.v[1] > a.v[0] ? a.v[1] : a.v[0], m23 = a.v[3] > a.v[2] ? a.v[3] : a.v[2];
+  return m23 > m01 ? m23 : m01;
+}
+VTPRUNE_INLINE void transpose(Vec (&r)[4]) {
+  for (int i = 0; i < 4; ++i) {
+    for (int j = i + 1; j < 4; ++j) {
       const float x = r[i].v[j];
       r[i].v[j] = r[j].v[i];
       r[j].v[i] = x;
@@ -300,24 +322,29 @@ VTPRUNE_INLINE Vec exp(Vec x) {
 }
 
 #else
-// The AVX2 algorithm lane by lane (general form only).
+// The AVX2 algorithm (general form only): 2y * 2^(n-1) from the exponent bits, x clamped to
+// [-87.3, ln(FLT_MAX)]; below -87.3 -> 0, above -> inf, NaN stays NaN (it fails every comparison).
 template <bool kNonPositive = false>
 VTPRUNE_INLINE Vec exp(Vec x) {
   constexpr float kLo = -87.3f, kHi = 88.72283905f;
-  Vec xc;
-  for (int i = 0; i < 8; ++i) {
-    const float lo = x.v[i] < kLo ? kLo : x.v[i];  // NaN passes
-    xc.v[i] = lo > kHi ? kHi : lo;
-  }
+#if defined(__GNUC__)
+  const Vec lo = Vec::broadcast(kLo), hi = Vec::broadcast(kHi);
+  const ExpReduced e = exp_reduced(select(x.v > hi.v, hi, select(x.v < lo.v, lo, x)));
+  const LaneMask half_pow2 = (reinterpret_cast<LaneMask>(e.shifted.v) << 23) + 0x3f000000;
+  const Vec res = (e.y + e.y) * Vec{reinterpret_cast<Lanes>(half_pow2)};
+  return select(x.v < lo.v, Vec::zero(), select(x.v > hi.v, Vec::broadcast(kInf), res));
+#else
+  Vec xc, out;
+  for (int i = 0; i < 4; ++i) xc.v[i] = x.v[i] < kLo ? kLo : (x.v[i] > kHi ? kHi : x.v[i]);
   const ExpReduced e = exp_reduced(xc);
-  Vec out;
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < 4; ++i) {
     uint32_t bits;
     std::memcpy(&bits, &e.shifted.v[i], sizeof(bits));
     const float res = (e.y.v[i] * 2.0f) * bits_to_float((bits << 23) + 0x3f000000u);
     out.v[i] = x.v[i] < kLo ? 0.0f : (x.v[i] > kHi ? kInf : res);
   }
   return out;
+#endif
 }
 #endif
 
