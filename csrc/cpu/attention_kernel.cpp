@@ -101,18 +101,20 @@ void softmax_fold(float* logits, int64_t ld, int64_t rows, int64_t span, const V
 struct Unit {
   const AttentionProblem& p;
   Layout l;
+  int64_t unit_index;
   int64_t b, h_begin, h_end, r_begin, r_end;
   bool direct;  // few rows: logits straight from K, nothing packed
-  float* kp;
-  float* qp;
-  float* logits;
-  Vec* row_max;
-  float* weights;
-  float* head_acc;
-  float* qrow;
+  float* kp = nullptr;
+  float* qp = nullptr;
+  float* logits = nullptr;
+  Vec* row_max = nullptr;
+  float* weights = nullptr;
+  float* head_acc = nullptr;
+  float* qrow = nullptr;
   int64_t packed_kv = -1;  // the kv head whose keys kp holds
+  PrefetchQueue later;     // the next unit's input
 
-  Unit(const AttentionProblem& problem, int64_t u, float* ws) : p(problem), l(layout(problem)) {
+  Unit(const AttentionProblem& problem, int64_t u, float* ws) : p(problem), l(layout(problem)), unit_index(u) {
     const int64_t head_groups = p.head_groups();
     b = u / (head_groups * p.chunks);
     const int64_t g = (u / p.chunks) % head_groups;
@@ -121,6 +123,8 @@ struct Unit {
     r_begin = (u % p.chunks) * p.chunk_rows;
     r_end = min64(p.M, r_begin + p.chunk_rows);
     direct = r_end - r_begin <= kDirectMaxRows;
+    if (ws == nullptr) return;  // only the unit's place in the problem
+    if (!direct) plan_later(later);
     kp = ws + l.kp;
     qp = ws + l.qp;
     logits = ws + l.logits;
@@ -133,13 +137,39 @@ struct Unit {
   // Row i sees keys [0, visible(i)).
   int64_t visible(int64_t i) const { return p.causal ? p.N - p.M + i + 1 : p.N; }
 
+  const float* q_rows(int64_t b_, int64_t h, int64_t r0) const {
+    return p.q + b_ * p.q_stride_b + h * p.q_stride_h + r0 * p.q_stride_m;
+  }
+  const float* k_rows(int64_t b_, int64_t kv) const { return p.k + b_ * p.k_stride_b + kv * p.k_stride_h; }
+
+  // Query rows packed after head h of block [r0, r0 + rows): the next head's, or the next block's.
+  void plan_soon(PrefetchQueue& queue, int64_t h, int64_t r0, int64_t rows) const {
+    if (h + 1 < h_end) {
+      if ((h + 1) / p.group != h / p.group) queue.add(k_rows(b, (h + 1) / p.group), p.N, p.k_stride_n, p.D);
+      queue.add(q_rows(b, h + 1, r0), rows, p.q_stride_m, p.D);
+    } else if (r0 + rows < r_end) {
+      queue.add(q_rows(b, h_begin, r0 + rows), min64(l.block_rows, r_end - r0 - rows), p.q_stride_m, p.D);
+    }
+  }
+
+  // What the next unit packs first: its keys (unless they are this unit's last) and first rows.
+  void plan_later(PrefetchQueue& queue) const {
+    if (unit_index + 1 >= p.units()) return;
+    const Unit after(p, unit_index + 1, nullptr);
+    if (after.b != b || after.h_begin / p.group != (h_end - 1) / p.group) {
+      queue.add(k_rows(after.b, after.h_begin / p.group), p.N, p.k_stride_n, p.D);
+    }
+    queue.add(q_rows(after.b, after.h_begin, after.r_begin), min64(l.block_rows, after.r_end - after.r_begin),
+              p.q_stride_m, p.D);
+  }
+
   // Head h on rows [r0, r0 + rows): their softmax folded into dst (acc, or head_acc's rows).
   // With the model's lse, rows that fold by sum into acc are summed in the GEMM's epilogue
   // (fused): no logits are stored.
   void run_head(int64_t h, int64_t r0, int64_t rows, float* acc) {
     const int64_t kv = h / p.group;
-    const float* q = p.q + b * p.q_stride_b + h * p.q_stride_h + r0 * p.q_stride_m;
-    const float* k = p.k + b * p.k_stride_b + kv * p.k_stride_h;
+    const float* q = q_rows(b, h, r0);
+    const float* k = k_rows(b, kv);
     const float* lse = p.lse != nullptr ? p.lse + (b * p.Hq + h) * p.M + r0 : nullptr;
     const bool fused = lse != nullptr && !direct && !p.heads_in_unit && p.query_fold == Fold::kSum;
     LogitsOut out{logits, l.ld, row_max, visible(r0), p.causal};
@@ -155,6 +185,10 @@ struct Unit {
         packed_kv = kv;
       }
       pack_queries(qp, q, p.q_stride_m, rows, p.D, p.scale);
+      PrefetchQueue soon;
+      plan_soon(soon, h, r0, rows);
+      out.soon = &soon;
+      out.later = &later;
       if (fused) {
         out.lse = lse;
         out.col_sum = acc;

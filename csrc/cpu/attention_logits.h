@@ -4,11 +4,13 @@
 // - packed (many rows): a register-tiled GEMM. K is packed once per kv head into panels of
 //   kNR keys laid out [D][kNR] (zeros past N); the scaled query rows of a block into stripes of
 //   kMR rows laid out [D][kMR]. A micro-kernel keeps a kMR x kNR tile in registers (AVX-512:
-//   12 x 32, AVX2: 6 x 16), broadcasting one query value per row and loading kNR keys per d.
+//   12 x 32, AVX2: 6 x 16, portable: 4 x 8), broadcasting one query value per row and loading
+//   kNR keys per d. Packing transposes kLanes x kLanes blocks in registers.
 //   The block is walked key chunk by key chunk (a chunk of packed K stays in L2) and stripe by
 //   stripe inside a chunk.
 // - direct (a few rows, e.g. the [CLS] row): dot products straight from K's rows, kLanes keys at
-//   a time, reduced by a transpose-and-add tree; K is read once and never packed.
+//   a time, each a vector of partial sums, reduced together by a transpose and vertical adds; K
+//   is streamed once, in order, and never packed.
 //
 // Keys a row may not see (causal, or past N in the last tile) get -inf, so later passes need no
 // masks. Compiled once per instruction set: include only from dispatched sources.
@@ -25,30 +27,28 @@ constexpr int kMR = 6;  // 12 accumulators of the 16 ymm registers
 #else
 constexpr int kMR = 4;
 #endif
+static_assert(kMR <= kLanes, "a query stripe is packed with one kLanes x kLanes transpose");
+// ~1600 instructions per tile at D = 64; a unit's upcoming input is ~5 lines per tile at LLaVA sizes
+constexpr int kPrefetchLinesPerTile = 8;
 constexpr int kNV = 2;                // vectors per key panel
 constexpr int kNR = kNV * kLanes;     // keys per panel
 
 VTPRUNE_INLINE int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 VTPRUNE_INLINE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// rows[t] <- x[t][d0, d0 + kLanes) for t < n (rows `stride` floats apart, each with `width`
-// valid floats from d0: a shorter last block is zero-filled), zeros for t >= n; then transposed,
-// so that rows[i] holds column d0 + i.
+// rows[t] <- scale * x[t][d0, d0 + kLanes) for t < n (rows `stride` floats apart, each with
+// `width` valid floats from d0: a shorter last block is zero-filled), zeros for t >= n (n <=
+// kRows <= kLanes); then transposed, so that rows[i] holds column d0 + i.
+template <int kRows>
 VTPRUNE_INLINE void load_transposed(Vec (&rows)[kLanes], const float* x, int64_t stride, int64_t n, int64_t d0,
                                     int64_t width, float scale) {
   const Vec s = Vec::broadcast(scale);
-  if (n >= kLanes && width >= kLanes) {  // the common case, without branches
-    for (int t = 0; t < kLanes; ++t) rows[t] = Vec::load(x + t * stride + d0) * s;
+  for (int t = kRows; t < kLanes; ++t) rows[t] = Vec::zero();
+  if (n == kRows && width >= kLanes) {  // the common case, without branches
+    for (int t = 0; t < kRows; ++t) rows[t] = Vec::load(x + t * stride + d0) * s;
   } else {
-    for (int t = 0; t < kLanes; ++t) {
-      if (t >= n) {
-        rows[t] = Vec::zero();
-      } else if (width >= kLanes) {
-        rows[t] = Vec::load(x + t * stride + d0) * s;
-      } else {
-        rows[t] = Vec::load_first(x + t * stride + d0, static_cast<int>(width)) * s;
-      }
-    }
+    const int w = static_cast<int>(min64(width, kLanes));
+    for (int t = 0; t < kRows; ++t) rows[t] = t < n ? Vec::load_first(x + t * stride + d0, w) * s : Vec::zero();
   }
   transpose(rows);
 }
@@ -60,7 +60,7 @@ inline void pack_keys(float* kp, const float* k, int64_t stride, int64_t n, int6
     float* dst = kp + (j0 / kNR) * kNR * D + j0 % kNR;
     for (int64_t d0 = 0; d0 < D; d0 += kLanes) {
       Vec cols[kLanes];
-      load_transposed(cols, k + j0 * stride, stride, n - j0, d0, D - d0, 1.0f);
+      load_transposed<kLanes>(cols, k + j0 * stride, stride, min64(kLanes, n - j0), d0, D - d0, 1.0f);
       const int64_t count = min64(kLanes, D - d0);
       for (int64_t i = 0; i < count; ++i) cols[i].store(dst + (d0 + i) * kNR);
     }
@@ -74,13 +74,59 @@ inline void pack_queries(float* qp, const float* q, int64_t stride, int64_t rows
     float* stripe = qp + i0 * D;
     for (int64_t d0 = 0; d0 < D; d0 += kLanes) {
       Vec cols[kLanes];
-      load_transposed(cols, q + i0 * stride, stride, min64(kMR, rows - i0), d0, D - d0, scale);
+      load_transposed<kMR>(cols, q + i0 * stride, stride, min64(kMR, rows - i0), d0, D - d0, scale);
       const int64_t count = min64(kLanes, D - d0);
       // each store writes kLanes >= kMR floats; the next one overwrites the excess
       for (int64_t i = 0; i < count; ++i) cols[i].store(stripe + (d0 + i) * kMR);
     }
   }
 }
+
+// Input that will be packed next, requested into L2 a few cache lines per GEMM tile, so that
+// packing finds it there instead of stalling on memory: `soon` (the unit's next query rows)
+// first, then `later` (the next unit's keys and first rows), spread over the whole unit. Up to
+// kRegions regions of `rows` rows, `stride` floats apart, `row_floats` each.
+struct PrefetchQueue {
+  static constexpr int kRegions = 3;
+  struct Region {
+    const float* base;
+    int64_t spans, stride, span_floats;  // rows, or all rows as one span when they are contiguous
+  };
+  Region regions[kRegions];
+  int count = 0, current = 0;
+  int64_t span = 0;
+  const float* at = nullptr;   // the next line
+  const float* end = nullptr;  // the end of the current span
+
+  void add(const float* base, int64_t rows, int64_t stride, int64_t row_floats) {
+    if (count == kRegions || rows <= 0) return;
+    regions[count++] = stride == row_floats ? Region{base, 1, 0, rows * row_floats} : Region{base, rows, stride, row_floats};
+    if (count == 1) start_span();
+  }
+  bool done() const { return current == count; }
+  VTPRUNE_INLINE void step(int lines) {
+    for (; lines > 0 && at != nullptr; --lines) {
+      VTPRUNE_PREFETCH_L2(at);
+      at += 16;  // 64-byte lines
+      if (at >= end) next_span();
+    }
+  }
+
+ private:
+  void start_span() {
+    const Region& r = regions[current];
+    at = r.base + span * r.stride;
+    end = at + r.span_floats;
+  }
+  void next_span() {
+    if (++span == regions[current].spans) span = 0, ++current;
+    if (current < count) {
+      start_span();
+    } else {
+      at = nullptr;
+    }
+  }
+};
 
 // Where a block's logits go and which keys each of its rows sees. Either the logits are stored
 // (logits rows, with each row's running maximum), or, when `lse` is given (fused), the tile's
@@ -94,6 +140,8 @@ struct LogitsOut {
   bool causal;
   const float* lse = nullptr;  // fused: [rows]
   float* col_sum = nullptr;    // fused: [ld]
+  PrefetchQueue* soon = nullptr;
+  PrefetchQueue* later = nullptr;
 
   int64_t limit(int64_t i) const { return causal ? first_limit + i : first_limit; }
 };
@@ -168,6 +216,7 @@ void packed_logits(const float* qp, const float* kp, int64_t D, int64_t rows, in
       const int64_t end = min64(min64(cols, c0 + chunk), out.limit(i0 + stripe_rows - 1));
       const float* stripe = qp + i0 * D;
       for (int64_t j0 = c0; j0 < end; j0 += kNR) {
+        if (out.soon != nullptr) (out.soon->done() ? out.later : out.soon)->step(kPrefetchLinesPerTile);
         const float* panel = kp + j0 * D;
         if (end - j0 > kLanes) {
           logits_tile_rows<kFused, 2>(stripe_rows, stripe, panel, D, i0, j0, out);

@@ -45,8 +45,10 @@
 
 #if defined(__GNUC__)
 #define VTPRUNE_PREFETCH(p) __builtin_prefetch(p)
+#define VTPRUNE_PREFETCH_L2(p) __builtin_prefetch(p, 0, 2)
 #else
 #define VTPRUNE_PREFETCH(p) ((void)(p))
+#define VTPRUNE_PREFETCH_L2(p) ((void)(p))
 #endif
 
 namespace vtprune::cpu::VTPRUNE_CPU_CAPABILITY_NS {
