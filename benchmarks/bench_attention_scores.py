@@ -27,7 +27,8 @@ import contextlib
 import pytest
 import torch
 from baselines import blocked_attention_scores
-from cpu_roofline import attention_roofline_s, cpu_model, paired_rates
+from cpu_roofline import attention_roofline_s, paired_rates
+from machine import cpu_model
 from peak_memory import cpu_peak_extra_bytes
 from plot_results import attention_table_lines
 from timing import paired_best, synced

@@ -65,16 +65,3 @@ def attention_roofline_s(B: int, H: int, M: int, N: int, D: int, r: Rates) -> fl
     """Seconds of one pass at the given rates (non-causal: every row sees all N keys)."""
     return 2.0 * B * H * M * N * D / r.gemm_flops_per_s + 1.0 * B * H * M * N / r.exps_per_s
 
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo; elsewhere platform.processor())."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()

@@ -2,13 +2,15 @@
 override and the queries (torch.ops.vtprune.cpu_capability & co, vtprune_kernels.cpu_capability)."""
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
-import vtprune_kernels  # noqa: F401
+import vtprune_kernels
 from vtprune_kernels import cpu_capability as cc
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -84,3 +86,49 @@ def test_unknown_environment_value_is_an_error_naming_the_variable():
     out = run_with_env("sse9", "q = torch.randn(1, 2, 3, 8)\ntorch.ops.vtprune.attention_scores(q, q)")
     assert out.returncode != 0
     assert "VTPRUNE_CPU_CAPABILITY='sse9' is not one of default, avx2, avx512" in out.stderr
+
+
+# What each copy of the dispatched kernels must contain, read from the built extension's machine
+# code: the register width of its instruction set, and the vectorised exp inlined into run_unit
+# (2^n from the exponent bits, `pslld $23`, on SSE2/AVX2 registers; `vscalefps` on AVX-512).
+VECTOR_CODE = {
+    "default": dict(width="xmm", wider=("ymm", "zmm"), exp=r"pslld\s+\$0x17,%xmm"),
+    "avx2": dict(width="ymm", wider=("zmm",), exp=r"vpslld\s+\$0x17,%ymm\d+"),
+    "avx512": dict(width="zmm", wider=(), exp=r"vscalefps\s+%zmm"),
+}
+
+
+def disassembled_functions(library):
+    """{demangled function name: its instruction lines} of a shared library (objdump -d -C)."""
+    text = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", library], capture_output=True, text=True,
+                          check=True, timeout=300).stdout
+    functions, lines = {}, None
+    for line in text.splitlines():
+        header = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+        if header:
+            lines = functions.setdefault(header.group(1), [])
+        elif lines is not None and line.strip():
+            lines.append(line)
+    return functions
+
+
+@pytest.mark.skipif(not (X86 and sys.platform.startswith("linux")), reason="reads x86-64 machine code of the ELF extension")
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="needs binutils' objdump to disassemble the extension")
+def test_each_copy_is_vectorised_for_its_instruction_set():
+    """Whatever flags the library was built with: every supported copy uses its own vector
+    registers (none wider), has the exp of its softmax vectorised in run_unit, and calls nothing
+    but its own functions and memset/memcpy (no libm exp, no scalar helpers)."""
+    functions = disassembled_functions(vtprune_kernels._C.__file__)
+    for name in cc.supported_cpu_capabilities():
+        want = VECTOR_CODE[name]
+        copy = {f: lines for f, lines in functions.items() if f"::cap_{name}::" in f and not f.endswith("@plt")}
+        run_unit = next((lines for f, lines in copy.items() if "::run_unit(" in f), None)
+        assert run_unit is not None, f"{name}: no run_unit in the extension"
+        code = "\n".join(line for lines in copy.values() for line in lines)
+        assert re.search(rf"vfmadd\w*ps\s+.*%{want['width']}" if name != "default" else r"mulps\s+%xmm", code), name
+        for wider in want["wider"]:
+            assert f"%{wider}" not in code, f"{name}: uses {wider} registers"
+        assert re.search(want["exp"], "\n".join(run_unit)), f"{name}: the exp in run_unit is not vectorised"
+        callees = set(re.findall(r"\bcall\s+\S+\s+<([^>+]*)", code))
+        foreign = {c for c in callees if f"::cap_{name}::" not in c and c.split("@")[0] not in ("memset", "memcpy")}
+        assert not foreign, f"{name}: calls {sorted(foreign)}"
