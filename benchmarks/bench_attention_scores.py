@@ -17,7 +17,8 @@ timed paired with the kernel), with the CPU model and the capability in ``extra_
 ends with a table of them (also printed by ``plot_results.py`` from the JSON). GPU cases (Triton
 kernel, eager on CUDA) skip without a GPU.
 
-Run: ``pytest benchmarks/bench_attention_scores.py --benchmark-only``
+Run: ``pytest benchmarks/bench_attention_scores.py --benchmark-only`` (the kernel's rows only, one
+thread: ``-k "vtprune and not -2]"``; the README's "CPU attention figures" give both commands)
 An AVX2-only machine, emulated on an AVX-512 one (torch's MKL/oneDNN/ATen kernels and ours all on
 AVX2): ``MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
 VTPRUNE_CPU_CAPABILITY=avx2 pytest benchmarks/bench_attention_scores.py --benchmark-only``
