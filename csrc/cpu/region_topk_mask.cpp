@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -158,8 +159,18 @@ Threshold select_threshold(const uint32_t* keys, int64_t n, int64_t k, uint32_t 
 // every size from 144 to 65536 tokens (uniform, normal and 50-level tied scores).
 constexpr int64_t kBisectMaxKeys = 65536;
 
+// The loops of the active CPU capability (an unknown VTPRUNE_CPU_CAPABILITY: a ValueError naming it).
+const RegionKeyLoops& active_region_key_loops() {
+  try {
+    return region_key_loops_for(active_cpu_capability());
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK_VALUE(false, e.what());
+  }
+}
+
 template <typename scalar_t>
-void select_row(const scalar_t* scores, const RegionGroups& groups, const int64_t* k, int64_t R, uint32_t* keys,
+void select_row(const RegionKeyLoops& loops, const scalar_t* scores, const RegionGroups& groups, const int64_t* k,
+                int64_t R, uint32_t* keys,
                 uint32_t* scratch, bool* mask) {
   for (int64_t r = 0; r < R; ++r) {
     const int64_t first = groups.start[r], n = groups.start[r + 1] - first;
@@ -174,7 +185,7 @@ void select_row(const scalar_t* scores, const RegionGroups& groups, const int64_
     bool* region_mask = mask + members[0];
     uint32_t all_and = ~0u, all_or = 0u;
     if constexpr (std::is_same_v<scalar_t, float>) {
-      if (contiguous) float_keys(region_scores, n, keys, &all_and, &all_or);
+      if (contiguous) loops.float_keys(region_scores, n, keys, &all_and, &all_or);
     }
     if (!std::is_same_v<scalar_t, float> || !contiguous) {
       for (int64_t i = 0; i < n; ++i) {
@@ -185,11 +196,11 @@ void select_row(const scalar_t* scores, const RegionGroups& groups, const int64_
         all_or |= key;
       }
     }
-    const Threshold t = n <= kBisectMaxKeys ? bisect_threshold(keys, n, keep, all_and, all_or)
+    const Threshold t = n <= kBisectMaxKeys ? loops.bisect_threshold(keys, n, keep, all_and, all_or)
                                             : select_threshold(keys, n, keep, all_and, all_or, scratch);
     // Keys under the threshold, then the first `quota` equal to it in index order.
     if (contiguous) {
-      mark_under(keys, n, t.mask, t.prefix, region_mask);
+      loops.mark_under(keys, n, t.mask, t.prefix, region_mask);
     } else {
       for (int64_t i = 0; i < n; ++i) mask[members[i]] = (keys[i] & t.mask) < t.prefix;
     }
@@ -239,6 +250,7 @@ at::Tensor region_topk_mask_cpu(const at::Tensor& scores_in, const at::Tensor& r
   at::Tensor mask = at::empty({B, N}, scores.options().dtype(at::kBool));
   if (B == 0 || N == 0 || R == 0) return mask.zero_();
   bool* mask_ptr = mask.mutable_data_ptr<bool>();
+  const RegionKeyLoops& loops = active_region_key_loops();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "region_topk_mask_cpu", [&] {
     const scalar_t* s = scores.const_data_ptr<scalar_t>();
     const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / N);  // ~30 us of work per task
@@ -247,7 +259,7 @@ at::Tensor region_topk_mask_cpu(const at::Tensor& scores_in, const at::Tensor& r
       RegionGroups row_groups;
       for (int64_t b = begin; b < end; ++b) {
         if (!shared) row_groups.build(id_ptr + b * N, N, R, b, false);
-        select_row(s + b * N, shared ? shared_groups : row_groups, k_ptr + b * R, R, keys.data(), scratch.data(),
+        select_row(loops, s + b * N, shared ? shared_groups : row_groups, k_ptr + b * R, R, keys.data(), scratch.data(),
                    mask_ptr + b * N);
       }
     });
