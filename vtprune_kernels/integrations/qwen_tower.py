@@ -37,6 +37,7 @@ from ..methods.hivtp import PAPER_LAYERS
 from ..methods.merged_grid import merged_features, merged_grid_pool, to_merge_order
 from .attention_capture import AttentionCapture
 from .score_accumulator import ScoreAccumulator
+from .stop_tower import StopTower
 
 TOWER_CLASSES = ("Qwen2_5_VisionTransformerPretrainedModel", "Qwen3VLVisionModel")
 
@@ -172,10 +173,6 @@ class TowerRun:
     segments_with_lse: int = 0
 
 
-class _StopTower(Exception):
-    """Raised after the last block to leave the tower's forward before its merger."""
-
-
 def run_tower(
     tower: QwenTower,
     pixel_values: torch.Tensor,
@@ -198,7 +195,7 @@ def run_tower(
             if threading.get_ident() == owner:
                 kept[name] = output
                 if stop:
-                    raise _StopTower()
+                    raise StopTower()
 
         return hook
 
@@ -218,7 +215,7 @@ def run_tower(
     try:
         with capture:
             tower.module(pixel_values.type(tower.module.dtype), grid_thw=grid_thw)
-    except _StopTower:
+    except StopTower:
         pass
     finally:
         for h in handles:

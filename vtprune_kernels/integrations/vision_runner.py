@@ -19,6 +19,8 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
+from .stop_tower import StopTower
+
 
 @dataclasses.dataclass(frozen=True)
 class VisionTower:
@@ -84,10 +86,6 @@ def describe_tower(tower: nn.Module) -> VisionTower:
     )
 
 
-class _StopTower(Exception):
-    """Raised by the hook on the last needed layer to leave the tower's forward early."""
-
-
 def _layer_output(output) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
@@ -118,13 +116,13 @@ def run_tower(
 
     def stop(module, args, output):
         if threading.get_ident() == owner:
-            raise _StopTower()
+            raise StopTower()
 
     handles = [tower.layers[feature_layer].register_forward_hook(keep_features)]
     handles.append(tower.layers[last_layer].register_forward_hook(stop))
     try:
         tower.module(pixel_values=pixel_values, return_dict=True, **(tower_kwargs or {}))
-    except _StopTower:
+    except StopTower:
         pass
     finally:
         for h in handles:

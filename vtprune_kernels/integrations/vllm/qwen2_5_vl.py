@@ -39,6 +39,7 @@ from ...methods import Random
 from ...methods._device import from_host
 from ...methods.merged_grid import merged_features, merged_grid_pool, to_merge_order
 from ..qwen_tower import MergedGridItem, feature_score_layer, merge_kept, middle_layers
+from ..stop_tower import StopTower
 from .encoder_pruning import EncoderPruning
 from .mrope_positions import POSITION_CHANNELS, add_kept_offsets, decode_offsets, encode_offsets, item_span, prompt_positions
 from .switch import method_from_config
@@ -191,12 +192,12 @@ class VTPruneQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
 
         def stop(module, args):
             captured["hidden"] = args[0]
-            raise _StopTower()
+            raise StopTower()
 
         handle = self.visual.merger.ln_q.register_forward_pre_hook(stop)
         try:
             self.visual(pixel_values, grid_thw=grids)
-        except _StopTower:
+        except StopTower:
             pass
         finally:
             handle.remove()
@@ -263,7 +264,3 @@ class VTPruneQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
         if step is not None and inputs_embeds is not None:
             positions = add_kept_offsets(positions, *step)
         return super().forward(input_ids, positions, intermediate_tensors, inputs_embeds, **kwargs)
-
-
-class _StopTower(Exception):
-    """Raised after the last vision block to leave the tower before its merger."""
