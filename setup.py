@@ -31,7 +31,7 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Compiled once per CPU capability (not with the other sources).
-CPU_DISPATCHED_SOURCES = ["csrc/cpu/attention_kernel.cpp", "csrc/cpu/region_keys.cpp"]
+CPU_DISPATCHED_SOURCES = ["csrc/cpu/attention_kernel.cpp", "csrc/cpu/dedup_dots.cpp", "csrc/cpu/region_keys.cpp"]
 
 # capability -> (GCC/Clang flags, MSVC flags). Every copy, "default" included, also gets
 # CPU_DISPATCHED_GNU_FLAGS: IEEE results are unchanged, but the vectoriser may if-convert; NaN

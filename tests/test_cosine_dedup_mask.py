@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vtprune_kernels  # noqa: F401
+from cpu_capabilities import CPU_CAPABILITIES, running_on
 from op_cases import ENTRY_POINTS, FLOAT_DTYPES, dedup_inputs, exact_unit_vectors, flat_region_features, run_op
 from vtprune_kernels import ops, reference
 
@@ -244,3 +245,22 @@ def test_copies_next_to_near_copies_match_reference(dtype, seed):
     x[0, 100] = x[0, 4]
     x[0, [4, 100], 5] = float("nan")
     assert_matches_reference(x, candidates, order_scores.to(dtype), torch.tensor([20]), step=3)
+
+
+@pytest.mark.parametrize("C", [5, 37, 1025])  # below, between and above the vector steps (8 to 32 floats)
+def test_every_cpu_capability_gives_identical_masks(C):
+    # the fast float64 dots are one copy per instruction set (dedup_dots.cpp), each summing in its own
+    # order: every copy must rank by the exact cosines all the same. Gaussian rows (filter runs, fast
+    # re-checks), copies beside near-copies (exact re-checks) and a NaN row, odd C for the tails.
+    x, candidates, order_scores, _ = dedup_inputs(2, 301, C, seed=C, candidate_fraction=0.9)
+    near = x[1, :40].clone()
+    x[1, 40:80] = torch.nextafter(near, torch.full_like(near, 10.0))
+    x[1, 80:120] = near
+    x[0, 7, C // 2] = float("nan")
+    cases = [(x, candidates, order_scores, torch.tensor([16, 16]), 8),
+             (x.to(torch.bfloat16), candidates, order_scores, torch.tensor([0, 150]), 3)]
+    expected = [reference.cosine_dedup_mask(*args) for args in cases]
+    for name in CPU_CAPABILITIES:
+        with running_on(name):
+            for args, want in zip(cases, expected):
+                assert torch.equal(torch.ops.vtprune.cosine_dedup_mask(*args), want)

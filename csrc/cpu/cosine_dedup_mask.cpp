@@ -26,6 +26,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -61,6 +62,15 @@ bool float32_matmul_is_ieee() {
   if (precision == at::Float32Precision::BF16 || precision == at::Float32Precision::TF32) return false;
 #endif
   return true;
+}
+
+// The fast dot of the active CPU capability (an unknown VTPRUNE_CPU_CAPABILITY: a ValueError naming it).
+const DedupDotLoops& active_dedup_dot_loops() {
+  try {
+    return dedup_dot_loops_for(active_cpu_capability());
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK_VALUE(false, e.what());
+  }
 }
 
 // Runs [start, end) of `order` (ranked by m, NaN last) whose neighbours are within `gap`.
@@ -251,6 +261,7 @@ at::Tensor cosine_dedup_mask_cpu(const at::Tensor& x_in, const at::Tensor& candi
   }
   // Chunks of images: the Gram matrices one after another (sgemm uses every thread), then the
   // rounds of the chunk's images in parallel.
+  const DedupDotLoops& dots = active_dedup_dot_loops();
   const at::ScalarType gram_type = ieee ? at::kFloat : at::kDouble;
   at::Tensor unit = at::empty({0}, at::TensorOptions().dtype(gram_type));  // reused by every image
   for (size_t first = 0; first < with_rounds.size();) {
@@ -270,7 +281,7 @@ at::Tensor cosine_dedup_mask_cpu(const at::Tensor& x_in, const at::Tensor& candi
     int64_t offset = 0;
     for (size_t c = first; c < last; ++c) {
       const int64_t b = with_rounds[c];
-      features.push_back(candidate_features(x[b], ranked[b]));
+      features.push_back(candidate_features(x[b], ranked[b], dots));
       const int64_t n = features.back().n;
       grams.push_back(chunk_grams.narrow(0, offset, n * n).view({n, n}));
       offset += n * n;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/cosine.h"
+#include "cpu/dedup_dots.h"
 #include "cpu/identical_rows.h"
 
 namespace vtprune::cpu {
@@ -40,6 +41,9 @@ struct CandidateFeatures {
   std::vector<double> exact_norm2;   // dot(x, x) in the cosine's order; NaN until computed
   std::vector<uint8_t> finite;       // 0: the row holds a NaN or inf (every cosine of it is NaN)
   IdenticalRows identical;           // classes of bitwise-identical rows: equal cosines with everything
+  const DedupDotLoops* dots = nullptr;  // the fast dot of the active CPU capability (dedup_dots.h)
+
+  double fast_dot(int64_t i, int64_t j) const { return dots->fast_dot(row(i), row(j), C); }
 
   const float* row(int64_t i) const { return base + index[i] * row_stride; }
 };
@@ -55,29 +59,13 @@ void sequential_dots(const float* const* x, const float* const* y, int64_t C, do
   for (int d = 0; d < kDots; ++d) out[d] = acc[d];
 }
 
-// The float64 dot product of two rows in any order: 8 partial sums of float64 vector lanes.
-inline double fast_dot(const float* x, const float* y, int64_t C) {
-  typedef double d2 __attribute__((vector_size(16)));  // GCC / Clang vector extension (SSE2, NEON)
-  d2 acc[4] = {};
-  int64_t k = 0;
-  for (; k + 8 <= C; k += 8) {
-    for (int l = 0; l < 4; ++l) {
-      const d2 a = {static_cast<double>(x[k + 2 * l]), static_cast<double>(x[k + 2 * l + 1])};
-      const d2 b = {static_cast<double>(y[k + 2 * l]), static_cast<double>(y[k + 2 * l + 1])};
-      acc[l] += a * b;
-    }
-  }
-  double sum = 0.0;
-  for (; k < C; ++k) sum += static_cast<double>(x[k]) * static_cast<double>(y[k]);
-  const d2 total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  return sum + total[0] + total[1];
-}
-
 // gamma_n = n u / (1 - n u): the classic bound on the relative error of a sum of n terms.
 inline double gamma(int64_t n, double u) { return static_cast<double>(n) * u / (1.0 - static_cast<double>(n) * u); }
 
 // |fast - exact| <= 3 gamma_C(u_d) + 6 u_d: the two dots are each within gamma_C(u_d) sum_k |x_k y_k|
-// of the true dot, and sum_k |x_k y_k| <= the denominator (Cauchy-Schwarz); the two denominators
+// of the true dot (a sum of C exact products in ANY order, e.g. the lane-wise partial sums of
+// dedup_dots.cpp's copies, has that error: each term passes through at most C - 1 additions,
+// each rounding relatively by at most u_d), and sum_k |x_k y_k| <= the denominator (Cauchy-Schwarz); the two denominators
 // (from norms summed in different orders) differ by gamma_C(u_d) relative, and each side rounds
 // three times. 1% on top for the products of small terms left out.
 inline double fast_error_bound(int64_t C) {
@@ -112,7 +100,7 @@ class PairCosines {
   double fast(int32_t i, int32_t j) {
     const auto [it, added] = fast_.emplace(key(i, j), 0.0);
     if (added) {
-      it->second = cosine_from_dots(fast_dot(f_.row(i), f_.row(j), f_.C), f_.fast_norm2[i], f_.fast_norm2[j]);
+      it->second = cosine_from_dots(f_.fast_dot(i, j), f_.fast_norm2[i], f_.fast_norm2[j]);
     }
     return it->second;
   }
@@ -180,8 +168,10 @@ class PairCosines {
 
 // The candidates' rows of one image x_b [N, C] (ranked: candidate indices), their fast squared norms
 // and finiteness.
-inline CandidateFeatures candidate_features(const at::Tensor& x_b, const std::vector<int64_t>& ranked) {
+inline CandidateFeatures candidate_features(const at::Tensor& x_b, const std::vector<int64_t>& ranked,
+                                            const DedupDotLoops& dots) {
   CandidateFeatures f;
+  f.dots = &dots;
   f.n = static_cast<int64_t>(ranked.size());
   f.C = x_b.size(1);
   if (x_b.scalar_type() == at::kFloat && x_b.stride(1) == 1) {
@@ -200,7 +190,7 @@ inline CandidateFeatures candidate_features(const at::Tensor& x_b, const std::ve
   f.exact_norm2.assign(f.n, std::numeric_limits<double>::quiet_NaN());
   f.finite.resize(f.n);
   for (int64_t i = 0; i < f.n; ++i) {
-    f.fast_norm2[i] = fast_dot(f.row(i), f.row(i), f.C);
+    f.fast_norm2[i] = f.fast_dot(i, i);
     f.finite[i] = std::isfinite(f.fast_norm2[i]);  // inf or NaN anywhere makes the sum so
   }
   f.identical = identical_rows(f.n, static_cast<size_t>(f.C) * sizeof(float), [&f](int64_t i) { return f.row(i); });
@@ -243,6 +233,7 @@ template <typename G>
 class ChunkedRows {
  public:
   static constexpr int64_t kChunk = 16;
+  static constexpr float kInfinityF = std::numeric_limits<float>::infinity();
 
   ChunkedRows(const G* gram, int64_t n) : gram_(gram), n_(n), chunks_((n + kChunk - 1) / kChunk) {
     chunk_max_.resize(n_ * chunks_);
@@ -275,10 +266,36 @@ class ChunkedRows {
   // Appends every column k with gram[a, k] + mask[k] >= floor_value (in float64) to `out`.
   void masked_at_least(int64_t a, const G* mask, double floor_value, std::vector<int32_t>& out) const {
     const G* row = gram_ + a * n_;
+    // for float: v >= floor_value exactly when v >= floor_value rounded up to a float
+    float floor_float = static_cast<float>(floor_value);
+    if (static_cast<double>(floor_float) < floor_value) floor_float = std::nextafter(floor_float, kInfinityF);
     for (int64_t t = 0; t < chunks_; ++t) {
       const int64_t c = order_[a * chunks_ + t];
       if (static_cast<double>(chunk_max_[a * chunks_ + c]) < floor_value) break;
-      for (int64_t k = c * kChunk; k < std::min(n_, (c + 1) * kChunk); ++k) {
+      const int64_t k0 = c * kChunk;
+      if constexpr (std::is_same_v<G, float>) {
+        if (k0 + kChunk <= n_ && !std::isnan(floor_value)) {  // 4 vectors of 4 lanes, then the set lanes in order
+          typedef float f4 __attribute__((vector_size(16)));
+          typedef int32_t i4 __attribute__((vector_size(16)));
+          const f4 bound = {floor_float, floor_float, floor_float, floor_float};
+          i4 hit[4];
+          for (int l = 0; l < 4; ++l) {
+            f4 r, q;
+            std::memcpy(&r, row + k0 + 4 * l, sizeof r);
+            std::memcpy(&q, mask + k0 + 4 * l, sizeof q);
+            hit[l] = (r + q) >= bound;
+          }
+          const i4 any = (hit[0] | hit[1]) | (hit[2] | hit[3]);
+          if ((any[0] | any[1] | any[2] | any[3]) == 0) continue;
+          for (int l = 0; l < 4; ++l) {
+            for (int e = 0; e < 4; ++e) {
+              if (hit[l][e] != 0) out.push_back(static_cast<int32_t>(k0 + 4 * l + e));
+            }
+          }
+          continue;
+        }
+      }
+      for (int64_t k = k0; k < std::min(n_, (c + 1) * kChunk); ++k) {
         if (static_cast<double>(row[k] + mask[k]) >= floor_value) out.push_back(static_cast<int32_t>(k));
       }
     }
