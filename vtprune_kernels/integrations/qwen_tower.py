@@ -37,7 +37,7 @@ from ..methods.hivtp import PAPER_LAYERS
 from ..methods.merged_grid import merged_features, merged_grid_pool, to_merge_order
 from .attention_capture import AttentionCapture
 from .score_accumulator import ScoreAccumulator
-from .stop_tower import StopTower
+from .stop_tower import StopTower, stopped_early
 
 TOWER_CLASSES = ("Qwen2_5_VisionTransformerPretrainedModel", "Qwen3VLVisionModel")
 
@@ -212,14 +212,8 @@ def run_tower(
         {i: tower.blocks[i].attn for i in scored},
         lambda call: scores.add(call.query, call.key, scale=call.scale, lse=call.lse, chunk=(call.layer, call.chunk)),
     )
-    try:
-        with capture:
-            tower.module(pixel_values.type(tower.module.dtype), grid_thw=grid_thw)
-    except StopTower:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
+    with stopped_early(handles), capture:
+        tower.module(pixel_values.type(tower.module.dtype), grid_thw=grid_thw)
     if "last" not in kept:
         raise RuntimeError("the Qwen-VL vision tower returned before its last block")
 

@@ -19,7 +19,7 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
-from .stop_tower import StopTower
+from .stop_tower import StopTower, stopped_early
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,13 +120,8 @@ def run_tower(
 
     handles = [tower.layers[feature_layer].register_forward_hook(keep_features)]
     handles.append(tower.layers[last_layer].register_forward_hook(stop))
-    try:
+    with stopped_early(handles):
         tower.module(pixel_values=pixel_values, return_dict=True, **(tower_kwargs or {}))
-    except StopTower:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
     if "features" not in outputs:
         raise RuntimeError("the vision tower returned before reaching the feature layer")
     return outputs

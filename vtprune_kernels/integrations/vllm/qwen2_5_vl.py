@@ -39,7 +39,7 @@ from ...methods import Random
 from ...methods._device import from_host
 from ...methods.merged_grid import merged_features, merged_grid_pool, to_merge_order
 from ..qwen_tower import MergedGridItem, feature_score_layer, merge_kept, middle_layers
-from ..stop_tower import StopTower
+from ..stop_tower import StopTower, stopped_early
 from .encoder_pruning import EncoderPruning
 from .mrope_positions import POSITION_CHANNELS, add_kept_offsets, decode_offsets, encode_offsets, item_span, prompt_positions
 from .switch import method_from_config
@@ -194,13 +194,8 @@ class VTPruneQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerati
             captured["hidden"] = args[0]
             raise StopTower()
 
-        handle = self.visual.merger.ln_q.register_forward_pre_hook(stop)
-        try:
+        with stopped_early([self.visual.merger.ln_q.register_forward_pre_hook(stop)]):
             self.visual(pixel_values, grid_thw=grids)
-        except StopTower:
-            pass
-        finally:
-            handle.remove()
         if "hidden" not in captured:
             raise RuntimeError(f"{ARCHITECTURE}: the vision tower returned without calling its merger")
         return captured["hidden"].squeeze(1)
