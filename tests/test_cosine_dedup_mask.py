@@ -27,10 +27,11 @@ def test_random_features_match_reference(via, dtype, B, N, C, step):
     assert_matches_reference(*dedup_inputs(B, N, C, dtype, seed=N + C), step=step, via=via)
 
 
-@pytest.mark.parametrize("N", [576, 577])
-def test_vispruner_shape(N):
-    # one LLaVA-NeXT tile: the 16 most important tokens removed, 16 diverse kept (~68 rounds)
-    x, _, order_scores, _ = dedup_inputs(1, N, 64, seed=N)
+@pytest.mark.parametrize("N,C", [(576, 64), (577, 64), (577, 1030)])
+def test_vispruner_shape(N, C):
+    # one LLaVA-NeXT tile: the 16 most important tokens removed, 16 diverse kept (~68 rounds); at
+    # C = 1030 the CPU kernel's filter Gram matrix is summed in 5 slices of channels
+    x, _, order_scores, _ = dedup_inputs(1, N, C, seed=N)
     candidates = torch.ones(1, N, dtype=torch.bool).scatter(1, order_scores.topk(16).indices, False)
     out = assert_matches_reference(x, candidates, order_scores, torch.tensor([16]))
     assert out.sum(1).tolist() == [16]

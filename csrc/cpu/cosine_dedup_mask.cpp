@@ -3,8 +3,8 @@
 // exactly), and decided mostly from a float32 Gram matrix computed once per image.
 //
 // Per image: rank the candidates by order_scores (tie comparator), then dedup_cosines.h: float32
-// rows, squared norms, the filter Gram matrix G (one symmetric sgemm) whose entries are within eps
-// of the exact cosines. Each round ranks A by m~(a) = max over B of G[a, b]; where two neighbours in
+// rows, squared norms and unit rows in one pass, the filter Gram matrix G (the triangle of a
+// symmetric sgemm, in slices of 256 channels) whose entries are within eps of the exact cosines. Each round ranks A by m~(a) = max over B of G[a, b]; where two neighbours in
 // that ranking are within 2 eps ("runs"; most of A on Gaussian features, every duplicate), the
 // maxima are recomputed from the b whose G can still hold the maximum, first with fast float64
 // cosines (bound ~1e-13), and where those are still within twice their bound, with the exact ones.
@@ -223,8 +223,8 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
   return R;
 }
 
-// Images per chunk: the filter Gram matrices of a chunk take at most ~64 MiB (or one image).
-constexpr int64_t kChunkGramBytes = int64_t{64} << 20;
+// Images per chunk: the filter Gram matrices and unit rows of a chunk take at most ~64 MiB (or one image).
+constexpr int64_t kChunkBytes = int64_t{64} << 20;
 
 at::Tensor cosine_dedup_mask_cpu(const at::Tensor& x_in, const at::Tensor& candidates_in,
                                  const at::Tensor& order_scores_in, const at::Tensor& n_keep_in, int64_t step) {
@@ -250,7 +250,9 @@ at::Tensor cosine_dedup_mask_cpu(const at::Tensor& x_in, const at::Tensor& candi
   at::Tensor mask = at::zeros({B, N}, candidates.options());
   bool* out = mask.mutable_data_ptr<bool>();
   const bool ieee = float32_matmul_is_ieee();
-  const double eps = filter_error_bound(x.size(2), ieee ? std::ldexp(1.0, -24) : std::ldexp(1.0, -53));
+  const int64_t parts = gram_parts(x.size(2));
+  const double eps =
+      filter_error_bound(x.size(2), gram_rounding_chain(x.size(2), parts), ieee ? std::ldexp(1.0, -24) : std::ldexp(1.0, -53));
   std::vector<int64_t> with_rounds;  // images where at least one round runs
   for (int64_t b = 0; b < B; ++b) {
     if (std::min<int64_t>(step, static_cast<int64_t>(ranked[b].size()) - keep[b]) > 0) {
@@ -259,40 +261,48 @@ at::Tensor cosine_dedup_mask_cpu(const at::Tensor& x_in, const at::Tensor& candi
       for (const int64_t j : ranked[b]) out[b * N + j] = true;
     }
   }
-  // Chunks of images: the Gram matrices one after another (sgemm uses every thread), then the
-  // rounds of the chunk's images in parallel.
+  // Chunks of images whose filter Gram matrices and unit rows take at most ~64 MiB (or one image):
+  // the features of the chunk's images in parallel, their Gram matrices one after another (the
+  // BLAS uses every thread), then their rounds in parallel.
   const DedupDotLoops& dots = active_dedup_dot_loops();
   const at::ScalarType gram_type = ieee ? at::kFloat : at::kDouble;
-  at::Tensor unit = at::empty({0}, at::TensorOptions().dtype(gram_type));  // reused by every image
+  const int64_t C = x.size(2);
+  at::Tensor slice = at::empty({0}, at::TensorOptions().dtype(gram_type));  // scratch of every Gram matrix
+  auto candidates_of = [&](size_t c) { return static_cast<int64_t>(ranked[with_rounds[c]].size()); };
   for (size_t first = 0; first < with_rounds.size();) {
-    auto gram_entries = [&](size_t c) {
-      const int64_t n = static_cast<int64_t>(ranked[with_rounds[c]].size());
-      return n * n;
-    };
     size_t last = first + 1;  // images [first, last) form the chunk
-    int64_t entries = gram_entries(first);
-    while (last < with_rounds.size() &&
-           (entries + gram_entries(last)) * static_cast<int64_t>(at::elementSize(gram_type)) <= kChunkGramBytes) {
-      entries += gram_entries(last++);
+    int64_t entries = candidates_of(first) * (candidates_of(first) + C);
+    while (last < with_rounds.size()) {
+      const int64_t more = candidates_of(last) * (candidates_of(last) + C);
+      if ((entries + more) * static_cast<int64_t>(at::elementSize(gram_type)) > kChunkBytes) break;
+      entries += more;
+      ++last;
     }
-    at::Tensor chunk_grams = at::empty({entries}, at::TensorOptions().dtype(gram_type));
-    std::vector<CandidateFeatures> features;
-    std::vector<at::Tensor> grams;
-    int64_t offset = 0;
-    for (size_t c = first; c < last; ++c) {
-      const int64_t b = with_rounds[c];
-      features.push_back(candidate_features(x[b], ranked[b], dots));
-      const int64_t n = features.back().n;
-      grams.push_back(chunk_grams.narrow(0, offset, n * n).view({n, n}));
-      offset += n * n;
+    const int64_t count = static_cast<int64_t>(last - first);
+    const at::Tensor storage = at::empty({entries}, at::TensorOptions().dtype(gram_type));
+    std::vector<at::Tensor> grams(count), units(count);
+    for (int64_t c = 0, offset = 0; c < count; ++c) {
+      const int64_t n = candidates_of(first + c);
+      grams[c] = storage.narrow(0, offset, n * n).view({n, n});
+      units[c] = storage.narrow(0, offset + n * n, n * C).view({n, C});
+      offset += n * (n + C);
+    }
+    std::vector<CandidateFeatures> features(count);
+    at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        const int64_t b = with_rounds[first + c];
+        features[c] = candidate_features(x[b], ranked[b], dots, ieee ? units[c].mutable_data_ptr<float>() : nullptr);
+        if (!ieee) double_unit_rows(features[c], units[c]);
+      }
+    });
+    for (int64_t c = 0; c < count; ++c) {
       if (ieee) {
-        filter_gram<float>(features.back(), unit, grams.back());
+        filter_gram<float>(features[c], parts, units[c], slice, grams[c]);
       } else {
-        filter_gram<double>(features.back(), unit, grams.back());
+        filter_gram<double>(features[c], parts, units[c], slice, grams[c]);
       }
     }
-    // the rounds of the chunk's images in parallel (the GEMMs above use every thread themselves)
-    at::parallel_for(0, static_cast<int64_t>(last - first), 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         const int64_t b = with_rounds[first + c];
         const std::vector<int32_t> kept =

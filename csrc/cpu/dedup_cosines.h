@@ -3,8 +3,8 @@
 //   exact   cos of common/cosine.h (sequential float64 sums): the values every backend ranks by.
 //   fast    the same formula with the dot product summed in any order (vectorised): within
 //           fast_error_bound(C) (~2e-13 at C = 1024) of exact.
-//   filter  a float32 Gram matrix of the unit rows from one sgemm: within filter_error_bound(C)
-//           (~6e-5 at C = 1024) of exact, whatever order the GEMM sums in.
+//   filter  a float32 Gram matrix of the unit rows from sgemms over slices of 256 channels: within
+//           filter_error_bound (~1.6e-5 at C = 1024) of exact, whatever order each GEMM sums in.
 //
 // The bounds are proven below; a ranking by a filter value is exact wherever two values are further
 // apart than twice its bound. Features are kept as float32 rows (float16 / bfloat16 widen exactly);
@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/cosine.h"
+#include "common/sort_keys.h"
 #include "cpu/dedup_dots.h"
 #include "cpu/identical_rows.h"
 
@@ -59,6 +60,9 @@ void sequential_dots(const float* const* x, const float* const* y, int64_t C, do
   for (int d = 0; d < kDots; ++d) out[d] = acc[d];
 }
 
+// 1 / sqrt(max(norm2, eps2)) in float64: a unit row is x * unit_scale(dot(x, x)).
+inline double unit_scale(double norm2) { return 1.0 / std::sqrt(std::max(norm2, kCosineEps2)); }
+
 // gamma_n = n u / (1 - n u): the classic bound on the relative error of a sum of n terms.
 inline double gamma(int64_t n, double u) { return static_cast<double>(n) * u / (1.0 - static_cast<double>(n) * u); }
 
@@ -73,20 +77,21 @@ inline double fast_error_bound(int64_t C) {
   return 1.01 * (3.0 * gamma(C, u_d) * (1.0 + gamma(C, u_d)) + 6.0 * u_d);
 }
 
-// A bound on |G[i, j] - exact cos(x_i, x_j)| for G = U U^T computed in a type of unit roundoff u_g,
-// in any summation order (u_d: float64). U_ik = round_g(x_ik * round(1 / round(sqrt(max(dot(x_i,
+// A bound on |G[i, j] - exact cos(x_i, x_j)| for G = U U^T computed in a type of unit roundoff u_g
+// where each product U_ik U_jk passes through at most `chain` roundings (u_d: float64): any order of
+// one GEMM has chain = C; slices summed apart (filter_gram) chain = ceil(C / parts) + parts. U_ik = round_g(x_ik * round(1 / round(sqrt(max(dot(x_i,
 // x_i), eps2))))) carries a relative error eta <= u_g + 3 u_d (and 1.01 for the higher terms); with Cauchy-Schwarz (sum_k |U_ik U_jk| <=
 // ||U_i|| ||U_j||):
-//   |G - sum_k U_ik U_jk|          <= gamma_C(u_g) (1 + eta)^2 (1 + gamma_C(u_d))
+//   |G - sum_k U_ik U_jk|          <= gamma_chain(u_g) (1 + eta)^2 (1 + gamma_C(u_d))
 //   |sum_k U_ik U_jk - true cos|   <= (2 eta + eta^2) (1 + gamma_C(u_d))
 //   |true cos - exact cos|         <= gamma_C(u_d) + 3 u_d (the sum, then three roundings)
 // plus C * 2^-147 for products and units that underflow in float32; 1% on top. (The norms of U are
 // summed in any order: gamma_C(u_d) more in eta.)
-inline double filter_error_bound(int64_t C, double u_g) {
+inline double filter_error_bound(int64_t C, int64_t chain, double u_g) {
   const double u_d = std::ldexp(1.0, -53);
   const double eta = u_g + 3.01 * u_d + gamma(C, u_d);
   const double g_d = gamma(C, u_d);
-  const double bound = gamma(C, u_g) * (1.0 + eta) * (1.0 + eta) * (1.0 + g_d) +
+  const double bound = gamma(chain, u_g) * (1.0 + eta) * (1.0 + eta) * (1.0 + g_d) +
                        (2.0 * eta + eta * eta) * (1.0 + g_d) + g_d + 3.0 * u_d;
   return 1.01 * bound + static_cast<double>(C) * std::ldexp(1.0, -147);
 }
@@ -166,10 +171,23 @@ class PairCosines {
   std::vector<int32_t> todo_a_, todo_b_;
 };
 
-// The candidates' rows of one image x_b [N, C] (ranked: candidate indices), their fast squared norms
-// and finiteness.
+// Fixed pseudo-random weights in [-1, 1) (a 32-bit LCG, the same on every call): the fingerprint
+// dot of the identical-row lookup.
+inline std::vector<float> fingerprint_weights(int64_t C) {
+  std::vector<float> w(C);
+  uint32_t state = 0x9E3779B9u;
+  for (int64_t k = 0; k < C; ++k) {
+    state = state * 1664525u + 1013904223u;
+    w[k] = static_cast<float>(static_cast<int32_t>(state)) * 0x1p-31f;
+  }
+  return w;
+}
+
+// The candidates' rows of one image x_b [N, C] (ranked: candidate indices), their fast squared norms,
+// finiteness and classes of identical rows, in one pass over the rows. With `unit` (float [n, C]),
+// also the unit rows of the filter Gram matrix (zero for non-finite rows), while each row is in cache.
 inline CandidateFeatures candidate_features(const at::Tensor& x_b, const std::vector<int64_t>& ranked,
-                                            const DedupDotLoops& dots) {
+                                            const DedupDotLoops& dots, float* unit = nullptr) {
   CandidateFeatures f;
   f.dots = &dots;
   f.n = static_cast<int64_t>(ranked.size());
@@ -189,119 +207,227 @@ inline CandidateFeatures candidate_features(const at::Tensor& x_b, const std::ve
   f.fast_norm2.resize(f.n);
   f.exact_norm2.assign(f.n, std::numeric_limits<double>::quiet_NaN());
   f.finite.resize(f.n);
+  const std::vector<float> weights = fingerprint_weights(f.C);
+  std::vector<uint64_t> keys(f.n);
   for (int64_t i = 0; i < f.n; ++i) {
-    f.fast_norm2[i] = f.fast_dot(i, i);
+    double fingerprint;
+    dots.norm_and_fingerprint(f.row(i), weights.data(), f.C, &f.fast_norm2[i], &fingerprint);
     f.finite[i] = std::isfinite(f.fast_norm2[i]);  // inf or NaN anywhere makes the sum so
+    uint64_t norm_bits, fingerprint_bits;
+    std::memcpy(&norm_bits, &f.fast_norm2[i], 8);
+    std::memcpy(&fingerprint_bits, &fingerprint, 8);
+    keys[i] = (fingerprint_bits * 0x9E3779B97F4A7C15ull) ^ norm_bits;
+    if (unit != nullptr) {
+      float* out = unit + i * f.C;
+      if (f.finite[i]) {
+        dots.scaled_row(f.row(i), unit_scale(f.fast_norm2[i]), f.C, out);
+      } else {
+        std::fill(out, out + f.C, 0.0f);
+      }
+    }
   }
-  f.identical = identical_rows(f.n, static_cast<size_t>(f.C) * sizeof(float), [&f](int64_t i) { return f.row(i); });
+  f.identical = identical_rows(
+      f.n, static_cast<size_t>(f.C) * sizeof(float), [&f](int64_t i) { return f.row(i); },
+      [&keys](int64_t i) { return keys[i]; });
   return f;
 }
 
-// The filter Gram matrix G [n, n] = U U^T in type G (float, or double when torch runs float32
-// matmuls in reduced precision), U the unit rows (zero for non-finite rows), written into `gram`
-// (contiguous [n, n]); `unit` is scratch (resized). Only the blocks on and above the diagonal are
-// multiplied (2/3 of one GEMM), straight into `gram`; the blocks below are their transposes.
-template <typename G>
-void filter_gram(const CandidateFeatures& f, at::Tensor& unit, at::Tensor gram) {
-  unit.resize_({f.n, f.C});
-  G* u = unit.mutable_data_ptr<G>();
+// The filter Gram matrix is summed in slices of kGramSliceWidth channels: each slice's product from
+// one GEMM (summed in the BLAS's order, whatever it is), the slices' products then added one after
+// another. A product of two unit entries passes through at most ceil(C / parts) roundings in its
+// slice's GEMM and parts - 1 additions after it, so the GEMM's part of the filter bound is
+// gamma_(ceil(C / parts) + parts) instead of gamma_C: 4x tighter at C = 1024 (1.6e-5 instead of
+// 6.1e-5), which leaves ~3x fewer rows of each round to re-check, for ~10% more GEMM time.
+constexpr int64_t kGramSliceWidth = 256;
+
+inline int64_t gram_parts(int64_t C) { return (C + kGramSliceWidth - 1) / kGramSliceWidth; }
+
+inline int64_t gram_rounding_chain(int64_t C, int64_t parts) { return (C + parts - 1) / parts + parts; }
+
+// The unit rows of G = double ([n, C], written into `unit`); the float ones come from candidate_features.
+inline void double_unit_rows(const CandidateFeatures& f, const at::Tensor& unit) {
+  double* u = unit.mutable_data_ptr<double>();
   for (int64_t i = 0; i < f.n; ++i) {
-    const double inverse = 1.0 / std::sqrt(std::max(f.fast_norm2[i], kCosineEps2));
     const float* x = f.row(i);
-    G* out = u + i * f.C;
-    if (!f.finite[i]) {
-      std::fill(out, out + f.C, G(0));
-      continue;
-    }
-    for (int64_t k = 0; k < f.C; ++k) out[k] = static_cast<G>(static_cast<double>(x[k]) * inverse);
+    double* out = u + i * f.C;
+    const double scale = f.finite[i] ? unit_scale(f.fast_norm2[i]) : 0.0;
+    for (int64_t k = 0; k < f.C; ++k) out[k] = f.finite[i] ? static_cast<double>(x[k]) * scale : 0.0;
   }
+}
+
+// The filter Gram matrix G [n, n] = U U^T in type G (float, or double when torch runs float32
+// matmuls in reduced precision) of the unit rows `unit` ([n, C], zero for non-finite rows), written
+// into `gram` (contiguous [n, n]); `slice` is scratch (resized). Only the blocks on and above the
+// diagonal are multiplied (2/3 of one GEMM), straight into `gram`; the blocks below are their
+// transposes.
+template <typename G>
+void filter_gram(const CandidateFeatures& f, int64_t parts, const at::Tensor& unit, at::Tensor& slice, at::Tensor gram) {
   constexpr int64_t kBlocks = 3;
   const int64_t step = std::max<int64_t>(1, (f.n + kBlocks - 1) / kBlocks);
+  const int64_t width = (f.C + parts - 1) / parts;
   for (int64_t r0 = 0; r0 < f.n; r0 += step) {
     const int64_t rows = std::min(step, f.n - r0), rest = f.n - r0 - rows;
     at::Tensor upper = gram.narrow(0, r0, rows).narrow(1, r0, f.n - r0);  // row stride n: BLAS writes it in place
-    at::mm_out(upper, unit.narrow(0, r0, rows), unit.narrow(0, r0, f.n - r0).t());
+    for (int64_t k0 = 0; k0 < f.C; k0 += width) {
+      const int64_t k = std::min(width, f.C - k0);
+      const at::Tensor left = unit.narrow(0, r0, rows).narrow(1, k0, k);
+      const at::Tensor right = unit.narrow(0, r0, f.n - r0).narrow(1, k0, k).t();
+      if (k0 == 0) {
+        at::mm_out(upper, left, right);
+      } else {
+        slice.resize_({rows, f.n - r0});
+        at::mm_out(slice, left, right);
+        upper.add_(slice);  // one rounding per entry
+      }
+    }
     if (rest > 0) gram.narrow(0, r0 + rows, rest).narrow(1, r0, rows).copy_(upper.narrow(1, rows, rest).t());
   }
 }
 
-// The filter Gram matrix's rows cut into chunks of 16 columns, each row's chunks ordered by their
-// maximum (built once per image): a masked maximum over a row then opens chunks best-first and
-// stops at the first chunk whose maximum cannot beat what it has (typically 2 or 3 of 35 at n = 560),
-// and the entries near the maximum are found in the same chunks.
+// The filter Gram matrix's rows cut into chunks of 16 columns, with each chunk's maximum and each
+// row's kTop best chunks in order (built once per image, one pass per row): a masked maximum over a
+// row opens the best chunks first and stops at the first whose maximum cannot beat what it has
+// (typically 2 or 3 of 35 at n = 560); past the kTop, the other chunks are checked in column order
+// against their maxima. The entries near the maximum are found in the same chunks.
 template <typename G>
 class ChunkedRows {
  public:
   static constexpr int64_t kChunk = 16;
+  static constexpr int64_t kTop = 4;
+  static constexpr int64_t kMaxChunksOnStack = 256;
   static constexpr float kInfinityF = std::numeric_limits<float>::infinity();
 
-  ChunkedRows(const G* gram, int64_t n) : gram_(gram), n_(n), chunks_((n + kChunk - 1) / kChunk) {
+  ChunkedRows(const G* gram, int64_t n)
+      : gram_(gram), n_(n), chunks_((n + kChunk - 1) / kChunk), top_count_(std::min(kTop, chunks_)) {
     chunk_max_.resize(n_ * chunks_);
-    order_.resize(n_ * chunks_);
+    top_.resize(n_ * kTop);
+    rest_max_.resize(n_);
+    rest_order_.resize(n_ * (chunks_ - top_count_));
+    rest_sorted_.assign(n_, 0);
+    const std::vector<G> no_mask(n_, G(0));
     for (int64_t a = 0; a < n_; ++a) {
-      const G* row = gram_ + a * n_;
-      G* top = &chunk_max_[a * chunks_];
+      G* maxima = &chunk_max_[a * chunks_];
+      for (int64_t c = 0; c < chunks_; ++c) maxima[c] = masked_chunk_max(a, c, no_mask.data());
+      // the kTop largest maxima in order (insertion into a short sorted list), and the largest of the rest
+      uint32_t* top = &top_[a * kTop];
+      int64_t count = 0;
+      G rest = -std::numeric_limits<G>::infinity();
       for (int64_t c = 0; c < chunks_; ++c) {
-        G m = -std::numeric_limits<G>::infinity();
-        for (int64_t k = c * kChunk; k < std::min(n_, (c + 1) * kChunk); ++k) m = row[k] > m ? row[k] : m;
-        top[c] = m;
+        const G m = maxima[c];
+        if (count == top_count_ && !(m > maxima[top[count - 1]])) {
+          rest = m > rest ? m : rest;
+          continue;
+        }
+        if (count == top_count_) {  // the last of the list moves to the rest
+          const G out = maxima[top[count - 1]];
+          rest = out > rest ? out : rest;
+          --count;
+        }
+        int64_t at = count++;
+        for (; at > 0 && m > maxima[top[at - 1]]; --at) top[at] = top[at - 1];
+        top[at] = static_cast<uint32_t>(c);
       }
-      uint32_t* order = &order_[a * chunks_];
-      for (int64_t c = 0; c < chunks_; ++c) order[c] = static_cast<uint32_t>(c);
-      std::sort(order, order + chunks_, [top](uint32_t x, uint32_t y) { return top[x] > top[y]; });
+      rest_max_[a] = rest;
     }
   }
 
   // max over columns k of gram[a, k] + mask[k] (mask: 0 for members of B, -inf otherwise).
   G masked_max(int64_t a, const G* mask) const {
     G best = -std::numeric_limits<G>::infinity();
-    for (int64_t t = 0; t < chunks_; ++t) {
-      const int64_t c = order_[a * chunks_ + t];
-      if (!(chunk_max_[a * chunks_ + c] > best)) break;  // no entry of this chunk or a later one beats best
-      best = std::max(best, masked_chunk_max(a, c, mask));
+    const G* maxima = &chunk_max_[a * chunks_];
+    const uint32_t* top = &top_[a * kTop];
+    for (int64_t t = 0; t < top_count_; ++t) {
+      if (!(maxima[top[t]] > best)) return best;  // no entry of this chunk or a later one beats best
+      best = std::max(best, masked_chunk_max(a, top[t], mask));
+    }
+    if (!(rest_max_[a] > best)) return best;
+    const uint32_t* rest = rest_order(a);
+    for (int64_t t = 0; t < chunks_ - top_count_; ++t) {
+      if (!(maxima[rest[t]] > best)) break;
+      best = std::max(best, masked_chunk_max(a, rest[t], mask));
     }
     return best;
   }
 
   // Appends every column k with gram[a, k] + mask[k] >= floor_value (in float64) to `out`.
   void masked_at_least(int64_t a, const G* mask, double floor_value, std::vector<int32_t>& out) const {
-    const G* row = gram_ + a * n_;
     // for float: v >= floor_value exactly when v >= floor_value rounded up to a float
     float floor_float = static_cast<float>(floor_value);
     if (static_cast<double>(floor_float) < floor_value) floor_float = std::nextafter(floor_float, kInfinityF);
-    for (int64_t t = 0; t < chunks_; ++t) {
-      const int64_t c = order_[a * chunks_ + t];
-      if (static_cast<double>(chunk_max_[a * chunks_ + c]) < floor_value) break;
-      const int64_t k0 = c * kChunk;
-      if constexpr (std::is_same_v<G, float>) {
-        if (k0 + kChunk <= n_ && !std::isnan(floor_value)) {  // 4 vectors of 4 lanes, then the set lanes in order
-          typedef float f4 __attribute__((vector_size(16)));
-          typedef int32_t i4 __attribute__((vector_size(16)));
-          const f4 bound = {floor_float, floor_float, floor_float, floor_float};
-          i4 hit[4];
-          for (int l = 0; l < 4; ++l) {
-            f4 r, q;
-            std::memcpy(&r, row + k0 + 4 * l, sizeof r);
-            std::memcpy(&q, mask + k0 + 4 * l, sizeof q);
-            hit[l] = (r + q) >= bound;
-          }
-          const i4 any = (hit[0] | hit[1]) | (hit[2] | hit[3]);
-          if ((any[0] | any[1] | any[2] | any[3]) == 0) continue;
-          for (int l = 0; l < 4; ++l) {
-            for (int e = 0; e < 4; ++e) {
-              if (hit[l][e] != 0) out.push_back(static_cast<int32_t>(k0 + 4 * l + e));
-            }
-          }
-          continue;
-        }
-      }
-      for (int64_t k = k0; k < std::min(n_, (c + 1) * kChunk); ++k) {
-        if (static_cast<double>(row[k] + mask[k]) >= floor_value) out.push_back(static_cast<int32_t>(k));
-      }
+    const G* maxima = &chunk_max_[a * chunks_];
+    const uint32_t* top = &top_[a * kTop];
+    for (int64_t t = 0; t < top_count_; ++t) {
+      if (static_cast<double>(maxima[top[t]]) < floor_value) return;
+      chunk_at_least(a, top[t], mask, floor_value, floor_float, out);
+    }
+    if (static_cast<double>(rest_max_[a]) < floor_value) return;
+    const uint32_t* rest = rest_order(a);
+    for (int64_t t = 0; t < chunks_ - top_count_; ++t) {
+      if (static_cast<double>(maxima[rest[t]]) < floor_value) break;
+      chunk_at_least(a, rest[t], mask, floor_value, floor_float, out);
     }
   }
 
  private:
+  // Row a's chunks other than its top ones, largest maximum first (sorted on first use: rows whose
+  // maxima the top chunks settle, most rows in the early rounds, never pay for it).
+  const uint32_t* rest_order(int64_t a) const {
+    const int64_t count = chunks_ - top_count_;
+    uint32_t* rest = &rest_order_[a * (chunks_ - top_count_)];
+    if (rest_sorted_[a]) return rest;
+    const uint32_t* top = &top_[a * kTop];
+    int64_t filled = 0;
+    for (int64_t c = 0; c < chunks_; ++c) {
+      if (std::find(top, top + top_count_, static_cast<uint32_t>(c)) == top + top_count_) {
+        rest[filled++] = static_cast<uint32_t>(c);
+      }
+    }
+    const G* maxima = &chunk_max_[a * chunks_];
+    if constexpr (std::is_same_v<G, float>) {  // unique 64-bit keys: no indirection in the sort
+      uint64_t keys[kMaxChunksOnStack];
+      uint64_t* key = count <= kMaxChunksOnStack ? keys : (sort_keys_.resize(count), sort_keys_.data());
+      for (int64_t t = 0; t < count; ++t) key[t] = rank_key(maxima[rest[t]], rest[t]);
+      std::sort(key, key + count);
+      for (int64_t t = 0; t < count; ++t) rest[t] = rank_key_index(key[t]);
+    } else {
+      std::sort(rest, rest + count, [maxima](uint32_t x, uint32_t y) { return maxima[x] > maxima[y]; });
+    }
+    rest_sorted_[a] = 1;
+    return rest;
+  }
+
+  // Appends the columns k of chunk c with gram[a, k] + mask[k] >= floor_value (floor_float: it rounded up).
+  void chunk_at_least(int64_t a, int64_t c, const G* mask, double floor_value, float floor_float,
+                      std::vector<int32_t>& out) const {
+    const G* row = gram_ + a * n_;
+    const int64_t k0 = c * kChunk;
+    if constexpr (std::is_same_v<G, float>) {
+      if (k0 + kChunk <= n_ && !std::isnan(floor_value)) {  // 4 vectors of 4 lanes, then the set lanes in order
+        typedef float f4 __attribute__((vector_size(16)));
+        typedef int32_t i4 __attribute__((vector_size(16)));
+        const f4 bound = {floor_float, floor_float, floor_float, floor_float};
+        i4 hit[4];
+        for (int l = 0; l < 4; ++l) {
+          f4 r, q;
+          std::memcpy(&r, row + k0 + 4 * l, sizeof r);
+          std::memcpy(&q, mask + k0 + 4 * l, sizeof q);
+          hit[l] = (r + q) >= bound;
+        }
+        const i4 any = (hit[0] | hit[1]) | (hit[2] | hit[3]);
+        if ((any[0] | any[1] | any[2] | any[3]) == 0) return;
+        for (int l = 0; l < 4; ++l) {
+          for (int e = 0; e < 4; ++e) {
+            if (hit[l][e] != 0) out.push_back(static_cast<int32_t>(k0 + 4 * l + e));
+          }
+        }
+        return;
+      }
+    }
+    for (int64_t k = k0; k < std::min(n_, k0 + kChunk); ++k) {
+      if (static_cast<double>(row[k] + mask[k]) >= floor_value) out.push_back(static_cast<int32_t>(k));
+    }
+  }
+
   G masked_chunk_max(int64_t a, int64_t c, const G* mask) const {
     const G* row = gram_ + a * n_;
     const int64_t k0 = c * kChunk;
@@ -329,9 +455,13 @@ class ChunkedRows {
   }
 
   const G* gram_;
-  int64_t n_, chunks_;
+  int64_t n_, chunks_, top_count_;
   std::vector<G> chunk_max_;      // [n, chunks]: the maximum of each chunk of each row
-  std::vector<uint32_t> order_;   // [n, chunks]: each row's chunks, largest maximum first
+  std::vector<uint32_t> top_;     // [n, kTop]: each row's top_count_ best chunks, largest maximum first
+  std::vector<G> rest_max_;       // [n]: the largest maximum of each row's other chunks
+  mutable std::vector<uint32_t> rest_order_;  // [n, chunks - top_count_]: the other chunks, sorted on first use
+  mutable std::vector<uint8_t> rest_sorted_;  // [n]: whether row a's rest_order_ is sorted
+  mutable std::vector<uint64_t> sort_keys_;   // scratch of rest_order beyond kMaxChunksOnStack chunks
 };
 
 }  // namespace vtprune::cpu

@@ -21,39 +21,12 @@ struct IdenticalRows {
   int64_t classes() const { return static_cast<int64_t>(first.size()); }
 };
 
-// 64-bit hash of `bytes` bytes: a multiply-xorshift over 8-byte words in four independent streams
-// (word k to stream k % 4, so the multiplies of a row overlap instead of forming one chain of
-// latencies), then the tail, then the streams folded. Only a speed-up of the lookup: classes are
-// decided by comparing bytes.
-inline uint64_t row_hash(const unsigned char* data, size_t bytes) {
-  constexpr uint64_t kMultiplier = 0x9E3779B97F4A7C15ull;
-  uint64_t h[4] = {bytes * kMultiplier, bytes + 1, bytes + 2, bytes + 3};
-  auto mix = [](uint64_t state, uint64_t word) {
-    state = (state ^ word) * kMultiplier;
-    return state ^ (state >> 29);
-  };
-  size_t k = 0;
-  for (; k + 32 <= bytes; k += 32) {
-    for (int s = 0; s < 4; ++s) {
-      uint64_t word;
-      std::memcpy(&word, data + k + 8 * s, 8);
-      h[s] = mix(h[s], word);
-    }
-  }
-  for (; k + 8 <= bytes; k += 8) {
-    uint64_t word;
-    std::memcpy(&word, data + k, 8);
-    h[0] = mix(h[0], word);
-  }
-  for (; k < bytes; ++k) h[0] = (h[0] ^ data[k]) * kMultiplier;
-  const uint64_t folded = mix(mix(mix(h[0], h[1]), h[2]), h[3]);
-  return folded ^ (folded >> 32);
-}
-
 // The classes of rows row(0) .. row(n - 1), each `bytes` long (rows compared byte for byte, so
-// 0.0 and -0.0, or two NaN payloads, are different rows).
-template <typename RowPointer>
-IdenticalRows identical_rows(int64_t n, size_t bytes, RowPointer row) {
+// 0.0 and -0.0, or two NaN payloads, are different rows). key(i): a 64-bit value that bitwise-
+// identical rows share (a fingerprint computed from the row's values alone); it only speeds up the
+// lookup, the bytes decide.
+template <typename RowPointer, typename RowKey>
+IdenticalRows identical_rows(int64_t n, size_t bytes, RowPointer row, RowKey key) {
   IdenticalRows classes;
   classes.class_of.resize(n);
   std::unordered_map<uint64_t, int32_t> by_hash;  // hash -> the first class with it
@@ -62,7 +35,7 @@ IdenticalRows identical_rows(int64_t n, size_t bytes, RowPointer row) {
   for (int64_t i = 0; i < n; ++i) {
     const auto* data = reinterpret_cast<const unsigned char*>(row(i));
     const int32_t fresh = static_cast<int32_t>(classes.first.size());
-    const auto [it, added] = by_hash.emplace(row_hash(data, bytes), fresh);
+    const auto [it, added] = by_hash.emplace(key(i), fresh);
     int32_t c = added ? fresh : it->second;
     if (!added) {  // walk the classes with this hash for one with the same bytes
       int32_t last = c;
