@@ -17,6 +17,9 @@ timed paired with the kernel), with the CPU model and the capability in ``extra_
 ends with a table of them (also printed by ``plot_results.py`` from the JSON). GPU cases (Triton
 kernel, eager on CUDA) skip without a GPU.
 
+``test_cls_row_read_bound`` times the [CLS] row's floor, one read of K, paired with the kernel and
+with eager.
+
 Run: ``pytest benchmarks/bench_attention_scores.py --benchmark-only`` (the kernel's rows only, one
 thread: ``-k "vtprune and not -2]"``; the README's "CPU attention figures" give both commands)
 An AVX2-only machine, emulated on an AVX-512 one (torch's MKL/oneDNN/ATen kernels and ours all on
@@ -133,6 +136,24 @@ def test_attention_scores_cpu(benchmark, impl, shape_name, threads):
         benchmark.pedantic(fn, args=(q, k), rounds=3 if slow else 10, warmup_rounds=1)
         if impl.startswith("vtprune-"):
             record_comparisons(benchmark, impl, shape_name, threads, fn, q, k)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_cls_row_read_bound(benchmark, threads):
+    """The [CLS] row's floor: one read of K (``k.sum()``), timed paired with the kernel and with
+    eager; eager / read is the most any kernel that reads K once could gain over eager."""
+    q, k = inputs("cls")
+    benchmark.group = f"attention_scores cls: the read of K (k.sum()), {threads} thread(s)"
+    read = lambda: k.sum()  # noqa: E731
+    with running(f"vtprune-{cpu_capability()}", threads):
+        kernel_s, read_with_kernel_s = paired_best(lambda: ops.attention_scores(q, k, backend="cpu"), read, pairs=50)
+        eager_s, read_with_eager_s = paired_best(lambda: eager_attention_scores(q, k), read, pairs=50)
+        read_s = min(read_with_kernel_s, read_with_eager_s)
+        benchmark.extra_info.update(
+            cpu_model=cpu_model(), cpu_capability=cpu_capability(), threads=threads, paired_vtprune_s=kernel_s,
+            paired_eager_s=eager_s, read_s=read_s, vtprune_over_read=kernel_s / read_s, eager_over_read=eager_s / read_s,
+        )
+        benchmark.pedantic(read, rounds=20, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("shape_name", ["llava-next", "n4096"])
