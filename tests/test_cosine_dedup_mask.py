@@ -218,6 +218,28 @@ def test_thousands_of_copies_match_reference():
         assert torch.equal(out, reference_on_copies(*args))
 
 
+@pytest.mark.parametrize("noise", [1e-7, 2e-6])
+@pytest.mark.parametrize("seed", range(2))
+def test_clusters_of_near_copies_match_reference(noise, seed):
+    # near-copies (each a copy of one of 3 vectors plus noise at float32 rounding level): their
+    # cosines are all within the filter and fast bounds of one another, so every round re-ranks
+    # whole clusters by exact cosines; rows with many near partners keep them in a list ranked by
+    # exact cosine (the first partner in B is the maximum). Many rounds (steps 8, 3 and 1), exact
+    # copies among the near ones (every fifth: no noise), plain rows around
+    g = torch.Generator().manual_seed(seed)
+    N, C = 240, 24
+    x = torch.randn(1, N, C, generator=g)
+    near = torch.rand(N, generator=g) < 0.8
+    templates = torch.randn(3, C, generator=g)
+    x[0, near] = templates[torch.randint(0, 3, (int(near.sum()),), generator=g)]
+    offsets = torch.randn(int(near.sum()), C, generator=g)
+    offsets[::5] = 0.0
+    x[0, near] += noise * offsets
+    _, candidates, order_scores, _ = dedup_inputs(1, N, 1, seed=seed, candidate_fraction=0.95)
+    for n_keep, step in [(16, 8), (60, 3), (5, 1)]:
+        assert_matches_reference(x, candidates, order_scores, torch.tensor([n_keep]), step=step)
+
+
 def test_reference_on_copies_is_the_reference():
     # the test's oracle above against the reference itself, where the reference is cheap
     x = copies_of_few_vectors(200, 16, seed=12, distinct=6)

@@ -86,6 +86,39 @@ void runs_within(const std::vector<int32_t>& order, int64_t first, int64_t last,
   }
 }
 
+// A row's best partners ranked by exact cosine, for rows with many b near their maximum (a cluster
+// of near-copies: rows equal up to float32 rounding have cosines within the filter bound, and
+// within the fast bound, of each other). Each round the row's maximum over B is then the first
+// partner in B, instead of a re-check of every near partner.
+//
+// Built from S = every b still in R with G[a, b] >= floor (no token re-enters R, so S holds every
+// such b of every later round). Any b outside S has exact cos < floor + eps_filter = proven_from,
+// so the first partner in B (the best of S in B: entries past the kept prefix are no better) holds
+// the maximum over B whenever its cosine reaches proven_from.
+struct PartnerList {
+  std::vector<std::pair<double, int32_t>> best;  // (exact cosine, position), best first
+  size_t head = 0;                                // entries before head have left R
+  double proven_from = 0.0;
+};
+constexpr size_t kPartnerListFrom = 16;     // near candidates that make a row build its list
+constexpr size_t kPartnerListLength = 64;   // partners kept per list
+
+// The row's exact maximum over B (mask[b] == 0) from its list, or NaN when the list cannot prove it.
+template <typename G>
+double listed_max(PartnerList& list, const G* mask, const std::vector<uint8_t>& in_r) {
+  for (size_t t = list.head; t < list.best.size(); ++t) {
+    const int32_t b = list.best[t].second;
+    if (!in_r[b]) {
+      if (t == list.head) ++list.head;
+      continue;
+    }
+    if (mask[b] == G(0)) {
+      return list.best[t].first >= list.proven_from ? list.best[t].first : std::numeric_limits<double>::quiet_NaN();
+    }
+  }
+  return std::numeric_limits<double>::quiet_NaN();
+}
+
 // The rounds on positions 0..n-1 of the ranked candidates; returns the surviving positions.
 template <typename G>
 std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFeatures& f, int64_t n_keep,
@@ -101,12 +134,44 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
   int64_t candidate_lists = 0;
   std::iota(R.begin(), R.end(), 0);
   std::vector<G> mask(n, outside);
+  std::vector<G> r_mask(n, G(0));     // 0 for positions still in R, -inf for dropped ones
+  std::vector<uint8_t> in_r(n, 1), exact_known;
+  std::vector<int32_t> list_of(n, -1), partners;  // a position's PartnerList, if it has one
+  std::vector<PartnerList> lists;
+
   const ChunkedRows<G> rows(gram, n);
   std::vector<double> m_filter, m_fast, m_exact;
   std::vector<uint8_t> is_nan;
   std::vector<uint64_t> sort_keys;
   std::vector<std::pair<int64_t, int64_t>> runs, fine_runs;
   PairCosines cosine(f);
+  auto build_list = [&](int32_t a, double floor_value) -> PartnerList& {
+    if (list_of[a] < 0) {
+      list_of[a] = static_cast<int32_t>(lists.size());
+      lists.emplace_back();
+    }
+    PartnerList& list = lists[list_of[a]];
+    partners.clear();
+    rows.masked_at_least(a, r_mask.data(), floor_value, partners);
+    pair_a.clear();
+    pair_b.clear();
+    for (const int32_t b : partners) {
+      if (b != a && f.finite[b]) {  // a non-finite b in B makes the round's maxima NaN: no runs
+        pair_a.push_back(a);
+        pair_b.push_back(b);
+      }
+    }
+    cosine.prepare_exact(pair_a, pair_b);
+    list.best.clear();
+    for (const int32_t b : pair_b) list.best.emplace_back(cosine.exact(a, b), b);
+    const size_t kept = std::min(kPartnerListLength, list.best.size());
+    std::partial_sort(list.best.begin(), list.best.begin() + kept, list.best.end(),
+                      [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
+    list.best.resize(kept);
+    list.head = 0;
+    list.proven_from = floor_value + eps_filter;
+    return list;
+  };
   auto ranks_by = [&is_nan](const std::vector<double>& m) {
     return [&m, &is_nan](int32_t i, int32_t j) {
       const double nan = std::numeric_limits<double>::quiet_NaN();
@@ -164,11 +229,22 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
     cand_begin.resize(n_a);
     cand_end.resize(n_a);
     m_exact.resize(n_a);
+    exact_known.resize(n_a);
     for (const auto& run : runs) {
       for (int64_t t = run.first; t < run.second; ++t) {
         const int32_t i = order[t];
         if (rep[i] != i) continue;
         const size_t before = candidates.size();
+        cand_begin[i] = cand_end[i] = static_cast<int32_t>(before);
+        exact_known[i] = 0;
+        if (list_of[A[i]] >= 0) {  // a cluster row: its exact maximum from its partner list
+          const double m = listed_max(lists[list_of[A[i]]], mask.data(), in_r);
+          if (!std::isnan(m)) {
+            m_fast[i] = m;
+            exact_known[i] = 1;
+            continue;
+          }
+        }
         rows.masked_at_least(A[i], mask.data(), m_filter[i] - 2.0 * eps_filter, candidates);
         size_t end = before;  // keep the first candidate of each class
         for (size_t c = before; c < candidates.size(); ++c) {
@@ -178,6 +254,15 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
         }
         candidates.resize(end);
         ++candidate_lists;
+        if (end - before >= kPartnerListFrom) {  // many near candidates: (re)build the row's list
+          const double m = listed_max(build_list(A[i], m_filter[i] - 2.0 * eps_filter), mask.data(), in_r);
+          if (!std::isnan(m)) {
+            candidates.resize(before);
+            m_fast[i] = m;
+            exact_known[i] = 1;
+            continue;
+          }
+        }
         double m = -std::numeric_limits<double>::infinity();
         for (size_t c = before; c < candidates.size(); ++c) m = std::max(m, cosine.fast(A[i], candidates[c]));
         m_fast[i] = m;
@@ -196,6 +281,10 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
         for (int64_t t = fine.first; t < fine.second; ++t) {
           const int32_t i = order[t];
           if (rep[i] != i) continue;
+          if (exact_known[i]) {
+            m_exact[i] = m_fast[i];
+            continue;
+          }
           m_exact[i] = -std::numeric_limits<double>::infinity();
           for (int32_t c = cand_begin[i]; c < cand_end[i]; ++c) {
             if (cosine.fast(A[i], candidates[c]) >= m_fast[i] - 2.0 * eps_fast) {
@@ -215,6 +304,10 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
     }
     for (const int32_t b : B) mask[b] = outside;
     for (const int32_t a : A) class_rep[class_of[a]] = -1;
+    for (int64_t t = 0; t < std::min<int64_t>(round.drop, n_a); ++t) {
+      in_r[A[order[t]]] = 0;
+      r_mask[A[order[t]]] = outside;
+    }
     next.clear();
     for (int64_t t = round.drop; t < n_a; ++t) next.push_back(A[order[t]]);
     next.insert(next.end(), B.begin(), B.end());
