@@ -111,14 +111,17 @@ def test_cosine_dedup_mask(benchmark, impl):
 FLAT_SHAPE = (3000, 1024, 3, 0.75, 16, 16)  # tokens, channels, flat regions, copied share, important, kept
 
 
-def flat_region_inputs():
-    """One image whose tokens are mostly exact copies of a few vectors (flat image regions)."""
+def flat_region_inputs(noise=0.0):
+    """One image whose tokens are mostly exact copies of a few vectors (flat image regions), or
+    near-copies with ``noise`` (float32-rounding-level offsets) added."""
     N, C, regions, copied, n_imp, n_div = FLAT_SHAPE
     g = torch.Generator().manual_seed(0)
     templates = torch.randn(regions, C, generator=g)
     x = torch.randn(1, N, C, generator=g)
     copy = torch.rand(N, generator=g) < copied
     x[0, copy] = templates[torch.randint(0, regions, (int(copy.sum()),), generator=g)]
+    if noise:
+        x[0, copy] += noise * torch.randn(int(copy.sum()), C, generator=g)
     scores = torch.rand(1, N, generator=g)
     candidates = torch.ones(1, N, dtype=torch.bool).scatter(1, scores.topk(n_imp).indices, False)
     return x, candidates, scores, torch.tensor([n_div]), ranked_residual(candidates, scores)
@@ -134,6 +137,20 @@ def test_cosine_dedup_mask_flat_regions(benchmark, impl):
     if impl == "vtprune":  # the baseline takes seconds here (~370 rounds over a 2984 x 2984 Gram matrix)
         record_paired(benchmark, vtprune, gram32, pairs=2)
         benchmark.pedantic(vtprune, rounds=3, warmup_rounds=1)
+    else:
+        benchmark.pedantic(gram32, rounds=2)
+
+
+@pytest.mark.parametrize("impl", ["vtprune", "gram-once-float32"])
+def test_cosine_dedup_mask_near_copies(benchmark, impl):
+    N, C, regions, copied, n_imp, n_div = FLAT_SHAPE
+    benchmark.group = f"cosine_dedup_mask near-copies: 1 x {N} x {C}, {copied:.0%} copies of {regions} vectors + 1e-7 noise, keep {n_div}"
+    x, candidates, scores, n_keep, residual = flat_region_inputs(noise=1e-7)
+    vtprune = lambda: ops.cosine_dedup_mask(x, candidates, scores, n_keep, 8)  # noqa: E731
+    gram32 = lambda: dedup_gram_once(x, residual, n_div)  # noqa: E731
+    if impl == "vtprune":  # every near-copy's cosines are within the float64 bound: exact re-checks
+        record_paired(benchmark, vtprune, gram32, pairs=2)
+        benchmark.pedantic(vtprune, rounds=2, warmup_rounds=0)
     else:
         benchmark.pedantic(gram32, rounds=2)
 
