@@ -4,16 +4,19 @@
 //
 // Per image: rank the candidates by order_scores (tie comparator), then dedup_cosines.h: float32
 // rows, squared norms and unit rows in one pass, the filter Gram matrix G (the triangle of a
-// symmetric sgemm, in slices of 256 channels) whose entries are within eps of the exact cosines. Each round ranks A by m~(a) = max over B of G[a, b]; where two neighbours in
-// that ranking are within 2 eps ("runs"; most of A on Gaussian features, every duplicate), the
-// maxima are recomputed from the b whose G can still hold the maximum, first with fast float64
-// cosines (bound ~1e-13), and where those are still within twice their bound, with the exact ones.
-// Values further apart than twice a level's bound are ordered right by that level, so the result is
-// the ranking by exact cosines of every round: the reference's and the CUDA kernel's.
+// symmetric sgemm, in slices of 256 channels) whose entries are within eps of the exact cosines.
+// Each round ranks A by m~(a) = max over B of G[a, b]; where two neighbours in that ranking are
+// within 2 eps ("runs"; about a quarter of A on Gaussian features, every duplicate), the maxima are
+// recomputed from the b whose G can still hold the maximum, first with fast float64 cosines (bound
+// ~1e-13), and where those are still within twice their bound, with the exact ones. Values further
+// apart than twice a level's bound are ordered right by that level, so the result is the ranking by
+// exact cosines of every round: the reference's and the CUDA kernel's.
 // Bitwise-identical rows (identical_rows.h) have identical cosines, hence identical maxima: each
 // round computes them for one member of each class in A, its representative, and copies them to
 // the others (and one cosine per pair of classes), so copies of a few vectors (flat image regions,
-// one run of thousands of exact ties) cost what their classes cost.
+// one run of thousands of exact ties) cost what their classes cost. Rows with many near partners
+// that are not bitwise copies (clusters of near-copies) take their maximum from a list of their
+// partners ranked by exact cosine (partner_lists.h).
 // When torch lets float32 matmuls run in reduced precision (torch.set_float32_matmul_precision below
 // "highest": bf16 / tf32), G is computed in float64 instead, with its own bound.
 #include <ATen/ATen.h>
@@ -35,6 +38,7 @@
 #include "common/ranking.h"
 #include "common/sort_keys.h"
 #include "cpu/dedup_cosines.h"
+#include "cpu/partner_lists.h"
 #include "op_checks.h"
 
 namespace vtprune::cpu {
@@ -86,39 +90,6 @@ void runs_within(const std::vector<int32_t>& order, int64_t first, int64_t last,
   }
 }
 
-// A row's best partners ranked by exact cosine, for rows with many b near their maximum (a cluster
-// of near-copies: rows equal up to float32 rounding have cosines within the filter bound, and
-// within the fast bound, of each other). Each round the row's maximum over B is then the first
-// partner in B, instead of a re-check of every near partner.
-//
-// Built from S = every b still in R with G[a, b] >= floor (no token re-enters R, so S holds every
-// such b of every later round). Any b outside S has exact cos < floor + eps_filter = proven_from,
-// so the first partner in B (the best of S in B: entries past the kept prefix are no better) holds
-// the maximum over B whenever its cosine reaches proven_from.
-struct PartnerList {
-  std::vector<std::pair<double, int32_t>> best;  // (exact cosine, position), best first
-  size_t head = 0;                                // entries before head have left R
-  double proven_from = 0.0;
-};
-constexpr size_t kPartnerListFrom = 16;     // near candidates that make a row build its list
-constexpr size_t kPartnerListLength = 64;   // partners kept per list
-
-// The row's exact maximum over B (mask[b] == 0) from its list, or NaN when the list cannot prove it.
-template <typename G>
-double listed_max(PartnerList& list, const G* mask, const std::vector<uint8_t>& in_r) {
-  for (size_t t = list.head; t < list.best.size(); ++t) {
-    const int32_t b = list.best[t].second;
-    if (!in_r[b]) {
-      if (t == list.head) ++list.head;
-      continue;
-    }
-    if (mask[b] == G(0)) {
-      return list.best[t].first >= list.proven_from ? list.best[t].first : std::numeric_limits<double>::quiet_NaN();
-    }
-  }
-  return std::numeric_limits<double>::quiet_NaN();
-}
-
 // The rounds on positions 0..n-1 of the ranked candidates; returns the surviving positions.
 template <typename G>
 std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFeatures& f, int64_t n_keep,
@@ -134,10 +105,9 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
   int64_t candidate_lists = 0;
   std::iota(R.begin(), R.end(), 0);
   std::vector<G> mask(n, outside);
-  std::vector<G> r_mask(n, G(0));     // 0 for positions still in R, -inf for dropped ones
-  std::vector<uint8_t> in_r(n, 1), exact_known;
-  std::vector<int32_t> list_of(n, -1), partners;  // a position's PartnerList, if it has one
-  std::vector<PartnerList> lists;
+  std::vector<G> r_mask(n, G(0));  // 0 for positions still in R, -inf for dropped ones
+  std::vector<uint8_t> exact_known;  // [n_a] m_fast holds the exact maximum (from a partner list)
+  PartnerLists partner_lists(n);
 
   const ChunkedRows<G> rows(gram, n);
   std::vector<double> m_filter, m_fast, m_exact;
@@ -145,33 +115,6 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
   std::vector<uint64_t> sort_keys;
   std::vector<std::pair<int64_t, int64_t>> runs, fine_runs;
   PairCosines cosine(f);
-  auto build_list = [&](int32_t a, double floor_value) -> PartnerList& {
-    if (list_of[a] < 0) {
-      list_of[a] = static_cast<int32_t>(lists.size());
-      lists.emplace_back();
-    }
-    PartnerList& list = lists[list_of[a]];
-    partners.clear();
-    rows.masked_at_least(a, r_mask.data(), floor_value, partners);
-    pair_a.clear();
-    pair_b.clear();
-    for (const int32_t b : partners) {
-      if (b != a && f.finite[b]) {  // a non-finite b in B makes the round's maxima NaN: no runs
-        pair_a.push_back(a);
-        pair_b.push_back(b);
-      }
-    }
-    cosine.prepare_exact(pair_a, pair_b);
-    list.best.clear();
-    for (const int32_t b : pair_b) list.best.emplace_back(cosine.exact(a, b), b);
-    const size_t kept = std::min(kPartnerListLength, list.best.size());
-    std::partial_sort(list.best.begin(), list.best.begin() + kept, list.best.end(),
-                      [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
-    list.best.resize(kept);
-    list.head = 0;
-    list.proven_from = floor_value + eps_filter;
-    return list;
-  };
   auto ranks_by = [&is_nan](const std::vector<double>& m) {
     return [&m, &is_nan](int32_t i, int32_t j) {
       const double nan = std::numeric_limits<double>::quiet_NaN();
@@ -237,13 +180,10 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
         const size_t before = candidates.size();
         cand_begin[i] = cand_end[i] = static_cast<int32_t>(before);
         exact_known[i] = 0;
-        if (list_of[A[i]] >= 0) {  // a cluster row: its exact maximum from its partner list
-          const double m = listed_max(lists[list_of[A[i]]], mask.data(), in_r);
-          if (!std::isnan(m)) {
-            m_fast[i] = m;
-            exact_known[i] = 1;
-            continue;
-          }
+        if (const double m = partner_lists.max_over(A[i], mask.data()); !std::isnan(m)) {  // a cluster row
+          m_fast[i] = m;
+          exact_known[i] = 1;
+          continue;
         }
         rows.masked_at_least(A[i], mask.data(), m_filter[i] - 2.0 * eps_filter, candidates);
         size_t end = before;  // keep the first candidate of each class
@@ -254,9 +194,9 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
         }
         candidates.resize(end);
         ++candidate_lists;
-        if (end - before >= kPartnerListFrom) {  // many near candidates: (re)build the row's list
-          const double m = listed_max(build_list(A[i], m_filter[i] - 2.0 * eps_filter), mask.data(), in_r);
-          if (!std::isnan(m)) {
+        if (end - before >= PartnerLists::kFrom) {  // many near candidates: (re)build the row's list
+          partner_lists.build(A[i], m_filter[i] - 2.0 * eps_filter, eps_filter, rows, r_mask.data(), f, cosine);
+          if (const double m = partner_lists.max_over(A[i], mask.data()); !std::isnan(m)) {
             candidates.resize(before);
             m_fast[i] = m;
             exact_known[i] = 1;
@@ -305,7 +245,7 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
     for (const int32_t b : B) mask[b] = outside;
     for (const int32_t a : A) class_rep[class_of[a]] = -1;
     for (int64_t t = 0; t < std::min<int64_t>(round.drop, n_a); ++t) {
-      in_r[A[order[t]]] = 0;
+      partner_lists.drop(A[order[t]]);
       r_mask[A[order[t]]] = outside;
     }
     next.clear();
