@@ -76,6 +76,26 @@ def test_n_keep_bounds():
     assert torch.equal(out.sum(1), n_cand - 1) and not (out & ~candidates).any()
 
 
+def test_zero_channels():
+    # C = 0: every vector is the zero vector (cosine 0 with everything), with and without rounds
+    candidates = torch.ones(2, 10, dtype=torch.bool)
+    order_scores = torch.rand(2, 10, generator=torch.Generator().manual_seed(0))
+    for n_keep in ([3, 0], [10, 10]):
+        assert_matches_reference(torch.zeros(2, 10, 0), candidates, order_scores, torch.tensor(n_keep), step=2)
+    empty = torch.ops.vtprune.cosine_dedup_mask(torch.zeros(0, 5, 0), torch.ones(0, 5, dtype=torch.bool),
+                                                torch.zeros(0, 5), torch.zeros(0, dtype=torch.long), 2)
+    assert empty.shape == (0, 5)
+
+
+def test_many_nan_rows_match_reference():
+    # rows holding NaN or inf (each its own class) among ordinary ones, a NaN row in B poisons the round
+    x, candidates, order_scores, _ = dedup_inputs(1, 200, 16, seed=5, candidate_fraction=0.9)
+    x[0, 10:60, 3] = float("nan")
+    x[0, 60:70, 0] = float("inf")
+    for n_keep, step in [(16, 8), (150, 3)]:
+        assert_matches_reference(x, candidates, order_scores, torch.tensor([n_keep]), step=step)
+
+
 def test_no_candidates():
     x, _, order_scores, n_keep = dedup_inputs(2, 20, 4, seed=6)
     none = torch.zeros(2, 20, dtype=torch.bool)

@@ -79,14 +79,17 @@ inline double fast_error_bound(int64_t C) {
 
 // A bound on |G[i, j] - exact cos(x_i, x_j)| for G = U U^T computed in a type of unit roundoff u_g
 // where each product U_ik U_jk passes through at most `chain` roundings (u_d: float64): any order of
-// one GEMM has chain = C; slices summed apart (filter_gram) chain = ceil(C / parts) + parts. U_ik = round_g(x_ik * round(1 / round(sqrt(max(dot(x_i,
-// x_i), eps2))))) carries a relative error eta <= u_g + 3 u_d (and 1.01 for the higher terms); with Cauchy-Schwarz (sum_k |U_ik U_jk| <=
-// ||U_i|| ||U_j||):
+// one GEMM has chain = C; slices summed apart (filter_gram) chain = ceil(C / parts) + parts.
+// U_ik = round_g(x_ik * round(1 / round(sqrt(max(dot(x_i, x_i), eps2))))) carries a relative error
+// eta <= u_g + 3 u_d + gamma_C(u_d) (the norm summed in any order; 1.01 for the higher terms); with
+// Cauchy-Schwarz (sum_k |U_ik U_jk| <= ||U_i|| ||U_j||):
 //   |G - sum_k U_ik U_jk|          <= gamma_chain(u_g) (1 + eta)^2 (1 + gamma_C(u_d))
 //   |sum_k U_ik U_jk - true cos|   <= (2 eta + eta^2) (1 + gamma_C(u_d))
-//   |true cos - exact cos|         <= gamma_C(u_d) + 3 u_d (the sum, then three roundings)
-// plus C * 2^-147 for products and units that underflow in float32; 1% on top. (The norms of U are
-// summed in any order: gamma_C(u_d) more in eta.)
+//   |true cos - exact cos|         <= 2 gamma_C(u_d) + 3 u_d (the dot and the norms' sums, then three
+//                                     roundings)
+// plus C * 2^-147 for products and units that underflow in float32; 1% on top. The code counts
+// gamma_C(u_d) once in the last line: the norms' share of it is already in eta, which the middle
+// line counts in full where the square root halves it.
 inline double filter_error_bound(int64_t C, int64_t chain, double u_g) {
   const double u_d = std::ldexp(1.0, -53);
   const double eta = u_g + 3.01 * u_d + gamma(C, u_d);
@@ -216,7 +219,9 @@ inline CandidateFeatures candidate_features(const at::Tensor& x_b, const std::ve
     uint64_t norm_bits, fingerprint_bits;
     std::memcpy(&norm_bits, &f.fast_norm2[i], 8);
     std::memcpy(&fingerprint_bits, &fingerprint, 8);
-    keys[i] = (fingerprint_bits * 0x9E3779B97F4A7C15ull) ^ norm_bits;
+    // non-finite rows (their cosines are all NaN, grouping them gains nothing) get keys of their own:
+    // their NaN / inf norms would otherwise put them all under one key, one memcmp walk each
+    keys[i] = f.finite[i] ? (fingerprint_bits * 0x9E3779B97F4A7C15ull) ^ norm_bits : ~static_cast<uint64_t>(i);
     if (unit != nullptr) {
       float* out = unit + i * f.C;
       if (f.finite[i]) {
@@ -240,7 +245,7 @@ inline CandidateFeatures candidate_features(const at::Tensor& x_b, const std::ve
 // 6.1e-5), which leaves ~3x fewer rows of each round to re-check, for ~10% more GEMM time.
 constexpr int64_t kGramSliceWidth = 256;
 
-inline int64_t gram_parts(int64_t C) { return (C + kGramSliceWidth - 1) / kGramSliceWidth; }
+inline int64_t gram_parts(int64_t C) { return std::max<int64_t>(1, (C + kGramSliceWidth - 1) / kGramSliceWidth); }
 
 inline int64_t gram_rounding_chain(int64_t C, int64_t parts) { return (C + parts - 1) / parts + parts; }
 
@@ -262,6 +267,10 @@ inline void double_unit_rows(const CandidateFeatures& f, const at::Tensor& unit)
 // transposes.
 template <typename G>
 void filter_gram(const CandidateFeatures& f, int64_t parts, const at::Tensor& unit, at::Tensor& slice, at::Tensor gram) {
+  if (f.C == 0) {  // zero-length rows: every cosine is 0
+    gram.zero_();
+    return;
+  }
   constexpr int64_t kBlocks = 3;
   const int64_t step = std::max<int64_t>(1, (f.n + kBlocks - 1) / kBlocks);
   const int64_t width = (f.C + parts - 1) / parts;
@@ -287,8 +296,9 @@ void filter_gram(const CandidateFeatures& f, int64_t parts, const at::Tensor& un
 // The filter Gram matrix's rows cut into chunks of 16 columns, with each chunk's maximum and each
 // row's kTop best chunks in order (built once per image, one pass per row): a masked maximum over a
 // row opens the best chunks first and stops at the first whose maximum cannot beat what it has
-// (typically 2 or 3 of 35 at n = 560); past the kTop, the other chunks are checked in column order
-// against their maxima. The entries near the maximum are found in the same chunks.
+// (typically 2 or 3 of 35 at n = 560); past the kTop, the other chunks follow in order of their
+// maxima (sorted the first time a row needs them). The entries near the maximum are found in the
+// same chunks.
 template <typename G>
 class ChunkedRows {
  public:

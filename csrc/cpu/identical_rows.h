@@ -22,9 +22,10 @@ struct IdenticalRows {
 };
 
 // The classes of rows row(0) .. row(n - 1), each `bytes` long (rows compared byte for byte, so
-// 0.0 and -0.0, or two NaN payloads, are different rows). key(i): a 64-bit value that bitwise-
-// identical rows share (a fingerprint computed from the row's values alone); it only speeds up the
-// lookup, the bytes decide.
+// 0.0 and -0.0, or two NaN payloads, are different rows). key(i): a 64-bit value; rows are compared
+// only with rows of the same key, so identical rows should share it (a fingerprint computed from the
+// row's values alone). Rows given different keys are different classes even when identical: that
+// only loses their grouping (the kernel gives non-finite rows keys of their own).
 template <typename RowPointer, typename RowKey>
 IdenticalRows identical_rows(int64_t n, size_t bytes, RowPointer row, RowKey key) {
   IdenticalRows classes;
