@@ -1,4 +1,5 @@
-"""A real ``vllm serve`` on 127.0.0.1 with the switch on, queried over HTTP with the OpenAI client.
+"""A real ``vllm serve`` on 127.0.0.1 with the switch on, queried over HTTP with the OpenAI client
+(LLaVA-1.5 with a CLIP tower, and Qwen2.5-VL).
 
 The reply must be the text of transformers + ``apply()`` on the same chat prompt, and
 ``usage.prompt_tokens`` the unpruned prompt length minus exactly the pruned tokens. A bad
@@ -54,20 +55,30 @@ def _stop(process):
             process.wait()
 
 
+# name: (checkpoint builder, architecture, picture (width, height), tokens the picture becomes unpruned)
+SERVED = {
+    "llava": (lambda p: checkpoints.llava(p, "clip"), "LlavaForConditionalGeneration", (70, 70), (70 // 14) ** 2),
+    # 112 x 84 px: 8 x 6 patches of 14 px, merged 2 x 2 into 4 x 3 tokens (M-RoPE positions of the kept ones)
+    "qwen2_5_vl": (checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration", (112, 84), 12),
+}
+
+
 @pytest.fixture(scope="module")
 def checkpoint(checkpoint_dir):
     return checkpoints.llava(f"{checkpoint_dir}/serve", "clip")
 
 
-def test_chat_request_over_http_is_pruned(checkpoint):
+@pytest.mark.parametrize("name", list(SERVED))
+def test_chat_request_over_http_is_pruned(name, checkpoint_dir):
     import httpx
     import openai
     from transformers import AutoProcessor
 
-    path, model = checkpoint
+    build, architecture, (width, height), full = SERVED[name]
+    path, model = build(f"{checkpoint_dir}/serve-{name}")
     port = _free_port()
     with tempfile.TemporaryFile(mode="w+") as log:
-        server = _serve(path, hf_overrides("LlavaForConditionalGeneration", "vispruner", KEEP, step=2), port, log)
+        server = _serve(path, hf_overrides(architecture, "vispruner", KEEP, step=2), port, log)
         try:
             deadline = time.time() + START_TIMEOUT_S
             while True:
@@ -82,7 +93,7 @@ def test_chat_request_over_http_is_pruned(checkpoint):
                 assert time.time() < deadline, "vllm serve did not become healthy in time"
                 time.sleep(2)
 
-            picture = image(70, 70, seed=40)
+            picture = image(width, height, seed=40)
             buffer = io.BytesIO()
             picture.save(buffer, format="PNG")
             url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -105,7 +116,6 @@ def test_chat_request_over_http_is_pruned(checkpoint):
     tokens, _ = reference(model, processor, VisPruner(keep=KEEP, step=2), prompt, [picture])
     assert reply.choices[0].message.content == processor.tokenizer.decode(tokens)
     unpruned = processor(text=[prompt], images=[picture], return_tensors="pt")["input_ids"].shape[1]
-    full = (70 // 14) ** 2  # the CLIP tower's 5 x 5 patch tokens
     assert reply.usage.prompt_tokens == unpruned - (full - KEEP)
     assert reply.usage.completion_tokens == MAX_NEW_TOKENS
 
