@@ -179,29 +179,28 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
         if (rep[i] != i) continue;
         const size_t before = candidates.size();
         cand_begin[i] = cand_end[i] = static_cast<int32_t>(before);
-        exact_known[i] = 0;
-        if (const double m = partner_lists.max_over(A[i], mask.data()); !std::isnan(m)) {  // a cluster row
-          m_fast[i] = m;
-          exact_known[i] = 1;
-          continue;
-        }
-        rows.masked_at_least(A[i], mask.data(), m_filter[i] - 2.0 * eps_filter, candidates);
-        size_t end = before;  // keep the first candidate of each class
-        for (size_t c = before; c < candidates.size(); ++c) {
-          int64_t& seen = class_seen[class_of[candidates[c]]];
-          if (seen != candidate_lists) candidates[end++] = candidates[c];
-          seen = candidate_lists;
-        }
-        candidates.resize(end);
-        ++candidate_lists;
-        if (end - before >= PartnerLists::kFrom) {  // many near candidates: (re)build the row's list
-          partner_lists.build(A[i], m_filter[i] - 2.0 * eps_filter, eps_filter, rows, r_mask.data(), f, cosine);
-          if (const double m = partner_lists.max_over(A[i], mask.data()); !std::isnan(m)) {
-            candidates.resize(before);
-            m_fast[i] = m;
-            exact_known[i] = 1;
-            continue;
+        // a cluster row: its exact maximum from its partner list, built once it has many near candidates
+        double listed = partner_lists.max_over(A[i], mask.data(), r_mask.data());
+        if (std::isnan(listed)) {
+          rows.masked_at_least(A[i], mask.data(), m_filter[i] - 2.0 * eps_filter, candidates);
+          size_t end = before;  // keep the first candidate of each class
+          for (size_t c = before; c < candidates.size(); ++c) {
+            int64_t& seen = class_seen[class_of[candidates[c]]];
+            if (seen != candidate_lists) candidates[end++] = candidates[c];
+            seen = candidate_lists;
           }
+          candidates.resize(end);
+          ++candidate_lists;
+          if (end - before >= PartnerLists::kFrom) {
+            partner_lists.build(A[i], m_filter[i] - 2.0 * eps_filter, eps_filter, rows, r_mask.data(), f, cosine);
+            listed = partner_lists.max_over(A[i], mask.data(), r_mask.data());
+            if (!std::isnan(listed)) candidates.resize(before);
+          }
+        }
+        exact_known[i] = !std::isnan(listed);
+        if (exact_known[i]) {
+          m_fast[i] = listed;
+          continue;
         }
         double m = -std::numeric_limits<double>::infinity();
         for (size_t c = before; c < candidates.size(); ++c) m = std::max(m, cosine.fast(A[i], candidates[c]));
@@ -244,10 +243,7 @@ std::vector<int32_t> dedup_rounds(const G* gram, double eps_filter, CandidateFea
     }
     for (const int32_t b : B) mask[b] = outside;
     for (const int32_t a : A) class_rep[class_of[a]] = -1;
-    for (int64_t t = 0; t < std::min<int64_t>(round.drop, n_a); ++t) {
-      partner_lists.drop(A[order[t]]);
-      r_mask[A[order[t]]] = outside;
-    }
+    for (int64_t t = 0; t < std::min<int64_t>(round.drop, n_a); ++t) r_mask[A[order[t]]] = outside;
     next.clear();
     for (int64_t t = round.drop; t < n_a; ++t) next.push_back(A[order[t]]);
     next.insert(next.end(), B.begin(), B.end());
@@ -300,6 +296,7 @@ at::Tensor cosine_dedup_mask_cpu(const at::Tensor& x_in, const at::Tensor& candi
   const DedupDotLoops& dots = active_dedup_dot_loops();
   const at::ScalarType gram_type = ieee ? at::kFloat : at::kDouble;
   const int64_t C = x.size(2);
+  const std::vector<float> weights = fingerprint_weights(C);  // of the identical-row fingerprints
   at::Tensor slice = at::empty({0}, at::TensorOptions().dtype(gram_type));  // scratch of every Gram matrix
   auto candidates_of = [&](size_t c) { return static_cast<int64_t>(ranked[with_rounds[c]].size()); };
   for (size_t first = 0; first < with_rounds.size();) {
@@ -324,7 +321,8 @@ at::Tensor cosine_dedup_mask_cpu(const at::Tensor& x_in, const at::Tensor& candi
     at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         const int64_t b = with_rounds[first + c];
-        features[c] = candidate_features(x[b], ranked[b], dots, ieee ? units[c].mutable_data_ptr<float>() : nullptr);
+        features[c] = candidate_features(x[b], ranked[b], dots, weights.data(),
+                                         ieee ? units[c].mutable_data_ptr<float>() : nullptr);
         if (!ieee) double_unit_rows(features[c], units[c]);
       }
     });

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <unordered_map>
 #include <vector>
 
@@ -187,10 +188,11 @@ inline std::vector<float> fingerprint_weights(int64_t C) {
 }
 
 // The candidates' rows of one image x_b [N, C] (ranked: candidate indices), their fast squared norms,
-// finiteness and classes of identical rows, in one pass over the rows. With `unit` (float [n, C]),
-// also the unit rows of the filter Gram matrix (zero for non-finite rows), while each row is in cache.
+// finiteness and classes of identical rows, in one pass over the rows (`weights`: C floats of
+// fingerprint_weights). With `unit` (float [n, C]), also the unit rows of the filter Gram matrix
+// (zero for non-finite rows), while each row is in cache.
 inline CandidateFeatures candidate_features(const at::Tensor& x_b, const std::vector<int64_t>& ranked,
-                                            const DedupDotLoops& dots, float* unit = nullptr) {
+                                            const DedupDotLoops& dots, const float* weights, float* unit = nullptr) {
   CandidateFeatures f;
   f.dots = &dots;
   f.n = static_cast<int64_t>(ranked.size());
@@ -210,11 +212,10 @@ inline CandidateFeatures candidate_features(const at::Tensor& x_b, const std::ve
   f.fast_norm2.resize(f.n);
   f.exact_norm2.assign(f.n, std::numeric_limits<double>::quiet_NaN());
   f.finite.resize(f.n);
-  const std::vector<float> weights = fingerprint_weights(f.C);
   std::vector<uint64_t> keys(f.n);
   for (int64_t i = 0; i < f.n; ++i) {
     double fingerprint;
-    dots.norm_and_fingerprint(f.row(i), weights.data(), f.C, &f.fast_norm2[i], &fingerprint);
+    dots.norm_and_fingerprint(f.row(i), weights, f.C, &f.fast_norm2[i], &fingerprint);
     f.finite[i] = std::isfinite(f.fast_norm2[i]);  // inf or NaN anywhere makes the sum so
     uint64_t norm_bits, fingerprint_bits;
     std::memcpy(&norm_bits, &f.fast_norm2[i], 8);
@@ -293,68 +294,43 @@ void filter_gram(const CandidateFeatures& f, int64_t parts, const at::Tensor& un
   }
 }
 
-// The filter Gram matrix's rows cut into chunks of 16 columns, with each chunk's maximum and each
-// row's kTop best chunks in order (built once per image, one pass per row): a masked maximum over a
-// row opens the best chunks first and stops at the first whose maximum cannot beat what it has
-// (typically 2 or 3 of 35 at n = 560); past the kTop, the other chunks follow in order of their
-// maxima (sorted the first time a row needs them). The entries near the maximum are found in the
-// same chunks.
+// The filter Gram matrix's rows cut into chunks of 16 columns, each row's chunks ordered by their
+// maximum (built once per image): a masked maximum over a row then opens chunks best-first and
+// stops at the first chunk whose maximum cannot beat what it has (typically 2 or 3 of 35 at n = 560),
+// and the entries near the maximum are found in the same chunks.
 template <typename G>
 class ChunkedRows {
  public:
   static constexpr int64_t kChunk = 16;
-  static constexpr int64_t kTop = 4;
-  static constexpr int64_t kMaxChunksOnStack = 256;
   static constexpr float kInfinityF = std::numeric_limits<float>::infinity();
 
-  ChunkedRows(const G* gram, int64_t n)
-      : gram_(gram), n_(n), chunks_((n + kChunk - 1) / kChunk), top_count_(std::min(kTop, chunks_)) {
+  ChunkedRows(const G* gram, int64_t n) : gram_(gram), n_(n), chunks_((n + kChunk - 1) / kChunk) {
     chunk_max_.resize(n_ * chunks_);
-    top_.resize(n_ * kTop);
-    rest_max_.resize(n_);
-    rest_order_.resize(n_ * (chunks_ - top_count_));
-    rest_sorted_.assign(n_, 0);
+    order_.resize(n_ * chunks_);
     const std::vector<G> no_mask(n_, G(0));
+    std::vector<uint64_t> keys(chunks_);
     for (int64_t a = 0; a < n_; ++a) {
       G* maxima = &chunk_max_[a * chunks_];
+      uint32_t* order = &order_[a * chunks_];
       for (int64_t c = 0; c < chunks_; ++c) maxima[c] = masked_chunk_max(a, c, no_mask.data());
-      // the kTop largest maxima in order (insertion into a short sorted list), and the largest of the rest
-      uint32_t* top = &top_[a * kTop];
-      int64_t count = 0;
-      G rest = -std::numeric_limits<G>::infinity();
-      for (int64_t c = 0; c < chunks_; ++c) {
-        const G m = maxima[c];
-        if (count == top_count_ && !(m > maxima[top[count - 1]])) {
-          rest = m > rest ? m : rest;
-          continue;
-        }
-        if (count == top_count_) {  // the last of the list moves to the rest
-          const G out = maxima[top[count - 1]];
-          rest = out > rest ? out : rest;
-          --count;
-        }
-        int64_t at = count++;
-        for (; at > 0 && m > maxima[top[at - 1]]; --at) top[at] = top[at - 1];
-        top[at] = static_cast<uint32_t>(c);
+      if constexpr (std::is_same_v<G, float>) {  // unique 64-bit rank keys: no indirection in the sort
+        for (int64_t c = 0; c < chunks_; ++c) keys[c] = rank_key(maxima[c], static_cast<uint32_t>(c));
+        std::sort(keys.begin(), keys.end());
+        for (int64_t c = 0; c < chunks_; ++c) order[c] = rank_key_index(keys[c]);
+      } else {
+        std::iota(order, order + chunks_, 0u);
+        std::sort(order, order + chunks_, [maxima](uint32_t x, uint32_t y) { return maxima[x] > maxima[y]; });
       }
-      rest_max_[a] = rest;
     }
   }
 
   // max over columns k of gram[a, k] + mask[k] (mask: 0 for members of B, -inf otherwise).
   G masked_max(int64_t a, const G* mask) const {
     G best = -std::numeric_limits<G>::infinity();
-    const G* maxima = &chunk_max_[a * chunks_];
-    const uint32_t* top = &top_[a * kTop];
-    for (int64_t t = 0; t < top_count_; ++t) {
-      if (!(maxima[top[t]] > best)) return best;  // no entry of this chunk or a later one beats best
-      best = std::max(best, masked_chunk_max(a, top[t], mask));
-    }
-    if (!(rest_max_[a] > best)) return best;
-    const uint32_t* rest = rest_order(a);
-    for (int64_t t = 0; t < chunks_ - top_count_; ++t) {
-      if (!(maxima[rest[t]] > best)) break;
-      best = std::max(best, masked_chunk_max(a, rest[t], mask));
+    for (int64_t t = 0; t < chunks_; ++t) {
+      const int64_t c = order_[a * chunks_ + t];
+      if (!(chunk_max_[a * chunks_ + c] > best)) break;  // no entry of this chunk or a later one beats best
+      best = std::max(best, masked_chunk_max(a, c, mask));
     }
     return best;
   }
@@ -364,48 +340,14 @@ class ChunkedRows {
     // for float: v >= floor_value exactly when v >= floor_value rounded up to a float
     float floor_float = static_cast<float>(floor_value);
     if (static_cast<double>(floor_float) < floor_value) floor_float = std::nextafter(floor_float, kInfinityF);
-    const G* maxima = &chunk_max_[a * chunks_];
-    const uint32_t* top = &top_[a * kTop];
-    for (int64_t t = 0; t < top_count_; ++t) {
-      if (static_cast<double>(maxima[top[t]]) < floor_value) return;
-      chunk_at_least(a, top[t], mask, floor_value, floor_float, out);
-    }
-    if (static_cast<double>(rest_max_[a]) < floor_value) return;
-    const uint32_t* rest = rest_order(a);
-    for (int64_t t = 0; t < chunks_ - top_count_; ++t) {
-      if (static_cast<double>(maxima[rest[t]]) < floor_value) break;
-      chunk_at_least(a, rest[t], mask, floor_value, floor_float, out);
+    for (int64_t t = 0; t < chunks_; ++t) {
+      const int64_t c = order_[a * chunks_ + t];
+      if (static_cast<double>(chunk_max_[a * chunks_ + c]) < floor_value) break;
+      chunk_at_least(a, c, mask, floor_value, floor_float, out);
     }
   }
 
  private:
-  // Row a's chunks other than its top ones, largest maximum first (sorted on first use: rows whose
-  // maxima the top chunks settle, most rows in the early rounds, never pay for it).
-  const uint32_t* rest_order(int64_t a) const {
-    const int64_t count = chunks_ - top_count_;
-    uint32_t* rest = &rest_order_[a * (chunks_ - top_count_)];
-    if (rest_sorted_[a]) return rest;
-    const uint32_t* top = &top_[a * kTop];
-    int64_t filled = 0;
-    for (int64_t c = 0; c < chunks_; ++c) {
-      if (std::find(top, top + top_count_, static_cast<uint32_t>(c)) == top + top_count_) {
-        rest[filled++] = static_cast<uint32_t>(c);
-      }
-    }
-    const G* maxima = &chunk_max_[a * chunks_];
-    if constexpr (std::is_same_v<G, float>) {  // unique 64-bit keys: no indirection in the sort
-      uint64_t keys[kMaxChunksOnStack];
-      uint64_t* key = count <= kMaxChunksOnStack ? keys : (sort_keys_.resize(count), sort_keys_.data());
-      for (int64_t t = 0; t < count; ++t) key[t] = rank_key(maxima[rest[t]], rest[t]);
-      std::sort(key, key + count);
-      for (int64_t t = 0; t < count; ++t) rest[t] = rank_key_index(key[t]);
-    } else {
-      std::sort(rest, rest + count, [maxima](uint32_t x, uint32_t y) { return maxima[x] > maxima[y]; });
-    }
-    rest_sorted_[a] = 1;
-    return rest;
-  }
-
   // Appends the columns k of chunk c with gram[a, k] + mask[k] >= floor_value (floor_float: it rounded up).
   void chunk_at_least(int64_t a, int64_t c, const G* mask, double floor_value, float floor_float,
                       std::vector<int32_t>& out) const {
@@ -465,13 +407,9 @@ class ChunkedRows {
   }
 
   const G* gram_;
-  int64_t n_, chunks_, top_count_;
+  int64_t n_, chunks_;
   std::vector<G> chunk_max_;      // [n, chunks]: the maximum of each chunk of each row
-  std::vector<uint32_t> top_;     // [n, kTop]: each row's top_count_ best chunks, largest maximum first
-  std::vector<G> rest_max_;       // [n]: the largest maximum of each row's other chunks
-  mutable std::vector<uint32_t> rest_order_;  // [n, chunks - top_count_]: the other chunks, sorted on first use
-  mutable std::vector<uint8_t> rest_sorted_;  // [n]: whether row a's rest_order_ is sorted
-  mutable std::vector<uint64_t> sort_keys_;   // scratch of rest_order beyond kMaxChunksOnStack chunks
+  std::vector<uint32_t> order_;   // [n, chunks]: each row's chunks, largest maximum first
 };
 
 }  // namespace vtprune::cpu

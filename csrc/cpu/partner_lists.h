@@ -4,7 +4,7 @@
 // A cluster of near-copies (rows equal up to float32 rounding) has cosines within the filter bound,
 // and within the fast bound, of one another: every round would re-check every near partner of every
 // such row in A. A row's list instead holds S = every b still in R with G[a, b] >= floor, ranked by
-// exact cosine (the best kPartnerListLength kept). No token re-enters R, so S holds every such b of
+// exact cosine (the best kLength kept). No token re-enters R, so S holds every such b of
 // every later round, and any b outside S has exact cos < floor + eps_filter (= proven_from). So the
 // first partner in B (the best of S in B: entries past the kept prefix are no better) holds the
 // maximum over B whenever its cosine reaches proven_from; otherwise the list proves nothing.
@@ -25,16 +25,17 @@ class PartnerLists {
   static constexpr size_t kFrom = 16;    // near candidates that make a row build its list
   static constexpr size_t kLength = 64;  // partners kept per list
 
-  explicit PartnerLists(int64_t n) : in_r_(n, 1), list_of_(n, -1) {}
+  explicit PartnerLists(int64_t n) : list_of_(n, -1) {}
 
   // Row a's exact maximum over B (mask[b] == 0) from its list, or NaN (no list, or it proves nothing).
+  // r_mask: 0 for positions still in R (entries that left R are passed over for good).
   template <typename G>
-  double max_over(int32_t a, const G* mask) {
+  double max_over(int32_t a, const G* mask, const G* r_mask) {
     if (list_of_[a] < 0) return std::numeric_limits<double>::quiet_NaN();
     List& list = lists_[list_of_[a]];
     for (size_t t = list.head; t < list.best.size(); ++t) {
       const int32_t b = list.best[t].second;
-      if (!in_r_[b]) {
+      if (r_mask[b] != G(0)) {
         if (t == list.head) ++list.head;
         continue;
       }
@@ -76,9 +77,6 @@ class PartnerLists {
     list.proven_from = floor_value + eps_filter;
   }
 
-  // Position b has left R.
-  void drop(int32_t b) { in_r_[b] = 0; }
-
  private:
   struct List {
     std::vector<std::pair<double, int32_t>> best;  // (exact cosine, position), best first
@@ -86,7 +84,6 @@ class PartnerLists {
     double proven_from = 0.0;
   };
 
-  std::vector<uint8_t> in_r_;     // [n] 1 while the position is in R
   std::vector<int32_t> list_of_;  // [n] the position's list, or -1
   std::vector<List> lists_;
   std::vector<int32_t> partners_, pair_a_, pair_b_;  // scratch of build
