@@ -17,8 +17,8 @@ from vtprune_kernels import ops, reference
 # (B, Hq, Hk, M, N, D): odd sizes, GQA, [CLS] row only (M=1, and M=2..5: rows read straight from
 # K), one key (N=1), D=256, D not a multiple of the vector width (25, 33), several row blocks and
 # key chunks per unit (M > 128, N = 1025/4100), several chunks (small B*H), partial register
-# tiles in both directions (M, N not multiples of the tile); direct rows with the query held in
-# 1, 2, 4 or 8 vector registers (D = 16, 32, 64, 128) and a partial last group of keys.
+# tiles in both directions (M, N not multiples of the tile); direct rows at D = 16, 32, 64, 128
+# (1 to 16 vectors on each instruction set) with a partial last group of keys.
 SHAPES = [
     (1, 2, 1, 1, 50, 16),
     (1, 2, 2, 2, 37, 32),

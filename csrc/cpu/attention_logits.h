@@ -232,49 +232,22 @@ void packed_logits(const float* qp, const float* kp, int64_t D, int64_t rows, in
 // keys below `cols`; tiles and groups are written kLanes at a time.
 VTPRUNE_INLINE int64_t written_span(int64_t cols) { return round_up(cols, kLanes); }
 
-// The dot products of one query row, held in kVecs registers (D == kVecs * kLanes), with kLanes
-// keys from k0 (rows `stride` floats apart): part[t] holds key t's lane-wise partial sums, in two
-// chains of fused multiply-adds. Each key's row is read front to back (K is streamed once, in order).
-template <int kVecs>
-VTPRUNE_INLINE void held_row_dots(const Vec (&qv)[kVecs], const float* k0, int64_t stride, Vec (&part)[kLanes]) {
-  for (int t = 0; t < kLanes; ++t) {
-    const float* kt = k0 + t * stride;
-    VTPRUNE_PREFETCH(kt + 2 * kLanes * stride);
-    Vec a = Vec::zero(), b = Vec::zero();
-    for (int v = 0; v + 1 < kVecs; v += 2) {
-      a = fmadd(qv[v], Vec::load(kt + v * kLanes), a);
-      b = fmadd(qv[v + 1], Vec::load(kt + (v + 1) * kLanes), b);
-    }
-    if (kVecs % 2 == 1) a = fmadd(qv[kVecs - 1], Vec::load(kt + (kVecs - 1) * kLanes), a);
-    part[t] = a + b;
-  }
-}
-
-// direct_logits_row for D == kVecs * kLanes (kVecs > 0: the query row stays in registers, the
-// small head sizes of vision towers), or any D (kVecs == 0: the row is reloaded from L1).
-template <int kVecs>
-void direct_logits_row_of(const float* qs, const float* k, int64_t stride, int64_t D, int64_t cols, int64_t i,
-                          const LogitsOut& out) {
+// Logits of one query row `qs` (already scaled, zero-padded to a multiple of kLanes) against
+// keys [0, cols) read from k (rows `stride` floats apart, D contiguous floats each), into
+// out row i. The row's maximum must start at -inf.
+inline void direct_logits_row(const float* qs, const float* k, int64_t stride, int64_t D, int64_t cols, int64_t i,
+                              const LogitsOut& out) {
   const int64_t d_full = D / kLanes * kLanes;
   const int d_tail = static_cast<int>(D - d_full);
   float* row = out.logits + i * out.ld;
   Vec m = out.row_max[i];
-  Vec qv[kVecs > 0 ? kVecs : 1];
-  for (int v = 0; v < kVecs; ++v) qv[v] = Vec::load(qs + v * kLanes);
   for (int64_t j0 = 0; j0 < cols; j0 += kLanes) {
     const int64_t keys = min64(kLanes, cols - j0);
     Vec part[kLanes];
     for (int t = 0; t < kLanes; ++t) part[t] = Vec::zero();
     const float* k0 = k + j0 * stride;
-    if constexpr (kVecs > 0) {
-      if (keys == kLanes) {
-        held_row_dots<kVecs>(qv, k0, stride, part);
-      } else {
-        for (int64_t t = 0; t < keys; ++t) {
-          for (int v = 0; v < kVecs; ++v) part[t] = fmadd(qv[v], Vec::load(k0 + t * stride + v * kLanes), part[t]);
-        }
-      }
-    } else if (keys == kLanes) {
+    if (keys == kLanes) {
+      // key by key: each key's row is read front to back (K is streamed once, in order)
       for (int t = 0; t < kLanes; ++t) {
         const float* kt = k0 + t * stride;
         VTPRUNE_PREFETCH(kt + 2 * kLanes * stride);
@@ -292,20 +265,6 @@ void direct_logits_row_of(const float* qs, const float* k, int64_t stride, int64
     m = max_hw(m, s);
   }
   out.row_max[i] = m;
-}
-
-// Logits of one query row `qs` (already scaled, zero-padded to a multiple of kLanes) against
-// keys [0, cols) read from k (rows `stride` floats apart, D contiguous floats each), into
-// out row i. The row's maximum must start at -inf.
-inline void direct_logits_row(const float* qs, const float* k, int64_t stride, int64_t D, int64_t cols, int64_t i,
-                              const LogitsOut& out) {
-  switch (D % kLanes == 0 ? D / kLanes : 0) {
-    case 1: return direct_logits_row_of<1>(qs, k, stride, D, cols, i, out);
-    case 2: return direct_logits_row_of<2>(qs, k, stride, D, cols, i, out);
-    case 4: return direct_logits_row_of<4>(qs, k, stride, D, cols, i, out);
-    case 8: return direct_logits_row_of<8>(qs, k, stride, D, cols, i, out);
-    default: return direct_logits_row_of<0>(qs, k, stride, D, cols, i, out);
-  }
 }
 
 }  // namespace vtprune::cpu::VTPRUNE_CPU_CAPABILITY_NS
