@@ -98,7 +98,7 @@ def test_cosine_dedup_mask(benchmark, impl):
     vtprune = lambda: ops.cosine_dedup_mask(x, candidates, scores, n_keep, 8)  # noqa: E731
     gram32 = lambda: dedup_gram_once(x, residual, n_div)  # noqa: E731
     if impl == "vtprune":
-        record_paired(benchmark, vtprune, gram32, pairs=3)
+        record_paired(benchmark, vtprune, gram32, pairs=15)
         benchmark.pedantic(vtprune, rounds=5, warmup_rounds=1)
     elif impl == "gram-once-float32":
         benchmark.pedantic(gram32, rounds=5, warmup_rounds=1)
@@ -106,6 +106,36 @@ def test_cosine_dedup_mask(benchmark, impl):
         benchmark.pedantic(dedup_gram_once, args=(x, residual, n_div), kwargs={"dtype": torch.float64}, rounds=3)
     else:
         benchmark.pedantic(published_dedup_loop, args=(x, residual, n_div), rounds=3, warmup_rounds=1)
+
+
+def filter_gram_products(unit, blocks=3, width=256):
+    """The matrix products the CPU kernel's filter Gram matrix is made of, in torch: per tile of unit
+    rows [n, C], the upper triangle in `blocks` row blocks, each summed over slices of `width`
+    channels (the kernel's own GEMM calls, without its bookkeeping)."""
+    for u in unit:
+        n, C = u.shape
+        step = -(-n // blocks)
+        for r0 in range(0, n, step):
+            upper = torch.mm(u[r0:r0 + step, :width], u[r0:, :width].t())
+            for k0 in range(width, C, width):
+                upper += torch.mm(u[r0:r0 + step, k0:k0 + width], u[r0:, k0:k0 + width].t())
+
+
+def test_cosine_dedup_mask_gram_floor(benchmark):
+    """The floor under the kernel: its filter GEMM alone, paired with the whole kernel, beside the
+    full float32 bmm the Gram-once baseline runs and a bf16 bmm (what a reduced-precision filter
+    would cost)."""
+    benchmark.group = "cosine_dedup_mask 5 tiles x 576 x 1024: the filter GEMM alone"
+    x, candidates, scores, n_keep, residual = dedup_inputs()
+    unit = torch.nn.functional.normalize(torch.gather(x, 1, residual[..., None].expand(-1, -1, x.shape[-1])), dim=-1)
+    unit_bf16 = unit.bfloat16()
+    kernel_s, gemm_s = paired_best(lambda: ops.cosine_dedup_mask(x, candidates, scores, n_keep, 8),
+                                   lambda: filter_gram_products(unit), pairs=5)
+    full_s, bf16_s = paired_best(lambda: torch.bmm(unit, unit.transpose(1, 2)),
+                                 lambda: torch.bmm(unit_bf16, unit_bf16.transpose(1, 2)), pairs=5)
+    benchmark.extra_info.update(paired_vtprune_s=kernel_s, filter_gemm_s=gemm_s, gemm_share=gemm_s / kernel_s,
+                                full_float32_bmm_s=full_s, bf16_bmm_s=bf16_s)
+    benchmark.pedantic(filter_gram_products, args=(unit,), rounds=5, warmup_rounds=1)
 
 
 FLAT_SHAPE = (3000, 1024, 3, 0.75, 16, 16)  # tokens, channels, flat regions, copied share, important, kept
