@@ -104,6 +104,7 @@ bench-vllm: install-vllm
 	mkdir -p bench_out
 	HF_HUB_OFFLINE=1 $(VPY) benchmarks/vllm_serving.py --json bench_out/vllm_serving.json
 	HF_HUB_OFFLINE=1 $(VPY) benchmarks/vllm_serving.py --model qwen2_5_vl --json bench_out/vllm_serving_qwen2_5_vl.json
+	HF_HUB_OFFLINE=1 $(VPY) benchmarks/vllm_serving.py --model qwen3_vl --json bench_out/vllm_serving_qwen3_vl.json
 else
 test-vllm bench-vllm:
 	@echo "SKIPPED vLLM plugin tests: $(VLLM) has wheels for Linux x86_64 with Python 3.11-3.14 only, not $(VLLM_PLATFORM)"

@@ -5,7 +5,8 @@ Run from the vLLM venv (``make bench-vllm``, or ``.venv-vllm/bin/python benchmar
 A checkpoint with random weights is written to a temporary folder (``--model``): LLaVA-1.5-shaped
 (CLIP tower on 336 px images, 14 px patches: 576 visual tokens per image; Llama text model) or
 Qwen2.5-VL-shaped (448 px images: 32 x 32 patches merged 2x2 into 256 visual tokens; windowed and
-full-attention vision blocks; Qwen2 text model with M-RoPE). Every request carries IMAGES
+full-attention vision blocks; Qwen2 text model with M-RoPE) or Qwen3-VL-shaped (512 px images: 32 x 32
+patches of 16 px, 256 visual tokens; DeepStack; Qwen3 text model with interleaved M-RoPE). Every request carries IMAGES
 pictures, so visual tokens dominate the prompt. Two engines serve it in this one process (each
 with its own engine-core process): the stock architecture and the plugin's pruned one
 (VisPruner, KEEP tokens per image). Prefix caching and the
@@ -69,7 +70,25 @@ def qwen2_5_vl_checkpoint(path: str):
     return path, "Qwen2_5_VLForConditionalGeneration", checkpoints.QWEN_IMAGE, side, (side // PATCH // 2) ** 2
 
 
-CHECKPOINTS = {"llava": llava_checkpoint, "qwen2_5_vl": qwen2_5_vl_checkpoint}
+def qwen3_vl_checkpoint(path: str):
+    """(path, stock architecture, image placeholder, image side): 4 vision blocks x 64 (full attention
+    in every block, DeepStack features of blocks 1 and 2), Qwen3 4 layers x 256."""
+    sys.path.insert(0, TESTS)
+    import checkpoints
+    from transformers import Qwen2Config
+
+    side, patch = 512, 16
+    vision = dict(depth=4, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=256,
+                  deepstack_visual_indexes=[1, 2], patch_size=patch, spatial_merge_size=2, temporal_patch_size=2,
+                  num_position_embeddings=1024)
+    text = Qwen2Config(vocab_size=checkpoints.VOCAB_SIZE, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, pad_token_id=0,
+                       bos_token_id=1, eos_token_id=2)
+    checkpoints.qwen3_vl(path, vision=vision, text_config=text, max_pixels=side * side)
+    return path, "Qwen3VLForConditionalGeneration", checkpoints.QWEN_IMAGE, side, (side // patch // 2) ** 2
+
+
+CHECKPOINTS = {"llava": llava_checkpoint, "qwen2_5_vl": qwen2_5_vl_checkpoint, "qwen3_vl": qwen3_vl_checkpoint}
 
 
 def cpu_name() -> str:
@@ -135,7 +154,7 @@ def main():
             best[name]["requests_per_s"] = max(best[name]["requests_per_s"], args.batch / (time.perf_counter() - start))
 
     machine = cpu_name()
-    shape = {"llava": "LLaVA-1.5", "qwen2_5_vl": "Qwen2.5-VL"}[args.model]
+    shape = {"llava": "LLaVA-1.5", "qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL"}[args.model]
     print(f"vLLM CPU engine, {shape}-shaped random checkpoint, {args.images} x {side} px images per request "
           f"({visual_tokens} visual tokens each), best of {args.rounds} alternating rounds; {machine}")
     print(f"{'engine':<22} {'prompt tokens':>13} {'TTFT ms':>9} {'requests/s':>11}")

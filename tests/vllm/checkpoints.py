@@ -7,6 +7,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
 - ``internvl(path)``: InternVL (HF-native format), 84 x 84 tiles, pixel shuffle 0.5 -> 9 tokens per tile.
 - ``qwen2_5_vl(path)``: Qwen2.5-VL, 14 px patches merged 2x2, 56 px windows (2 x 2 merged tokens) in
   blocks 0 and 2, full attention in blocks 1 and 3; images of 4 to 64 merged tokens (56 px sides and up).
+- ``qwen3_vl(path)``: Qwen3-VL, 16 px patches merged 2x2, full attention in its 4 blocks, DeepStack
+  features of blocks 1 and 2, interleaved M-RoPE; images of 4 to 64 merged tokens (64 px sides and up).
 
 Weights are written in the hub layout vLLM loads: transformers 5.x saves a CLIP/SigLIP tower as
 ``vision_tower.*``, the hub checkpoints (and vLLM) use ``vision_tower.vision_model.*``.
@@ -237,6 +239,47 @@ def qwen2_5_vl(path: str, seed: int = 0, vision: dict = None, text_config=None, 
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=14, temporal_patch_size=2, merge_size=2),
         video_processor=Qwen2VLVideoProcessor(size=pixels, patch_size=14, temporal_patch_size=2, merge_size=2),
+        tokenizer=tokenizer(QWEN_TOKENS),
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", QWEN_IMAGE),
+    )
+    return _save(model, processor, path, hub_tower_prefix=False)
+
+
+def qwen3_vl(path: str, seed: int = 0, vision: dict = None, text_config=None, max_pixels: int = 32 * 32 * 64):
+    """``vision`` (Qwen3-VL vision config entries) / ``text_config`` replace the tiny defaults;
+    ``max_pixels``: the processor's largest image (default 64 merged tokens). The image and video
+    processors normalise alike (mean = std = 0.5, as the released Qwen3-VL): vLLM normalises every
+    frame on the device with the image processor's constants."""
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    vision = vision or dict(
+        depth=4, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=128, deepstack_visual_indexes=[1, 2],
+        patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+    )
+    text = (text_config or tiny_text_config("qwen2")).to_dict()
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    text["head_dim"] = head_dim
+    sections = [3 * head_dim // 16, 5 * head_dim // 32, 5 * head_dim // 32]  # Qwen3-VL's 24:20:20 of a 128-dim head
+    text["rope_parameters"] = dict(rope_type="default", rope_theta=10000.0, mrope_section=sections, mrope_interleaved=True)
+    config = Qwen3VLConfig(
+        vision_config=vision, text_config=text, image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"), vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"),
+    )
+    torch.manual_seed(seed)
+    model = _finish(Qwen3VLForConditionalGeneration(config), seed)
+    patch = vision["patch_size"]
+    pixels = {"shortest_edge": (2 * patch) ** 2 * 4, "longest_edge": max_pixels}  # 4.. merged tokens per image
+    common = dict(size=pixels, patch_size=patch, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen3VLVideoProcessor(**common),
         tokenizer=tokenizer(QWEN_TOKENS),
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", QWEN_IMAGE),
     )

@@ -8,7 +8,8 @@ budget of 32 per step, smaller than every prompt here: all prefills are chunked.
   still the pruned one);
 - the kept count per image is what the processor announced (prompt length);
 - the log-probability of every prompt token equals ``apply()``'s forward (so every position of the
-  pruned prompt is right: for Qwen2.5-VL, each kept token's M-RoPE position from the unpruned layout).
+  pruned prompt is right: for Qwen2.5-VL and Qwen3-VL, each kept token's M-RoPE position from the
+  unpruned layout).
 """
 from __future__ import annotations
 
@@ -72,6 +73,17 @@ CASES = {
         {"method": "vispruner", "keep": 20, "step": 2, "score_layer": 2}, VisPruner(keep=20, step=2, score_layer=2),
         checkpoints.QWEN_IMAGE, [(168, 168), (112, 84), (224, 140)],
     ),
+    # 16 px patches: merged grids 3x4, 5x3, 6x6 for these sizes (the same counts as Qwen2.5-VL above);
+    # every DeepStack level keeps what the main features keep
+    "qwen3_vl-vispruner": Case(
+        checkpoints.qwen3_vl, "Qwen3VLForConditionalGeneration",
+        {"method": "vispruner", "keep": 10, "step": 2}, VisPruner(keep=10, step=2), checkpoints.QWEN_IMAGE,
+        [(128, 96), (96, 160), (192, 192)], videos=True,
+    ),
+    "qwen3_vl-uniform": Case(
+        checkpoints.qwen3_vl, "Qwen3VLForConditionalGeneration",
+        {"method": "uniform", "keep": 5}, Uniform(keep=5), checkpoints.QWEN_IMAGE, [(192, 192), (128, 96), (96, 160)],
+    ),
     "qwen2_5_vl-random": Case(
         checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration",
         {"method": "random", "keep": 6, "seed": 3}, Random(keep=6, seed=3), checkpoints.QWEN_IMAGE,
@@ -111,7 +123,7 @@ def test_batch_of_requests_matches_apply(served):
     assert all(length > TOKEN_BUDGET for _, length in got), "test precondition: prompts must be chunked"
 
 
-@pytest.mark.parametrize("served", [name for name in CASES if name.startswith("qwen2_5_vl")], indirect=True)
+@pytest.mark.parametrize("served", [name for name in CASES if name.startswith("qwen")], indirect=True)
 def test_announced_count_is_the_prompts(served):
     """The count vLLM plans with (``get_num_image_tokens``: encoder budget, profiling) is, from the image
     size alone, the number of placeholders the prompt holds and min(keep, merged tokens)."""
@@ -181,8 +193,9 @@ def test_prompt_logprobs_match_apply(served):
 
 @pytest.mark.parametrize("served", [name for name, case in CASES.items() if case.videos], indirect=True)
 def test_video_and_image_match_apply(served):
-    """A video (pruned per frame, budget per frame, temporal positions at frame * fps step) and an
-    image in one prompt: kept indices, greedy tokens and prompt log-probabilities as apply()."""
+    """A video (pruned per frame, budget per frame; Qwen2.5-VL: temporal positions at frame * fps step,
+    Qwen3-VL: each frame between its timestamp and delimiters, at its own base) and an image in one
+    prompt: kept indices, greedy tokens and prompt log-probabilities as apply()."""
     case, engine, model, processor = served
     text = "USER: <|vision_start|><|video_pad|><|vision_end|> then " + case.placeholder + "\nWhat happens? ASSISTANT:"
     clip, picture = video(4, 112, 84, seed=80), image(*case.sizes[1], seed=81)

@@ -1,5 +1,5 @@
 """A real ``vllm serve`` on 127.0.0.1 with the switch on, queried over HTTP with the OpenAI client
-(LLaVA-1.5 with a CLIP tower, and Qwen2.5-VL).
+(LLaVA-1.5 with a CLIP tower, Qwen2.5-VL and Qwen3-VL).
 
 The reply must be the text of transformers + ``apply()`` on the same chat prompt, and
 ``usage.prompt_tokens`` the unpruned prompt length minus exactly the pruned tokens. A bad
@@ -60,6 +60,8 @@ SERVED = {
     "llava": (lambda p: checkpoints.llava(p, "clip"), "LlavaForConditionalGeneration", (70, 70), (70 // 14) ** 2),
     # 112 x 84 px: 8 x 6 patches of 14 px, merged 2 x 2 into 4 x 3 tokens (M-RoPE positions of the kept ones)
     "qwen2_5_vl": (checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration", (112, 84), 12),
+    # 128 x 96 px: 8 x 6 patches of 16 px, 4 x 3 merged tokens (and their DeepStack features)
+    "qwen3_vl": (checkpoints.qwen3_vl, "Qwen3VLForConditionalGeneration", (128, 96), 12),
 }
 
 
@@ -114,7 +116,8 @@ def test_chat_request_over_http_is_pruned(name, checkpoint_dir):
         add_generation_prompt=True, tokenize=False,
     )
     tokens, _ = reference(model, processor, VisPruner(keep=KEEP, step=2), prompt, [picture])
-    assert reply.choices[0].message.content == processor.tokenizer.decode(tokens)
+    # the server decodes as vLLM does by default: special tokens (e.g. an ignored eos) left out
+    assert reply.choices[0].message.content == processor.tokenizer.decode(tokens, skip_special_tokens=True)
     unpruned = processor(text=[prompt], images=[picture], return_tensors="pt")["input_ids"].shape[1]
     assert reply.usage.prompt_tokens == unpruned - (full - KEEP)
     assert reply.usage.completion_tokens == MAX_NEW_TOKENS

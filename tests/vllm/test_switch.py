@@ -61,12 +61,15 @@ def test_plugin_registers_only_new_architectures():
     load_general_plugins()
     archs = set(ModelRegistry.get_supported_archs())
     assert {"VTPruneLlavaForConditionalGeneration", "VTPruneLlavaNextForConditionalGeneration",
-            "VTPruneInternVLForConditionalGeneration", "VTPruneQwen2_5_VLForConditionalGeneration"} <= archs
+            "VTPruneInternVLForConditionalGeneration", "VTPruneQwen2_5_VLForConditionalGeneration",
+            "VTPruneQwen3VLForConditionalGeneration"} <= archs
     stock = ModelRegistry._try_load_model_cls("LlavaForConditionalGeneration")
     assert stock.__module__ == "vllm.model_executor.models.llava"
     assert ModelRegistry._try_load_model_cls("InternVLForConditionalGeneration").__module__ == "vllm.model_executor.models.interns1"
     qwen = ModelRegistry._try_load_model_cls("Qwen2_5_VLForConditionalGeneration")
     assert (qwen.__module__, qwen.__name__) == ("vllm.model_executor.models.qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration")
+    qwen3 = ModelRegistry._try_load_model_cls("Qwen3VLForConditionalGeneration")
+    assert (qwen3.__module__, qwen3.__name__) == ("vllm.model_executor.models.qwen3_vl", "Qwen3VLForConditionalGeneration")
 
 
 def _clip_tower(built_layers: int):
@@ -122,6 +125,7 @@ def test_a_scored_layer_vllm_does_not_build_is_refused():
         ("llava", "hivtp", 8, "cannot run in vLLM: HIVTP keeps a number of tokens"),
         ("qwen2_5_vl", "ptp", 8, "cannot run in vLLM: PTP scores tokens with the prompt's instruction text"),
         ("qwen2_5_vl", "vispruner", 0, "'keep' must be an integer >= 1"),
+        ("qwen3_vl", "hivtp", 8, "cannot run in vLLM: HIVTP keeps a number of tokens"),
     ],
 )
 def test_engine_start_refuses_a_bad_configuration(model, method, keep, message, checkpoint_dir):
@@ -132,10 +136,44 @@ def test_engine_start_refuses_a_bad_configuration(model, method, keep, message, 
     build, architecture = {
         "llava": (checkpoints.llava, "LlavaForConditionalGeneration"),
         "qwen2_5_vl": (checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration"),
+        "qwen3_vl": (checkpoints.qwen3_vl, "Qwen3VLForConditionalGeneration"),
     }[model]
     path, _ = build(f"{checkpoint_dir}/bad-config-{model}")
     with pytest.raises(Exception, match=message):
         Engine(path, hf_overrides(architecture, method, keep))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(compile_mm_encoder=True), "turn off compile_mm_encoder"),
+        (dict(cudagraph_mm_encoder=True), "encoder CUDA graph"),
+        (dict(enable_mm_embeds=True), "cannot be pruned"),
+        (dict(video_pruning=("evs", 0.5)), "cannot be combined with --video-pruning-rate"),
+        (dict(pipeline_parallel_size=2), "pipeline parallelism is not supported"),
+    ],
+)
+def test_qwen_engine_checks_name_the_reason(change, message):
+    """The Qwen-VL models' engine-start refusals (``qwen_vl_pruning.check_engine_config``), each alone
+    (the GPU-only ones, encoder CUDA graphs and compiled encoders, included: they bypass the capture)."""
+    from vtprune_kernels.integrations.vllm.qwen_vl_pruning import check_engine_config
+
+    settings = dict(compile_mm_encoder=False, cudagraph_mm_encoder=False, enable_mm_embeds=False, video_pruning=None,
+                    pipeline_parallel_size=1)
+    check_engine_config(_vllm_config(**settings), "VTPruneQwen3VLForConditionalGeneration")  # all off: accepted
+    settings.update(change)
+    with pytest.raises(ValueError, match=message):
+        check_engine_config(_vllm_config(**settings), "VTPruneQwen3VLForConditionalGeneration")
+
+
+def _vllm_config(compile_mm_encoder, cudagraph_mm_encoder, enable_mm_embeds, video_pruning, pipeline_parallel_size):
+    """A stand-in with the fields of vLLM's VllmConfig that ``check_engine_config`` reads."""
+    mm = types.SimpleNamespace(enable_mm_embeds=enable_mm_embeds, get_video_pruning_spec=lambda: video_pruning)
+    return types.SimpleNamespace(
+        compilation_config=types.SimpleNamespace(compile_mm_encoder=compile_mm_encoder, cudagraph_mm_encoder=cudagraph_mm_encoder),
+        model_config=types.SimpleNamespace(get_multimodal_config=lambda: mm),
+        parallel_config=types.SimpleNamespace(pipeline_parallel_size=pipeline_parallel_size),
+    )
 
 
 def test_qwen_engine_start_refuses_video_pruning_rate(checkpoint_dir):

@@ -1,7 +1,7 @@
-"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, InternVL and Qwen2.5-VL (docs/design.md section 4).
+"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, InternVL, Qwen2.5-VL and Qwen3-VL (docs/design.md section 4).
 
 ``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
-process it starts. It only adds four architectures to vLLM's model registry, by name (the classes
+process it starts. It only adds five architectures to vLLM's model registry, by name (the classes
 are imported when a model asks for them):
 
 | stock architecture                  | pruned architecture                        |
@@ -10,6 +10,7 @@ are imported when a model asks for them):
 | LlavaNextForConditionalGeneration   | VTPruneLlavaNextForConditionalGeneration   |
 | InternVLForConditionalGeneration    | VTPruneInternVLForConditionalGeneration    |
 | Qwen2_5_VLForConditionalGeneration  | VTPruneQwen2_5_VLForConditionalGeneration  |
+| Qwen3VLForConditionalGeneration     | VTPruneQwen3VLForConditionalGeneration     |
 
 A model is pruned when its config is switched to the pruned architecture and carries the method
 (``switch.py``): ``hf_overrides={"architectures": [...], "vtprune": {"method": ..., "keep": ...}}``.
@@ -28,6 +29,7 @@ _CLASSES = {
     "VTPruneLlavaNextForConditionalGeneration": "llava_next",
     "VTPruneInternVLForConditionalGeneration": "internvl",
     "VTPruneQwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
+    "VTPruneQwen3VLForConditionalGeneration": "qwen3_vl",
 }
 
 

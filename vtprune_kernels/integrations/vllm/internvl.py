@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from vllm.model_executor.models.interns1 import (
     InternS1DummyInputsBuilder,
     InternS1ForConditionalGeneration,

@@ -7,7 +7,6 @@ as ``apply()``'s ``last_selection``.
 """
 from __future__ import annotations
 
-import torch
 from transformers import PixtralVisionConfig
 from vllm.model_executor.models.llava import (
     LlavaDummyInputsBuilder,

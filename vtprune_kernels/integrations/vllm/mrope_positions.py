@@ -22,7 +22,7 @@ bfloat16 and float16 for offsets below 65536.
 """
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -76,4 +76,32 @@ def add_kept_offsets(positions: torch.Tensor, is_multimodal: torch.Tensor, offse
     shift = torch.zeros_like(positions[:, :M]).masked_scatter(mask, offsets.to(positions).T.contiguous())
     out = positions.clone()
     out[:, :M] += shift
+    return out
+
+
+def placeholder_runs(tokens, start: int, end: int, token_id: int) -> List[Tuple[int, int]]:
+    """(offset, length) of every maximal run of ``token_id`` in tokens[start:end], in order (the frames
+    of a Qwen3-VL video: each frame's placeholders are one run between its delimiters)."""
+    runs: List[Tuple[int, int]] = []
+    i = start
+    while i < end:
+        if tokens[i] == token_id:
+            j = i
+            while j < end and tokens[j] == token_id:
+                j += 1
+            runs.append((i, j - i))
+            i = j
+        else:
+            i += 1
+    return runs
+
+
+def shortened_runs(tokens: Sequence[int], token_id: int, keep: int) -> List[int]:
+    """``tokens`` with every maximal run of ``token_id`` cut to its first ``keep`` tokens."""
+    out: List[int] = []
+    run = 0
+    for token in tokens:
+        run = run + 1 if token == token_id else 0
+        if run <= keep:
+            out.append(token)
     return out

@@ -26,6 +26,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaNextForConditionalGeneration": "VTPruneLlavaNextForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration": "VTPruneQwen2_5_VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration": "VTPruneQwen3VLForConditionalGeneration",
 }
 
 _METHODS = {"vispruner": VisPruner, "random": Random, "uniform": Uniform}
