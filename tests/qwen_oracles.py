@@ -1,4 +1,4 @@
-"""Independent hand-pruned pipeline for Qwen2.5-VL / Qwen3-VL (tests/test_integration_qwen_vl.py).
+"""Independent hand-pruned pipeline for the Qwen-VL models (tests/test_integration_qwen_vl.py).
 
 Nothing here uses ``vtprune_kernels.integrations``:
 - scores: dense softmax maps recomputed from each scored attention module's inputs (its own

@@ -66,19 +66,20 @@ def test_demo_session_runs_every_method_on_a_qwen_model():
     assert len(session.input_panels()) == 1 and session.input_panels()[0].image.size == (112, 84)
 
 
-def _save_checkpoint(path):
+def _save_checkpoint(path, build=tm.qwen2_5_vl):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    tm.qwen2_5_vl(depth=10).save_pretrained(path)
+    build(depth=10).save_pretrained(path)
     Qwen2VLImageProcessorPil().save_pretrained(path)
     byte_tokenizer().save_pretrained(path)
 
 
 @pytest.mark.skipif(HAS_TORCHVISION, reason="checks the message for a machine without torchvision")
-def test_loading_a_qwen_folder_without_torchvision_says_so(tmp_path):
+@pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl"])
+def test_loading_a_qwen_folder_without_torchvision_says_so(tmp_path, name):
     from vtprune_kernels.demo.checkpoint import load_checkpoint
     from vtprune_kernels.demo.errors import DemoInputError
 
-    _save_checkpoint(tmp_path)
-    with pytest.raises(DemoInputError, match="qwen2_5_vl processor with torchvision"):
+    _save_checkpoint(tmp_path, getattr(tm, name))
+    with pytest.raises(DemoInputError, match=f"{name} processor with torchvision"):
         load_checkpoint(str(tmp_path))

@@ -166,6 +166,7 @@ def _calls():
         ("internvl", "ptp", tm.internvl, lambda: PTP(vision_layer=1, llm_layer=1), internvl_inputs, 2),
         ("qwen2_5_vl", "vispruner", tm.qwen2_5_vl, lambda: VisPruner(keep=3, step=2), qwen_inputs, 1),
         ("qwen2_5_vl", "hivtp", tm.qwen2_5_vl, lambda: HIVTP(layers=(1, 3)), qwen_inputs, 1),
+        ("qwen2_vl", "uniform", tm.qwen2_vl, lambda: Uniform(keep=2), qwen_inputs, 1),
         ("qwen3_vl", "random", tm.qwen3_vl, lambda: Random(keep=2), qwen_inputs, 1),
     ]
 

@@ -171,7 +171,7 @@ def _all_hooks(model):
 
 def _restore_inputs(build, model):
     """One prompt with its pixels for ``build``'s model (Qwen-VL: an image and a 2-frame video)."""
-    if build in (tm.qwen2_5_vl, tm.qwen3_vl):
+    if build in (tm.qwen2_vl, tm.qwen2_5_vl, tm.qwen3_vl):
         image, video = (1, 4, 6), (2, 4, 4)
         ids, mask, types = tm.qwen_prompts([[("image", image), ("video", video)]], per_frame_runs=build is tm.qwen3_vl)
         return dict(
@@ -193,8 +193,8 @@ def _restore_inputs(build, model):
 
 @pytest.mark.parametrize(
     "build",
-    [tm.llava_clip, tm.llava_next, tm.internvl, tm.qwen2_5_vl, tm.qwen3_vl],
-    ids=["llava", "llava_next", "internvl", "qwen2_5_vl", "qwen3_vl"],
+    [tm.llava_clip, tm.llava_next, tm.internvl, tm.qwen2_vl, tm.qwen2_5_vl, tm.qwen3_vl],
+    ids=["llava", "llava_next", "internvl", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"],
 )
 def test_leaving_the_context_restores_the_model_exactly(build):
     model = build()

@@ -1,5 +1,5 @@
-"""apply() on Qwen2.5-VL and Qwen3-VL: dynamic-resolution images and videos, received-attention
-scores, the 2x2 merged grid, exact M-RoPE positions and DeepStack.
+"""apply() on Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5: dynamic-resolution images and videos,
+received-attention scores, the 2x2 merged grid, exact M-RoPE positions and DeepStack.
 
 The batch: row 0 holds one 6x10-patch image (3x5 merged tokens: odd, non-square); row 1 holds a
 4x6-patch image and a 2-frame 4x4-patch video (Qwen3-VL: one run per frame, timestamps between).
@@ -13,7 +13,15 @@ from qwen_oracles import BACKEND, eager_patch_scores, hand_greedy_logits, hand_k
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.integrations.qwen_tower import describe_tower, merge_kept, run_tower
 
-BUILDERS = {"qwen2_5_vl": tm.qwen2_5_vl, "qwen3_vl": tm.qwen3_vl}
+BUILDERS = {
+    "qwen2_vl": tm.qwen2_vl, "qwen2_5_vl": tm.qwen2_5_vl, "qwen3_vl": tm.qwen3_vl, "qwen3_5": tm.qwen3_5,
+    "qwen3_vl_moe": lambda **kw: tm.qwen3_vl(moe=True, **kw), "qwen3_5_moe": lambda **kw: tm.qwen3_5(moe=True, **kw),
+}
+FAMILIES = {
+    "Qwen2VLForConditionalGeneration": "qwen2_vl", "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
+    "Qwen3VLForConditionalGeneration": "qwen3_vl", "Qwen3_5ForConditionalGeneration": "qwen3_5",
+    "Qwen3VLMoeForConditionalGeneration": "qwen3_vl_moe", "Qwen3_5MoeForConditionalGeneration": "qwen3_5_moe",
+}
 IMAGES = [(1, 6, 10), (1, 4, 6)]
 VIDEOS = [(2, 4, 4)]
 METHODS = {
@@ -32,8 +40,18 @@ def model(request):
     return BUILDERS[request.param]()
 
 
+def _family(model):
+    return FAMILIES[type(model).__name__]
+
+
 def _is_qwen3(model):
-    return type(model).__name__.startswith("Qwen3")
+    """Qwen3-VL and Qwen3.5 write a video as one placeholder run per frame, timestamps between."""
+    return _family(model) in ("qwen3_vl", "qwen3_5", "qwen3_vl_moe", "qwen3_5_moe")
+
+
+def _windowed(model):
+    """Qwen2.5-VL: windows in every block but 1 and 3 of the tiny tower."""
+    return _family(model) == "qwen2_5_vl"
 
 
 def _inputs(model, padding_side="left", videos=True):
@@ -45,7 +63,7 @@ def _inputs(model, padding_side="left", videos=True):
     )
     if videos:
         inputs.update(pixel_values_videos=tm.qwen_pixels(VIDEOS, seed=3), video_grid_thw=torch.tensor(VIDEOS))
-        if not _is_qwen3(model):
+        if _windowed(model):  # Qwen2.5-VL's temporal positions follow the video's time
             inputs["second_per_grid_ts"] = torch.tensor([1.5])
     return inputs
 
@@ -84,7 +102,7 @@ def test_captured_scores_equal_eager_maps(model, layers, backend):
     want = eager_patch_scores(model, pixels, grid, layers).view(-1, 4).mean(-1)
     assert run.scores.dtype == torch.float32
     # frames (3 + 2 frames) in full-attention blocks, windows of 2x2 merged tokens in the others
-    windows = [2 * 3, 1 * 2, 1, 1] if not _is_qwen3(model) else None  # 3x5, 2x3, 2x2, 2x2 merged
+    windows = [2 * 3, 1 * 2, 1, 1] if _windowed(model) else None  # 3x5, 2x3, 2x2, 2x2 merged
     expected = sum(4 if windows is None or layer in (1, 3) else sum(windows) for layer in layers)
     assert run.segments == expected and run.segments_with_lse == expected  # SDPA's CPU kernel gives the LSE
     torch.testing.assert_close(run.scores, want, atol=1e-6, rtol=1e-5)
@@ -105,7 +123,7 @@ def test_tower_run_is_the_models_own_computation(model):
         assert torch.equal(merge_kept(tower.merger, run.merged, C), torch.cat(want.pooler_output))
         for level, merger in enumerate(tower.deepstack_mergers or ()):
             assert torch.equal(merge_kept(merger, run.deepstack[level], C), torch.cat(want.deepstack_features[level]))
-    assert len(run.deepstack) == len(tower.deepstack_layers) == (2 if _is_qwen3(model) else 0)
+    assert len(run.deepstack) == len(tower.deepstack_layers) == (2 if _family(model) in ("qwen3_vl", "qwen3_vl_moe") else 0)
     assert model.config.vision_config._attn_implementation == "sdpa"
     assert all(b.attn.config is model.config.vision_config for b in visual.blocks)
 
@@ -255,6 +273,9 @@ def test_default_scored_layers():
     assert describe_tower(tm.qwen2_5_vl(depth=6, fullatt=(1, 3, 5)).model.visual).middle_layers() == (3,)
     odd = describe_tower(tm.qwen2_5_vl(depth=6, fullatt=(1, 3)).model.visual)
     assert odd.feature_score_layer() == 3 and odd.middle_layers() == (1, 3)
+    qwen2 = describe_tower(tm.qwen2_vl(depth=12).model.visual)
+    assert qwen2.middle_layers() == (6, 7, 8, 9) and qwen2.feature_score_layer() == 11
+    assert qwen2.full_attention_layers == tuple(range(12)) and not qwen2.windowed and qwen2.hidden_size == 32
     qwen3 = describe_tower(tm.qwen3_vl(depth=12).model.visual)
     assert qwen3.middle_layers() == (6, 7, 8, 9) and qwen3.feature_score_layer() == 11
     assert qwen3.full_attention_layers == tuple(range(12)) and not qwen3.windowed
@@ -262,7 +283,7 @@ def test_default_scored_layers():
 
 def test_default_hivtp_and_vispruner_run(model):
     inputs = _inputs(model)
-    deep = BUILDERS["qwen3_vl" if _is_qwen3(model) else "qwen2_5_vl"](depth=10)
+    deep = BUILDERS[_family(model)](depth=10)
     for method in (HIVTP(), VisPruner(keep=3)):
         with torch.no_grad(), apply(deep, method, backend=BACKEND) as handle:
             deep(**inputs)

@@ -39,7 +39,7 @@ def _identity_tower_hooks(visual):
     return handles
 
 
-@pytest.mark.parametrize("build", [tm.qwen2_5_vl, tm.qwen3_vl], ids=["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("build", [tm.qwen2_vl, tm.qwen2_5_vl, tm.qwen3_vl], ids=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_model_output_token_n_concatenates_positions_4n_to_4n_plus_3(build):
     model = build()
     visual = model.model.visual
@@ -54,7 +54,7 @@ def test_model_output_token_n_concatenates_positions_4n_to_4n_plus_3(build):
         for h in handles:
             h.remove()
     merged = torch.cat(out.pooler_output)  # [total merged, 4*C], the model's own order
-    C = visual.config.hidden_size
+    C = getattr(visual.config, "embed_dim", None) or visual.config.hidden_size  # Qwen2-VL: embed_dim
     positions = merged[:, ::C][:, :4]  # channel 0 of each concatenated patch
     total = sum(tm.qwen_visual_tokens(g) for g in GRIDS)
     assert torch.equal(positions, torch.arange(4 * total, dtype=positions.dtype).view(total, 4))

@@ -198,7 +198,7 @@ def pixels(n: int, size: int = 56, seed: int = 1, tiles: Optional[int] = None):
     return torch.randn(shape, generator=gen)
 
 
-# -- Qwen2.5-VL / Qwen3-VL ---------------------------------------------------------------------------
+# -- Qwen-VL: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5 ----------------------------------------------
 VIDEO_TOKEN = 89
 VISION_START_TOKEN = 91  # <|vision_start|> (InternVL's <img> id: the families never share a prompt)
 VISION_END_TOKEN = 92
@@ -227,6 +227,20 @@ _QWEN_TOKENS = dict(
 )
 
 
+def qwen2_vl(seed: int = 0, depth: int = 4):
+    """Qwen2-VL: 14 px patches, 2x2 merge, full attention in every layer (no windows, no DeepStack);
+    Qwen2-style text with M-RoPE sections (2, 3, 3) of a 16-dim head. (Its vision config names the
+    tower's width ``embed_dim`` and the merger's output ``hidden_size``.)"""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    vision = dict(
+        depth=depth, embed_dim=32, hidden_size=64, mlp_ratio=2, num_heads=4, patch_size=QWEN_PATCH, spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    cfg = Qwen2VLConfig(vision_config=vision, text_config=_qwen_text(), **_QWEN_TOKENS)
+    return _finish(Qwen2VLForConditionalGeneration(cfg), seed)
+
+
 def qwen2_5_vl(seed: int = 0, depth: int = 4, fullatt=(1, 3), window_size: int = 56):
     """Qwen2.5-VL: 14 px patches, 2x2 merge, windows of 56 px (2x2 merged tokens) in every layer
     except ``fullatt``; Qwen2-style text with M-RoPE sections (2, 3, 3) of a 16-dim head."""
@@ -240,10 +254,14 @@ def qwen2_5_vl(seed: int = 0, depth: int = 4, fullatt=(1, 3), window_size: int =
     return _finish(Qwen2_5_VLForConditionalGeneration(cfg), seed)
 
 
-def qwen3_vl(seed: int = 0, depth: int = 4, deepstack=(0, 2), text_layers: int = 3):
+_TINY_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)  # the MoE variants' text blocks
+
+
+def qwen3_vl(seed: int = 0, depth: int = 4, deepstack=(0, 2), text_layers: int = 3, moe: bool = False):
     """Qwen3-VL: 14 px patches, 2x2 merge, full attention in every layer, DeepStack features of
-    vision layers ``deepstack`` injected after LLM blocks 0..len-1; interleaved M-RoPE."""
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    vision layers ``deepstack`` injected after LLM blocks 0..len-1; interleaved M-RoPE. ``moe``:
+    Qwen3-VL-MoE (the same tower, mixture-of-experts text blocks)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
 
     vision = dict(
         depth=depth, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, deepstack_visual_indexes=list(deepstack),
@@ -251,8 +269,31 @@ def qwen3_vl(seed: int = 0, depth: int = 4, deepstack=(0, 2), text_layers: int =
     )
     text = _qwen_text(layers=text_layers, mrope_interleaved=True)
     text["head_dim"] = 16
+    if moe:
+        cfg = Qwen3VLMoeConfig(vision_config=vision, text_config=dict(text, **_TINY_MOE), **_QWEN_TOKENS)
+        return _finish(Qwen3VLMoeForConditionalGeneration(cfg), seed)
     cfg = Qwen3VLConfig(vision_config=vision, text_config=text, **_QWEN_TOKENS)
     return _finish(Qwen3VLForConditionalGeneration(cfg), seed)
+
+
+def qwen3_5(seed: int = 0, depth: int = 4, text_layers: int = 4, moe: bool = False):
+    """Qwen3.5: Qwen3-VL's vision tower without DeepStack (16 px patches in the release; 14 here),
+    a hybrid language model (linear-attention layers, a full-attention layer every 4th) with
+    interleaved M-RoPE; videos as Qwen3-VL writes them (one run per frame). ``moe``: Qwen3.5-MoE."""
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration, Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
+
+    vision = dict(
+        depth=depth, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, patch_size=QWEN_PATCH,
+        spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+    )
+    text = _qwen_text(layers=text_layers, mrope_interleaved=True, partial_rotary_factor=1.0)
+    text.update(head_dim=16, linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4)
+    if moe:
+        text.update(_TINY_MOE, shared_expert_intermediate_size=32)
+        cfg = Qwen3_5MoeConfig(vision_config=vision, text_config=text, **_QWEN_TOKENS)
+        return _finish(Qwen3_5MoeForConditionalGeneration(cfg), seed)
+    cfg = Qwen3_5Config(vision_config=vision, text_config=text, **_QWEN_TOKENS)
+    return _finish(Qwen3_5ForConditionalGeneration(cfg), seed)
 
 
 def qwen_visual_tokens(grid_thw) -> int:

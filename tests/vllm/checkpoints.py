@@ -5,10 +5,13 @@ tokenizer with the models' special tokens, an image processor and a chat templat
   strategy "default") or a SigLIP tower (no [CLS], feature layer -1, strategy "full").
 - ``llava_next(path)``: LLaVA-NeXT, 42 x 42 tiles (3 x 3 patches), anyres pinpoints up to 84 x 126.
 - ``internvl(path)``: InternVL (HF-native format), 84 x 84 tiles, pixel shuffle 0.5 -> 9 tokens per tile.
+- ``qwen2_vl(path)``: Qwen2-VL, 14 px patches merged 2x2, full attention in its 4 blocks.
 - ``qwen2_5_vl(path)``: Qwen2.5-VL, 14 px patches merged 2x2, 56 px windows (2 x 2 merged tokens) in
   blocks 0 and 2, full attention in blocks 1 and 3; images of 4 to 64 merged tokens (56 px sides and up).
 - ``qwen3_vl(path)``: Qwen3-VL, 16 px patches merged 2x2, full attention in its 4 blocks, DeepStack
   features of blocks 1 and 2, interleaved M-RoPE; images of 4 to 64 merged tokens (64 px sides and up).
+- ``qwen3_vl_moe(path)``: the same with mixture-of-experts text blocks; ``qwen3_5(path)``: Qwen3.5,
+  the same tower without DeepStack and a hybrid (linear-attention) language model, served in bfloat16.
 
 Weights are written in the hub layout vLLM loads: transformers 5.x saves a CLIP/SigLIP tower as
 ``vision_tower.*``, the hub checkpoints (and vLLM) use ``vision_tower.vision_model.*``.
@@ -209,40 +212,69 @@ def internvl(path: str, seed: int = 0):
     return _save(model, processor, path, hub_tower_prefix=False)
 
 
-def qwen2_5_vl(path: str, seed: int = 0, vision: dict = None, text_config=None, max_pixels: int = 28 * 28 * 64):
-    """``vision`` (Qwen2.5-VL vision config entries) / ``text_config`` replace the tiny defaults;
-    ``max_pixels``: the processor's largest image (default 64 merged tokens)."""
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
-
-    vision = vision or dict(
-        depth=4, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=128, fullatt_block_indexes=[1, 3],
-        window_size=56, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=2,
-    )
+def _mrope_text(text_config, sections, **rope) -> dict:
+    """The text config as a dict with M-RoPE: ``sections(head_dim)`` -> the (t, h, w) rotary sections."""
     text = (text_config or tiny_text_config("qwen2")).to_dict()
     head_dim = text["hidden_size"] // text["num_attention_heads"]
-    sections = [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]  # Qwen2.5-VL's 16:24:24 of a 128-dim head
-    text["rope_parameters"] = dict(rope_type="default", rope_theta=10000.0, mrope_section=sections)
-    config = Qwen2_5_VLConfig(
+    text["rope_parameters"] = dict(rope_type="default", rope_theta=10000.0, mrope_section=sections(head_dim), **rope)
+    return text
+
+
+def _qwen(path: str, seed: int, classes, vision: dict, text: dict, max_pixels: int, **processor_args):
+    """A Qwen-VL checkpoint: ``classes`` = (config, model, processor, video processor) classes; the
+    image processor is Qwen2-VL's; images of 4 merged tokens up to ``max_pixels``."""
+    from transformers import Qwen2VLImageProcessor
+
+    config_class, model_class, processor_class, video_processor_class = classes
+    config = config_class(
         vision_config=vision, text_config=text, image_token_id=token_id("<|image_pad|>"),
         video_token_id=token_id("<|video_pad|>"), vision_start_token_id=token_id("<|vision_start|>"),
         vision_end_token_id=token_id("<|vision_end|>"),
     )
     torch.manual_seed(seed)
-    model = _finish(Qwen2_5_VLForConditionalGeneration(config), seed)
-    pixels = {"shortest_edge": 28 * 28 * 4, "longest_edge": max_pixels}  # 4.. merged tokens per image
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=14, temporal_patch_size=2, merge_size=2),
-        video_processor=Qwen2VLVideoProcessor(size=pixels, patch_size=14, temporal_patch_size=2, merge_size=2),
+    model = _finish(model_class(config), seed)
+    patch = vision["patch_size"]
+    pixels = {"shortest_edge": (2 * patch) ** 2 * 4, "longest_edge": max_pixels}  # 4.. merged tokens per image
+    common = dict(size=pixels, patch_size=patch, temporal_patch_size=2, merge_size=2, **processor_args)
+    processor = processor_class(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=video_processor_class(**common),
         tokenizer=tokenizer(QWEN_TOKENS),
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", QWEN_IMAGE),
     )
     return _save(model, processor, path, hub_tower_prefix=False)
+
+
+def qwen2_vl(path: str, seed: int = 0):
+    """Qwen2-VL: 14 px patches merged 2x2, full attention in its 4 blocks (its vision config calls the
+    blocks' width ``embed_dim`` and the merger's output ``hidden_size``); images of 4 to 64 merged tokens."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    text = _mrope_text(None, lambda d: [d // 8, 3 * d // 16, 3 * d // 16])
+    vision = dict(depth=4, embed_dim=32, hidden_size=text["hidden_size"], mlp_ratio=2, num_heads=4, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2)
+    classes = (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor, Qwen2VLVideoProcessor)
+    return _qwen(path, seed, classes, vision, text, 28 * 28 * 64)
+
+
+def qwen2_5_vl(path: str, seed: int = 0, vision: dict = None, text_config=None, max_pixels: int = 28 * 28 * 64):
+    """``vision`` (Qwen2.5-VL vision config entries) / ``text_config`` replace the tiny defaults;
+    ``max_pixels``: the processor's largest image (default 64 merged tokens)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLVideoProcessor
+
+    vision = vision or dict(
+        depth=4, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=128, fullatt_block_indexes=[1, 3],
+        window_size=56, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=2,
+    )
+    text = _mrope_text(text_config, lambda d: [d // 8, 3 * d // 16, 3 * d // 16])  # Qwen2.5-VL's 16:24:24 of a 128-dim head
+    classes = (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLVideoProcessor)
+    return _qwen(path, seed, classes, vision, text, max_pixels)
+
+
+_QWEN3_VISION = dict(
+    depth=4, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=128, deepstack_visual_indexes=[1, 2],
+    patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+)
 
 
 def qwen3_vl(path: str, seed: int = 0, vision: dict = None, text_config=None, max_pixels: int = 32 * 32 * 64):
@@ -250,37 +282,60 @@ def qwen3_vl(path: str, seed: int = 0, vision: dict = None, text_config=None, ma
     ``max_pixels``: the processor's largest image (default 64 merged tokens). The image and video
     processors normalise alike (mean = std = 0.5, as the released Qwen3-VL): vLLM normalises every
     frame on the device with the image processor's constants."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    vision = vision or _QWEN3_VISION
+    # Qwen3-VL's 24:20:20 of a 128-dim head, interleaved
+    text = _mrope_text(text_config, lambda d: [3 * d // 16, 5 * d // 32, 5 * d // 32], mrope_interleaved=True)
+    text["head_dim"] = text["hidden_size"] // text["num_attention_heads"]
+    classes = (Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor)
+    return _qwen(path, seed, classes, vision, text, max_pixels, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+def qwen3_vl_moe(path: str, seed: int = 0):
+    """Qwen3-VL-MoE: ``qwen3_vl``'s tower and processor, text blocks of 4 experts (2 per token)."""
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    text = _mrope_text(None, lambda d: [3 * d // 16, 5 * d // 32, 5 * d // 32], mrope_interleaved=True)
+    text.update(head_dim=text["hidden_size"] // text["num_attention_heads"], num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+                norm_topk_prob=True)  # vLLM reads norm_topk_prob, which this transformers config lacks
+    classes = (Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor)
+    path, model = _qwen(path, seed, classes, _QWEN3_VISION, text, 32 * 32 * 64, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    _fused_experts_in_hub_layout(path)
+    return path, model
+
+
+def _fused_experts_in_hub_layout(path: str):
+    """transformers 5.x saves fused expert weights as [E, out, in]; the hub checkpoints (and vLLM's
+    loader) hold them as [E, in, out]: transpose them in the saved file."""
+    from safetensors.torch import load_file, save_file
+
+    weights = os.path.join(path, "model.safetensors")
+    state = load_file(weights)
+    fused = ("experts.gate_up_proj", "experts.down_proj")
+    state = {k: (v.transpose(1, 2).contiguous() if k.endswith(fused) else v) for k, v in state.items()}
+    save_file(state, weights, metadata={"format": "pt"})
+
+
+def qwen3_5(path: str, seed: int = 0, moe: bool = False):
+    """Qwen3.5: Qwen3-VL's tower without DeepStack, a hybrid language model (3 linear-attention
+    layers, then a full-attention one; vLLM's CPU kernels for them need bfloat16 and 128-dim heads).
+    ``moe``: Qwen3.5-MoE (4 experts, 2 per token, and a shared expert)."""
     from transformers import (
-        Qwen2VLImageProcessor,
-        Qwen3VLConfig,
-        Qwen3VLForConditionalGeneration,
+        Qwen3_5Config,
+        Qwen3_5ForConditionalGeneration,
+        Qwen3_5MoeConfig,
+        Qwen3_5MoeForConditionalGeneration,
         Qwen3VLProcessor,
         Qwen3VLVideoProcessor,
     )
 
-    vision = vision or dict(
-        depth=4, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=128, deepstack_visual_indexes=[1, 2],
-        patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
-    )
-    text = (text_config or tiny_text_config("qwen2")).to_dict()
-    head_dim = text["hidden_size"] // text["num_attention_heads"]
-    text["head_dim"] = head_dim
-    sections = [3 * head_dim // 16, 5 * head_dim // 32, 5 * head_dim // 32]  # Qwen3-VL's 24:20:20 of a 128-dim head
-    text["rope_parameters"] = dict(rope_type="default", rope_theta=10000.0, mrope_section=sections, mrope_interleaved=True)
-    config = Qwen3VLConfig(
-        vision_config=vision, text_config=text, image_token_id=token_id("<|image_pad|>"),
-        video_token_id=token_id("<|video_pad|>"), vision_start_token_id=token_id("<|vision_start|>"),
-        vision_end_token_id=token_id("<|vision_end|>"),
-    )
-    torch.manual_seed(seed)
-    model = _finish(Qwen3VLForConditionalGeneration(config), seed)
-    patch = vision["patch_size"]
-    pixels = {"shortest_edge": (2 * patch) ** 2 * 4, "longest_edge": max_pixels}  # 4.. merged tokens per image
-    common = dict(size=pixels, patch_size=patch, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    processor = Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**common),
-        video_processor=Qwen3VLVideoProcessor(**common),
-        tokenizer=tokenizer(QWEN_TOKENS),
-        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", QWEN_IMAGE),
-    )
-    return _save(model, processor, path, hub_tower_prefix=False)
+    text = _mrope_text(None, lambda d: [3 * d // 16, 5 * d // 32, 5 * d // 32], mrope_interleaved=True, partial_rotary_factor=1.0)
+    text.update(head_dim=text["hidden_size"] // text["num_attention_heads"], num_hidden_layers=4, layer_types=None,
+                linear_key_head_dim=128, linear_value_head_dim=128, linear_num_key_heads=2, linear_num_value_heads=4)
+    if moe:
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=64)
+    vision = {k: v for k, v in _QWEN3_VISION.items() if k != "deepstack_visual_indexes"}
+    classes = (Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration) if moe else (Qwen3_5Config, Qwen3_5ForConditionalGeneration)
+    classes += (Qwen3VLProcessor, Qwen3VLVideoProcessor)
+    return _qwen(path, seed, classes, vision, text, 32 * 32 * 64, image_mean=[0.5] * 3, image_std=[0.5] * 3)

@@ -41,12 +41,13 @@ def video(frames: int, width: int, height: int, seed: int, fps: float = 2.0):
 class Engine:
     """One vLLM engine (in-process) serving ``path`` with ``hf_overrides``."""
 
-    def __init__(self, path: str, hf_overrides: dict, *, max_images: int = 2, max_videos: int = 0, **engine_args):
+    def __init__(self, path: str, hf_overrides: dict, *, max_images: int = 2, max_videos: int = 0, dtype: str = "float32",
+                 **engine_args):
         from vllm import LLM
 
         self.llm = LLM(
             model=path,
-            dtype="float32",
+            dtype=dtype,
             enforce_eager=True,
             max_model_len=512,
             max_num_batched_tokens=TOKEN_BUDGET,

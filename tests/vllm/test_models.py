@@ -8,7 +8,7 @@ budget of 32 per step, smaller than every prompt here: all prefills are chunked.
   still the pruned one);
 - the kept count per image is what the processor announced (prompt length);
 - the log-probability of every prompt token equals ``apply()``'s forward (so every position of the
-  pruned prompt is right: for Qwen2.5-VL and Qwen3-VL, each kept token's M-RoPE position from the
+  pruned prompt is right: for the Qwen-VL models, each kept token's M-RoPE position from the
   unpruned layout).
 """
 from __future__ import annotations
@@ -60,6 +60,12 @@ CASES = {
         checkpoints.internvl, "InternVLForConditionalGeneration",
         {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), "<IMG_CONTEXT>", [(168, 84), (84, 84), (84, 168)],
     ),
+    # every block attends over the whole frame (no windows); a video and an image in one prompt too
+    "qwen2_vl-vispruner": Case(
+        checkpoints.qwen2_vl, "Qwen2VLForConditionalGeneration",
+        {"method": "vispruner", "keep": 10, "step": 2}, VisPruner(keep=10, step=2), checkpoints.QWEN_IMAGE,
+        [(112, 84), (84, 140), (168, 168)], videos=True,
+    ),
     # merged grids 3x4, 5x3, 6x6: keep 10 prunes each, and in the two-image prompt the second image's
     # placeholders straddle the 32-token chunk boundary
     "qwen2_5_vl-vispruner": Case(
@@ -79,6 +85,12 @@ CASES = {
         checkpoints.qwen3_vl, "Qwen3VLForConditionalGeneration",
         {"method": "vispruner", "keep": 10, "step": 2}, VisPruner(keep=10, step=2), checkpoints.QWEN_IMAGE,
         [(128, 96), (96, 160), (192, 192)], videos=True,
+    ),
+    # Qwen3-VL's tower and DeepStack with mixture-of-experts text blocks
+    "qwen3_vl_moe-vispruner": Case(
+        checkpoints.qwen3_vl_moe, "Qwen3VLMoeForConditionalGeneration",
+        {"method": "vispruner", "keep": 10, "step": 2}, VisPruner(keep=10, step=2), checkpoints.QWEN_IMAGE,
+        [(128, 96), (96, 160), (192, 192)],
     ),
     "qwen3_vl-uniform": Case(
         checkpoints.qwen3_vl, "Qwen3VLForConditionalGeneration",
@@ -193,7 +205,7 @@ def test_prompt_logprobs_match_apply(served):
 
 @pytest.mark.parametrize("served", [name for name, case in CASES.items() if case.videos], indirect=True)
 def test_video_and_image_match_apply(served):
-    """A video (pruned per frame, budget per frame; Qwen2.5-VL: temporal positions at frame * fps step,
+    """A video (pruned per frame, budget per frame; Qwen2(.5)-VL: temporal positions at frame * fps step,
     Qwen3-VL: each frame between its timestamp and delimiters, at its own base) and an image in one
     prompt: kept indices, greedy tokens and prompt log-probabilities as apply()."""
     case, engine, model, processor = served

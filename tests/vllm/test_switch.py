@@ -50,26 +50,25 @@ def test_hf_overrides_names_the_pruned_architecture():
         "vtprune": {"method": "vispruner", "keep": 32, "step": 4},
     }
     with pytest.raises(ValueError, match="no pruned variant"):
-        hf_overrides("Qwen2VLForConditionalGeneration", "vispruner", 32)
+        hf_overrides("Qwen2AudioForConditionalGeneration", "vispruner", 32)
 
 
 def test_plugin_registers_only_new_architectures():
-    """Default off: the stock architectures keep vLLM's own classes; only VTPrune* names are added."""
+    """Default off: every stock architecture keeps vLLM's own class; each pruned name loads this
+    package's class, a subclass of the stock one."""
     from vllm import ModelRegistry
     from vllm.plugins import load_general_plugins
 
+    from vtprune_kernels.integrations.vllm import PRUNED_ARCHITECTURES
+
     load_general_plugins()
-    archs = set(ModelRegistry.get_supported_archs())
-    assert {"VTPruneLlavaForConditionalGeneration", "VTPruneLlavaNextForConditionalGeneration",
-            "VTPruneInternVLForConditionalGeneration", "VTPruneQwen2_5_VLForConditionalGeneration",
-            "VTPruneQwen3VLForConditionalGeneration"} <= archs
-    stock = ModelRegistry._try_load_model_cls("LlavaForConditionalGeneration")
-    assert stock.__module__ == "vllm.model_executor.models.llava"
-    assert ModelRegistry._try_load_model_cls("InternVLForConditionalGeneration").__module__ == "vllm.model_executor.models.interns1"
-    qwen = ModelRegistry._try_load_model_cls("Qwen2_5_VLForConditionalGeneration")
-    assert (qwen.__module__, qwen.__name__) == ("vllm.model_executor.models.qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration")
-    qwen3 = ModelRegistry._try_load_model_cls("Qwen3VLForConditionalGeneration")
-    assert (qwen3.__module__, qwen3.__name__) == ("vllm.model_executor.models.qwen3_vl", "Qwen3VLForConditionalGeneration")
+    assert set(PRUNED_ARCHITECTURES.values()) <= set(ModelRegistry.get_supported_archs())
+    assert len(PRUNED_ARCHITECTURES) == 9
+    for stock_name, pruned_name in PRUNED_ARCHITECTURES.items():
+        stock = ModelRegistry._try_load_model_cls(stock_name)
+        assert stock.__module__.startswith("vllm.model_executor.models.") and stock.__name__ in (stock_name, "InternS1ForConditionalGeneration")
+        pruned = ModelRegistry._try_load_model_cls(pruned_name)
+        assert pruned.__module__.startswith("vtprune_kernels.integrations.vllm.") and issubclass(pruned, stock), pruned_name
 
 
 def _clip_tower(built_layers: int):
@@ -126,6 +125,7 @@ def test_a_scored_layer_vllm_does_not_build_is_refused():
         ("qwen2_5_vl", "ptp", 8, "cannot run in vLLM: PTP scores tokens with the prompt's instruction text"),
         ("qwen2_5_vl", "vispruner", 0, "'keep' must be an integer >= 1"),
         ("qwen3_vl", "hivtp", 8, "cannot run in vLLM: HIVTP keeps a number of tokens"),
+        ("qwen2_vl", "vispruner", -1, "'keep' must be an integer >= 1"),
     ],
 )
 def test_engine_start_refuses_a_bad_configuration(model, method, keep, message, checkpoint_dir):
@@ -137,6 +137,7 @@ def test_engine_start_refuses_a_bad_configuration(model, method, keep, message, 
         "llava": (checkpoints.llava, "LlavaForConditionalGeneration"),
         "qwen2_5_vl": (checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration"),
         "qwen3_vl": (checkpoints.qwen3_vl, "Qwen3VLForConditionalGeneration"),
+        "qwen2_vl": (checkpoints.qwen2_vl, "Qwen2VLForConditionalGeneration"),
     }[model]
     path, _ = build(f"{checkpoint_dir}/bad-config-{model}")
     with pytest.raises(Exception, match=message):

@@ -1,5 +1,5 @@
 """Tensor parallelism (TP=2 on the CPU backend): each rank holds half of the vision tower's heads (CLIP;
-the packed towers of Qwen2.5-VL and Qwen3-VL, scored per frame); the head-mean scores are
+the packed towers of Qwen2-VL, Qwen2.5-VL and Qwen3-VL, scored per frame); the head-mean scores are
 all-reduced, so both ranks keep the tokens ``apply()`` keeps, and the sharded merger/projector (and
 Qwen3-VL's DeepStack mergers) run on them."""
 from __future__ import annotations
@@ -15,6 +15,7 @@ from vtprune_kernels.integrations.vllm import hf_overrides
 
 CASES = {  # builder, stock architecture, prompt, image (width, height)
     "llava-clip": (lambda p: checkpoints.llava(p, "clip"), "LlavaForConditionalGeneration", "USER: <image>\n", (70, 70)),
+    "qwen2_vl": (checkpoints.qwen2_vl, "Qwen2VLForConditionalGeneration", f"USER: {checkpoints.QWEN_IMAGE}\n", (168, 84)),
     "qwen2_5_vl": (checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration", f"USER: {checkpoints.QWEN_IMAGE}\n", (168, 84)),
     "qwen3_vl": (checkpoints.qwen3_vl, "Qwen3VLForConditionalGeneration", f"USER: {checkpoints.QWEN_IMAGE}\n", (192, 96)),
 }

@@ -1,7 +1,8 @@
 """Load a real checkpoint from a local folder (``vtprune demo --model PATH``), never from a hub.
 
 Supported: transformers-native ("-hf") LLaVA-1.5 (``llava``), LLaVA-NeXT (``llava_next``),
-InternVL (``internvl``), Qwen2.5-VL (``qwen2_5_vl``) and Qwen3-VL (``qwen3_vl``) folders, loaded
+InternVL (``internvl``), Qwen2-VL (``qwen2_vl``), Qwen2.5-VL (``qwen2_5_vl``), Qwen3-VL (``qwen3_vl``,
+``qwen3_vl_moe``) and Qwen3.5 (``qwen3_5``, ``qwen3_5_moe``) folders, loaded
 with ``AutoProcessor`` / ``AutoModelForImageTextToText`` and ``local_files_only=True``. Qwen-VL
 processors need torchvision (transformers builds their video processor with it).
 """
@@ -16,8 +17,8 @@ import torch
 
 from .errors import DemoInputError
 
-SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "internvl", "qwen2_5_vl", "qwen3_vl")
-DYNAMIC_RESOLUTION = ("qwen2_5_vl", "qwen3_vl")  # visual tokens follow the image's size
+DYNAMIC_RESOLUTION = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "internvl") + DYNAMIC_RESOLUTION  # visual tokens follow the image's size
 
 
 @dataclasses.dataclass

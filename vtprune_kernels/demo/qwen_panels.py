@@ -1,4 +1,4 @@
-"""Demo pictures for Qwen2.5-VL / Qwen3-VL inputs: flattened patches back to an image, kept merged tokens.
+"""Demo pictures for Qwen-VL inputs: flattened patches back to an image, kept merged tokens.
 
 Qwen-VL processors hand the model flattened patches [S, 3 * 2 * P * P] (channels, 2 temporal
 copies, P x P pixels) in merge-block order (``methods/merged_grid.py``) plus ``image_grid_thw``;

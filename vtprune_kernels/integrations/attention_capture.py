@@ -24,7 +24,7 @@ one capture the count continues (call i of a layer with c chunks is chunk i, for
 Capturing another tower: any attention module whose forward looks its function up with
 ``ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, ...)`` and calls it as
 ``fn(self, q, k, v, mask, scaling=..., ...)`` with q/k/v [B, H, S, D] works unchanged (CLIP,
-SigLIP, InternViT, DINOv2, Qwen2.5-VL / Qwen3-VL vision blocks): pass ``{layer: module}`` and a
+SigLIP, InternViT, DINOv2, Qwen-VL vision blocks): pass ``{layer: module}`` and a
 sink. Packed towers: a full-attention block's chunk c is the c-th ``cu_seqlens`` segment (an
 image, or a frame of a video); its keys are in the packed order the block sees (Qwen2.5-VL:
 window-permuted, back to raster order with ``argsort(window_index)`` restricted to that segment).

@@ -63,8 +63,20 @@ _SUPPORTED = (
     "LlavaForConditionalGeneration (CLIP or SigLIP vision tower)",
     "LlavaNextForConditionalGeneration (CLIP vision tower)",
     "InternVLForConditionalGeneration",
+    "Qwen2VLForConditionalGeneration",
+    "Qwen2_5_VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration (and Qwen3VLMoe)",
+    "Qwen3_5ForConditionalGeneration (and Qwen3_5Moe)",
+)
+
+
+QWEN_VL_CLASSES = (
+    "Qwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration",
+    "Qwen3VLMoeForConditionalGeneration",
+    "Qwen3_5ForConditionalGeneration",
+    "Qwen3_5MoeForConditionalGeneration",
 )
 
 
@@ -87,7 +99,7 @@ def _adapter_for(model):
         from .internvl import InternVLAdapter
 
         return InternVLAdapter(model)
-    if type(model).__name__ in ("Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration"):
+    if type(model).__name__ in QWEN_VL_CLASSES:
         from .qwen_vl import QwenVLAdapter
 
         return QwenVLAdapter(model)
@@ -339,8 +351,9 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
     """Prune the visual tokens of ``model`` with ``method`` until the handle is removed.
 
     model: LlavaForConditionalGeneration (CLIP/SigLIP/DINOv2 tower), LlavaNextForConditionalGeneration,
-        InternVLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration or
-        Qwen3VLForConditionalGeneration (transformers 5.x). method: a ``vtprune_kernels.methods``
+        InternVLForConditionalGeneration, Qwen2VLForConditionalGeneration,
+        Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration
+        or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.
         backend: forwarded to ``vtprune_kernels.ops.attention_scores`` ("auto", "cpu", "reference",
         "triton"); checked here against the model's device.

@@ -1,17 +1,23 @@
-"""The vision tower of Qwen2.5-VL and Qwen3-VL: its anatomy, and one run that yields what pruning needs.
+"""The vision tower of Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5: its anatomy, and one run that
+yields what pruning needs.
 
-Both towers (transformers' ``Qwen2_5_VisionTransformerPretrainedModel`` / ``Qwen3VLVisionModel``)
-take flattened patches [S, 3*2*P*P] in the processor's merge-block order plus ``grid_thw``, run
-``depth`` blocks over the packed sequence (attention per frame: ``cu_seqlens``), and merge every
+The towers (transformers' ``Qwen2VisionTransformerPretrainedModel``,
+``Qwen2_5_VisionTransformerPretrainedModel``, ``Qwen3VLVisionModel``, ``Qwen3_5VisionModel`` and
+their MoE twins) take flattened patches
+[S, 3*2*P*P] in the processor's merge-block order plus ``grid_thw``, run ``depth`` blocks over the
+packed sequence (attention per frame: ``cu_seqlens``), and merge every
 2x2 block of patches into one language-model token with ``merger`` (see
 ``methods/merged_grid.py`` for the orders). Differences:
 
+- Qwen2-VL attends over the whole frame in every block; nothing else (its vision config names the
+  blocks' width ``embed_dim``, and ``hidden_size`` is the merger's output).
 - Qwen2.5-VL attends inside windows (112 px, i.e. 4x4 merged tokens) in every block except
   ``fullatt_block_indexes`` (7, 15, 23, 31 in the released checkpoints), and runs its blocks on a
   window-permuted sequence.
 - Qwen3-VL attends over the whole frame in every block (no windows) and feeds the language model
   DeepStack features too: after blocks ``deepstack_visual_indexes`` (8, 16, 24) a per-level merger
   turns the block's output into one more feature per merged token.
+- Qwen3.5 (dense and MoE) has Qwen3-VL's tower without DeepStack.
 
 ``run_tower`` calls the tower's own ``forward`` (embeddings, rotary positions, window permutation
 and the model's attention implementation are the model's) while ``attention_capture`` hands the
@@ -39,7 +45,14 @@ from .attention_capture import AttentionCapture
 from .score_accumulator import ScoreAccumulator
 from .stop_tower import StopTower, stopped_early
 
-TOWER_CLASSES = ("Qwen2_5_VisionTransformerPretrainedModel", "Qwen3VLVisionModel")
+TOWER_CLASSES = (
+    "Qwen2VisionTransformerPretrainedModel",
+    "Qwen2_5_VisionTransformerPretrainedModel",
+    "Qwen3VLVisionModel",
+    "Qwen3VLMoeVisionModel",
+    "Qwen3_5VisionModel",
+    "Qwen3_5MoeVisionModel",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +79,9 @@ class QwenTower:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.module.config.hidden_size)
+        """The blocks' width C (the merger's input is 4C per merged token)."""
+        config = self.module.config
+        return int(getattr(config, "embed_dim", None) or config.hidden_size)  # Qwen2-VL: embed_dim
 
     def feature_score_layer(self) -> int:
         """VisPruner's default layer (``feature_score_layer`` below)."""

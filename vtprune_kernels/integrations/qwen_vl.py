@@ -1,4 +1,6 @@
-"""Qwen2.5-VL and Qwen3-VL (``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``).
+"""The Qwen-VL models: Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5 (``Qwen2VLForConditionalGeneration``,
+``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``,
+``Qwen3_5ForConditionalGeneration`` and the MoE variants of the last two).
 
 Images (``pixel_values`` + ``image_grid_thw``) and videos (``pixel_values_videos`` +
 ``video_grid_thw``) of any size, several per call: the tower runs once per modality, as the model
@@ -53,7 +55,7 @@ class _Entry(MergedGridItem):
 
 
 class QwenVLAdapter(TowerAdapter):
-    """Prunes the images and videos of one Qwen2.5-VL / Qwen3-VL call."""
+    """Prunes the images and videos of one Qwen-VL call (Qwen2-VL to Qwen3.5)."""
 
     consumed_kwargs = ("pixel_values", "pixel_values_videos", "image_grid_thw", "video_grid_thw", "second_per_grid_ts")
     pixel_kwargs = ("pixel_values", "pixel_values_videos")

@@ -1,7 +1,8 @@
-"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, InternVL, Qwen2.5-VL and Qwen3-VL (docs/design.md section 4).
+"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, InternVL, Qwen2-VL, Qwen2.5-VL,
+Qwen3-VL (and -MoE) and Qwen3.5 (and -MoE) (docs/design.md section 4).
 
 ``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
-process it starts. It only adds five architectures to vLLM's model registry, by name (the classes
+process it starts. It only adds nine architectures to vLLM's model registry, by name (the classes
 are imported when a model asks for them):
 
 | stock architecture                  | pruned architecture                        |
@@ -9,8 +10,12 @@ are imported when a model asks for them):
 | LlavaForConditionalGeneration       | VTPruneLlavaForConditionalGeneration       |
 | LlavaNextForConditionalGeneration   | VTPruneLlavaNextForConditionalGeneration   |
 | InternVLForConditionalGeneration    | VTPruneInternVLForConditionalGeneration    |
+| Qwen2VLForConditionalGeneration     | VTPruneQwen2VLForConditionalGeneration     |
 | Qwen2_5_VLForConditionalGeneration  | VTPruneQwen2_5_VLForConditionalGeneration  |
 | Qwen3VLForConditionalGeneration     | VTPruneQwen3VLForConditionalGeneration     |
+| Qwen3VLMoeForConditionalGeneration  | VTPruneQwen3VLMoeForConditionalGeneration  |
+| Qwen3_5ForConditionalGeneration     | VTPruneQwen3_5ForConditionalGeneration     |
+| Qwen3_5MoeForConditionalGeneration  | VTPruneQwen3_5MoeForConditionalGeneration  |
 
 A model is pruned when its config is switched to the pruned architecture and carries the method
 (``switch.py``): ``hf_overrides={"architectures": [...], "vtprune": {"method": ..., "keep": ...}}``.
@@ -28,8 +33,12 @@ _CLASSES = {
     "VTPruneLlavaForConditionalGeneration": "llava",
     "VTPruneLlavaNextForConditionalGeneration": "llava_next",
     "VTPruneInternVLForConditionalGeneration": "internvl",
+    "VTPruneQwen2VLForConditionalGeneration": "qwen2_vl",
     "VTPruneQwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
     "VTPruneQwen3VLForConditionalGeneration": "qwen3_vl",
+    "VTPruneQwen3VLMoeForConditionalGeneration": "qwen3_vl_moe",
+    "VTPruneQwen3_5ForConditionalGeneration": "qwen3_5",
+    "VTPruneQwen3_5MoeForConditionalGeneration": "qwen3_5",
 }
 
 

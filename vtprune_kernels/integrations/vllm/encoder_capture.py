@@ -1,6 +1,6 @@
 """Scores from vLLM's own vision attention: q/k captured by a hook on its ``MMEncoderAttention``.
 
-vLLM's vision towers (CLIP, SigLIP, InternViT, Qwen2.5-VL's, Qwen3-VL's) compute q, k, v and call
+vLLM's vision towers (CLIP, SigLIP, InternViT, Qwen2-VL's, Qwen2.5-VL's, Qwen3-VL's) compute q, k, v and call
 one attention module per layer, ``MMEncoderAttention(query, key, value, ...)``, with q and k
 [B, S, H_local*D] (or [B, S, H_local, D]; Qwen-VL: after its rotary embedding). A forward pre-hook on that module
 sees them while the tower keeps vLLM's own attention backend; ``ScoreAccumulator`` (shared with the
@@ -9,7 +9,7 @@ the tower is touched, and the hook exists only during one encoder call. vLLM's e
 does not return its log-sum-exp, so the op computes the normaliser itself (``lse=None``; for a
 [CLS] row that is one row).
 
-Packed towers (Qwen2.5-VL, Qwen3-VL) run every image of a batch as one sequence [1, S] and attend inside
+Packed towers (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) run every image of a batch as one sequence [1, S] and attend inside
 segments of it (``cu_seqlens``: one per frame in full-attention blocks, one per window in the
 others). The capture is then given each scored layer's segment lengths (host data, derived from
 the image grids, so the device's ``cu_seqlens`` is never read) and scores each segment on its
@@ -53,9 +53,9 @@ class EncoderLayout:
 
 def describe_encoder(tower: nn.Module) -> EncoderLayout:
     """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, InternS1VisionModel (InternViT),
-    Qwen2_5_VisionTransformer or Qwen3_VisionTransformer."""
+    Qwen2VisionTransformer, Qwen2_5_VisionTransformer or Qwen3_VisionTransformer."""
     name = type(tower).__name__
-    if name in ("Qwen2_5_VisionTransformer", "Qwen3_VisionTransformer"):  # the same attention module
+    if name in ("Qwen2VisionTransformer", "Qwen2_5_VisionTransformer", "Qwen3_VisionTransformer"):  # one attention layout
         first = tower.blocks[0].attn
         return EncoderLayout(
             attention=lambda i: tower.blocks[i].attn.attn,
@@ -73,7 +73,7 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
     else:
         raise ValueError(
             f"vtprune: unsupported vLLM vision tower {name} (supported: CLIPVisionModel, SiglipVisionModel, "
-            "InternS1VisionModel, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer)"
+            "InternS1VisionModel, Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer)"
         )
     first = layers[0]
     return EncoderLayout(

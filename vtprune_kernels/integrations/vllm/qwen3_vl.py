@@ -85,20 +85,23 @@ class VTPruneQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
         return [pruned(u) for u in super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)]
 
 
-@MULTIMODAL_REGISTRY.register_processor(
-    VTPruneQwen3VLMultiModalProcessor, info=VTPruneQwen3VLProcessingInfo, dummy_inputs=Qwen3VLDummyInputsBuilder
-)
-class VTPruneQwen3VLForConditionalGeneration(PositionChannels, Qwen3VLForConditionalGeneration):
-    """vLLM's Qwen3-VL with every image and video frame pruned by the configured method."""
+class Qwen3VLPruning:
+    """Model mixin (first in the bases, before vLLM's model class): the pruned encoder step and
+    prompt positions of Qwen3-VL and the models built on its tower (Qwen3-VL-MoE, Qwen3.5,
+    Qwen3.5-MoE; without DeepStack mergers where a model has none). Subclasses set
+    ``vtprune_architecture``."""
+
+    vtprune_architecture = ""
 
     def __init__(self, *, vllm_config, prefix: str = "model"):
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        check_engine_config(vllm_config, ARCHITECTURE)
+        check_engine_config(vllm_config, self.vtprune_architecture)
         depth = len(self.visual.blocks)
         # every block attends over the whole frame: HIVTP's middle layers would be the paper's (it is
         # refused by the switch anyway, its count depends on the content)
         self.vtprune = EncoderPruning(
-            self.config, ARCHITECTURE, self.visual, tower_depth=depth, feature_layer=feature_score_layer(depth, range(depth))
+            self.config, self.vtprune_architecture, self.visual, tower_depth=depth,
+            feature_layer=feature_score_layer(depth, range(depth)),
         )
 
     def vtprune_selections(self, clear: bool = False):
@@ -111,7 +114,7 @@ class VTPruneQwen3VLForConditionalGeneration(PositionChannels, Qwen3VLForConditi
         embeddings: Tuple[torch.Tensor, ...] = ()
         for modality, item in inputs.items():  # the order of the call's modalities, as vLLM's model
             if item["type"] in ("image_embeds", "video_embeds"):
-                raise ValueError(f"{ARCHITECTURE}: precomputed {modality} embeddings cannot be pruned")
+                raise ValueError(f"{self.vtprune_architecture}: precomputed {modality} embeddings cannot be pruned")
             if modality == "image":
                 embeddings += self._pruned_embeddings(item["pixel_values"], item["image_grid_thw"])
             else:
@@ -165,7 +168,7 @@ class VTPruneQwen3VLForConditionalGeneration(PositionChannels, Qwen3VLForConditi
         with stopped_early(handles):
             self.visual(pixel_values, grid_thw=grids)
         if "hidden" not in captured:
-            raise RuntimeError(f"{ARCHITECTURE}: the vision tower returned without calling its merger")
+            raise RuntimeError(f"{self.vtprune_architecture}: the vision tower returned without calling its merger")
         levels = [captured[i].reshape(-1, channels) for i in range(len(self.visual.deepstack_merger_list))]
         return captured["hidden"].reshape(-1, self.visual.hidden_size), levels
 
@@ -181,7 +184,16 @@ class VTPruneQwen3VLForConditionalGeneration(PositionChannels, Qwen3VLForConditi
             start = feature.mm_position.offset
             runs = placeholder_runs(input_tokens, start, start + feature.mm_position.length, pads[feature.modality])
             if len(runs) != t:
-                raise RuntimeError(f"{ARCHITECTURE}: a {feature.modality} of {t} frames has {len(runs)} placeholder runs")
+                raise RuntimeError(f"{self.vtprune_architecture}: a {feature.modality} of {t} frames has {len(runs)} placeholder runs")
             span = item_span(1, h // merge, w // merge, 0.0)
             items += [(offset, length, span) for offset, length in runs]
         return prompt_positions(len(input_tokens), items)
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    VTPruneQwen3VLMultiModalProcessor, info=VTPruneQwen3VLProcessingInfo, dummy_inputs=Qwen3VLDummyInputsBuilder
+)
+class VTPruneQwen3VLForConditionalGeneration(Qwen3VLPruning, PositionChannels, Qwen3VLForConditionalGeneration):
+    """vLLM's Qwen3-VL with every image and video frame pruned by the configured method."""
+
+    vtprune_architecture = ARCHITECTURE

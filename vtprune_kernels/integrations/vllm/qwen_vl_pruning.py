@@ -1,6 +1,6 @@
-"""What the pruned Qwen2.5-VL and Qwen3-VL models of the vLLM plugin share.
+"""What the pruned Qwen-VL models of the vLLM plugin (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) share.
 
-Both select per frame (an image is one frame) among the 2x2-merged tokens, keep min(keep, merged
+They select per frame (an image is one frame) among the 2x2-merged tokens, keep min(keep, merged
 tokens) per frame, run the merger(s) on the kept tokens only, and keep every kept token's M-RoPE
 position from the unpruned layout by carrying its grid offset in trailing channels of the encoder
 output (``mrope_positions.py``). Here:
@@ -76,7 +76,7 @@ def check_engine_config(vllm_config, architecture: str) -> None:
 @dataclasses.dataclass
 class FrameItem(MergedGridItem):
     """One image or video of an encoder call (``MergedGridItem``) and the temporal position step of its
-    frames (Qwen2.5-VL: frame f at int(f * t_factor); Qwen3-VL: 0, every frame has its own base)."""
+    frames (Qwen2-VL, Qwen2.5-VL: frame f at int(f * t_factor); Qwen3-VL: 0, every frame has its own base)."""
 
     t_factor: float = 1.0
 

@@ -25,8 +25,12 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaForConditionalGeneration": "VTPruneLlavaForConditionalGeneration",
     "LlavaNextForConditionalGeneration": "VTPruneLlavaNextForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
+    "Qwen2VLForConditionalGeneration": "VTPruneQwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration": "VTPruneQwen2_5_VLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration": "VTPruneQwen3VLForConditionalGeneration",
+    "Qwen3VLMoeForConditionalGeneration": "VTPruneQwen3VLMoeForConditionalGeneration",
+    "Qwen3_5ForConditionalGeneration": "VTPruneQwen3_5ForConditionalGeneration",
+    "Qwen3_5MoeForConditionalGeneration": "VTPruneQwen3_5MoeForConditionalGeneration",
 }
 
 _METHODS = {"vispruner": VisPruner, "random": Random, "uniform": Uniform}
