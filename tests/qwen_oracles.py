@@ -71,8 +71,14 @@ def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.
 def last_hidden_in_merge_order(model, pixels, grid_thw) -> torch.Tensor:
     """[S/4, 4C]: the last block's output, un-permuted by the model's reverse indices, 4 patches per row."""
     visual = model.model.visual
-    with torch.no_grad():
-        hidden = visual(pixels, grid_thw=grid_thw).last_hidden_state
+    seen = []
+    hook = visual.blocks[-1].register_forward_hook(lambda m, args, out: seen.append(out))  # GLM-4V's last_hidden_state is merged
+    try:
+        with torch.no_grad():
+            visual(pixels, grid_thw=grid_thw)
+    finally:
+        hook.remove()
+    hidden = seen[0]
     if hasattr(visual, "window_size"):
         from transformers.vision_utils import get_vision_window_index
 

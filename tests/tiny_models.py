@@ -296,6 +296,26 @@ def qwen3_5(seed: int = 0, depth: int = 4, text_layers: int = 4, moe: bool = Fal
     return _finish(Qwen3_5ForConditionalGeneration(cfg), seed)
 
 
+def glm4v(seed: int = 0, depth: int = 4, moe: bool = False):
+    """GLM-4.1V: a Qwen-VL-style packed tower (14 px patches, 2x2 blocks, full attention) whose 2x2
+    blocks are merged by a norm, a 2x2 convolution and an MLP; M-RoPE text. ``moe``: GLM-4.5V (the
+    same tower, mixture-of-experts text blocks after the first)."""
+    from transformers import Glm4vConfig, Glm4vForConditionalGeneration, Glm4vMoeConfig, Glm4vMoeForConditionalGeneration
+
+    vision = dict(
+        depth=depth, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, patch_size=QWEN_PATCH,
+        spatial_merge_size=2, temporal_patch_size=2, image_size=56,
+    )
+    text = _qwen_text()
+    text["rope_parameters"]["partial_rotary_factor"] = 1.0
+    tokens = dict(image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN, image_start_token_id=VISION_START_TOKEN,
+                  image_end_token_id=VISION_END_TOKEN)
+    if moe:
+        text.update(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1)
+        return _finish(Glm4vMoeForConditionalGeneration(Glm4vMoeConfig(vision_config=vision, text_config=text, **tokens)), seed)
+    return _finish(Glm4vForConditionalGeneration(Glm4vConfig(vision_config=vision, text_config=text, **tokens)), seed)
+
+
 def qwen_visual_tokens(grid_thw) -> int:
     """Merged tokens (placeholders) of one image/video with patch grid (t, h, w)."""
     t, h, w = (int(v) for v in grid_thw)

@@ -67,6 +67,7 @@ _SUPPORTED = (
     "Qwen2_5_VLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration (and Qwen3VLMoe)",
     "Qwen3_5ForConditionalGeneration (and Qwen3_5Moe)",
+    "Glm4vForConditionalGeneration (and Glm4vMoe; images)",
 )
 
 
@@ -77,6 +78,8 @@ QWEN_VL_CLASSES = (
     "Qwen3VLMoeForConditionalGeneration",
     "Qwen3_5ForConditionalGeneration",
     "Qwen3_5MoeForConditionalGeneration",
+    "Glm4vForConditionalGeneration",
+    "Glm4vMoeForConditionalGeneration",
 )
 
 

@@ -18,6 +18,8 @@ packed sequence (attention per frame: ``cu_seqlens``), and merge every
   DeepStack features too: after blocks ``deepstack_visual_indexes`` (8, 16, 24) a per-level merger
   turns the block's output into one more feature per merged token.
 - Qwen3.5 (dense and MoE) has Qwen3-VL's tower without DeepStack.
+- GLM-4.1V / GLM-4.5V attend over the whole frame in every block and merge a 2x2 block with a norm
+  per patch, a 2x2 convolution and an MLP (``Glm4vMerge``), not by concatenation.
 
 ``run_tower`` calls the tower's own ``forward`` (embeddings, rotary positions, window permutation
 and the model's attention implementation are the model's) while ``attention_capture`` hands the
@@ -52,6 +54,8 @@ TOWER_CLASSES = (
     "Qwen3VLMoeVisionModel",
     "Qwen3_5VisionModel",
     "Qwen3_5MoeVisionModel",
+    "Glm4vVisionModel",
+    "Glm4vMoeVisionModel",
 )
 
 
@@ -146,6 +150,21 @@ def middle_layers(full_attention_layers: Sequence[int], windowed: bool) -> Tuple
     return tuple(full[(n - 1) // 2 : n // 2 + 1])
 
 
+class Glm4vMerge(nn.Module):
+    """GLM-4V's merge of 2x2 blocks, as its tower's forward runs it after the last block: the
+    per-patch norm, the 2x2 convolution, the merger MLP. Input [4K, C] (4 patches per block, in the
+    model's order), output [K, D]."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        visual, m = self.visual, self.visual.spatial_merge_size
+        x = visual.post_layernorm(patches).view(-1, m, m, patches.shape[-1]).permute(0, 3, 1, 2)
+        return visual.merger(visual.downsample(x).view(-1, visual.config.out_hidden_size))
+
+
 def describe_tower(visual: nn.Module) -> QwenTower:
     """The ``QwenTower`` of ``model.model.visual``; a clear error for other towers."""
     name = type(visual).__name__
@@ -160,7 +179,7 @@ def describe_tower(visual: nn.Module) -> QwenTower:
     return QwenTower(
         module=visual,
         blocks=visual.blocks,
-        merger=visual.merger,
+        merger=Glm4vMerge(visual) if hasattr(visual, "downsample") else visual.merger,
         merge_size=int(visual.spatial_merge_size),
         full_attention_layers=full,
         windowed=windowed,

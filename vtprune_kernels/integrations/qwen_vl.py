@@ -1,6 +1,8 @@
 """The Qwen-VL models: Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5 (``Qwen2VLForConditionalGeneration``,
 ``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``,
-``Qwen3_5ForConditionalGeneration`` and the MoE variants of the last two).
+``Qwen3_5ForConditionalGeneration`` and the MoE variants of the last two), and GLM-4.1V / GLM-4.5V
+(``Glm4vForConditionalGeneration``, ``Glm4vMoeForConditionalGeneration``; images only), whose tower
+and prompt follow the same plan (``qwen_tower.Glm4vMerge`` merges their 2x2 blocks).
 
 Images (``pixel_values`` + ``image_grid_thw``) and videos (``pixel_values_videos`` +
 ``video_grid_thw``) of any size, several per call: the tower runs once per modality, as the model
@@ -99,6 +101,10 @@ class QwenVLAdapter(TowerAdapter):
 
     def _run_towers(self, kwargs, layers, backend, reads):
         """(entries, {modality: TowerRun}): one tower run per modality present, as the model runs it."""
+        if self.family.startswith("Glm4v") and kwargs.get("pixel_values_videos") is not None:
+            # GLM-4V marks video frames with the image placeholder token (the prompt's video runs cannot
+            # be told from image runs by token) and encodes each frame as an image of its own
+            raise ValueError(f"{self.family}: pruning videos is not supported yet (images are); pass images only")
         runs, entries = {}, []
         for name, pixels_key, grid_key, _ in MODALITIES:
             pixels = kwargs.get(pixels_key)

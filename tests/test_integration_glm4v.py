@@ -1,0 +1,121 @@
+"""apply() on GLM-4.1V and GLM-4.5V (``Glm4vForConditionalGeneration``, ``Glm4vMoeForConditionalGeneration``),
+images: their tower is packed like Qwen-VL's
+(2x2 blocks, attention per image) and merges a block with a per-patch norm, a 2x2 convolution and
+an MLP (``qwen_tower.Glm4vMerge``). Every pruned forward is compared with the independent hand
+pipeline of qwen_oracles.py (which uses the model's own ``get_image_features`` and ``get_rope_index``).
+
+The batch: row 0 holds one 6x10-patch image (3x5 merged tokens), row 1 a 4x6-patch image and a
+second 4x4-patch one. Videos are refused (GLM-4V marks video frames with the image token).
+"""
+import pytest
+import torch
+
+import tiny_models as tm
+from qwen_oracles import BACKEND, hand_greedy_logits, hand_keep, hand_logits
+from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
+from vtprune_kernels.integrations.qwen_tower import describe_tower, merge_kept, run_tower
+
+IMAGES = [(1, 6, 10), (1, 4, 6), (1, 4, 4)]
+METHODS = {
+    "vispruner": lambda: VisPruner(keep=4, step=2),
+    "vispruner-layer": lambda: VisPruner(keep=5, important_ratio=0.4, step=1, score_layer=1),
+    "hivtp": lambda: HIVTP(layers=(1, 3), region_ratio=0.5),
+    "random": lambda: Random(keep=3, seed=4),
+    "uniform": lambda: Uniform(keep=2),
+}
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["glm4v", "glm4v_moe"])
+def model(request):
+    return tm.glm4v(moe=request.param)
+
+
+def _inputs(padding_side="left"):
+    rows = [[("image", IMAGES[0])], [("image", IMAGES[1]), ("image", IMAGES[2])]]
+    ids, mask, types = tm.qwen_prompts(rows, padding_side=padding_side)
+    return dict(
+        input_ids=ids, attention_mask=mask, mm_token_type_ids=types,
+        pixel_values=tm.qwen_pixels(IMAGES, seed=2), image_grid_thw=torch.tensor(IMAGES),
+    )
+
+
+def _hand(model, method, inputs):
+    media, first = [], 0
+    for grid in inputs["image_grid_thw"]:
+        n = int(grid.prod())
+        media.append(dict(pixels=inputs["pixel_values"][first : first + n], grid=grid, kind="image"))
+        first += n
+    keep = hand_keep(model, method, media)
+    return keep, [(k, "image") for k in keep]
+
+
+def test_tower_run_and_merge_are_the_models_own(model):
+    """Every block's output, merged by ``Glm4vMerge`` (norm, 2x2 convolution, MLP), is bit for bit the
+    model's own image features."""
+    tower = describe_tower(model.model.visual)
+    grid = torch.tensor(IMAGES)
+    pixels = tm.qwen_pixels(IMAGES)
+    with torch.no_grad():
+        want = model.model.get_image_features(pixels, grid)
+        run = run_tower(tower, pixels, grid, range(tower.num_layers), backend=BACKEND)
+        assert torch.equal(merge_kept(tower.merger, run.merged, tower.hidden_size), torch.cat(want.pooler_output))
+    assert tower.full_attention_layers == tuple(range(4)) and not tower.windowed and not tower.deepstack_layers
+
+
+@pytest.mark.parametrize("method_name", list(METHODS))
+def test_pruned_forward_matches_hand_pipeline(model, method_name):
+    method = METHODS[method_name]()
+    inputs = _inputs()
+    keep, tagged = _hand(model, method, inputs)
+    expected, expected_mask = hand_logits(model, inputs, tagged)
+    with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
+        out = model(**inputs)
+    valid = expected_mask.bool()
+    torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
+    assert [s.tolist() for s in handle.last_selection] == [k.nonzero().flatten().tolist() for k in keep]
+    assert handle.last_num_tokens == [15, 6, 4]
+
+
+def test_keeping_everything_gives_the_unpruned_logits(model):
+    inputs = _inputs()
+    with torch.no_grad():
+        unpruned = model(**inputs).logits
+        for method in (VisPruner(keep=100, step=2), Uniform(keep=100)):
+            with apply(model, method, backend=BACKEND):
+                assert torch.equal(model(**inputs).logits, unpruned), method
+
+
+def test_generate_matches_hand_greedy_steps(model):
+    """Different kept counts per row (HIVTP), left padding: every decoding step's logits equal the hand
+    pipeline's, whose new tokens sit at the unpruned max position + 1, + 2, ..."""
+    method = HIVTP(layers=(1, 3), region_ratio=0.5)
+    inputs = _inputs()
+    _, tagged = _hand(model, method, inputs)
+    with torch.no_grad(), apply(model, method, backend=BACKEND):
+        gen = model.generate(**inputs, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    expected = hand_greedy_logits(model, inputs, tagged, gen.sequences[:, -3:])
+    for got, want in zip(gen.logits, expected):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_right_padding(model):
+    method = Uniform(keep=3)
+    inputs = _inputs(padding_side="right")
+    _, tagged = _hand(model, method, inputs)
+    expected, expected_mask = hand_logits(model, inputs, tagged)
+    with torch.no_grad(), apply(model, method, backend=BACKEND):
+        out = model(**inputs)
+    for b, n in enumerate(expected_mask.sum(1).tolist()):
+        torch.testing.assert_close(out.logits[b, :n], expected[b, -n:], atol=1e-4, rtol=1e-4)
+
+
+def test_videos_and_ptp_are_refused(model):
+    video = (2, 4, 4)
+    ids, mask, types = tm.qwen_prompts([[("video", video)]])
+    with apply(model, Uniform(keep=2)):
+        with pytest.raises(ValueError, match="pruning videos is not supported yet"):
+            model(input_ids=ids, attention_mask=mask, mm_token_type_ids=types,
+                  pixel_values_videos=tm.qwen_pixels([video]), video_grid_thw=torch.tensor([video]))
+    with apply(model, PTP(vision_layer=1, llm_layer=0)):
+        with pytest.raises(ValueError, match=r"PTP needs a vision tower with a \[CLS\] token"):
+            model(**_inputs())
