@@ -10,6 +10,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
   blocks 0 and 2, full attention in blocks 1 and 3; images of 4 to 64 merged tokens (56 px sides and up).
 - ``qwen3_vl(path)``: Qwen3-VL, 16 px patches merged 2x2, full attention in its 4 blocks, DeepStack
   features of blocks 1 and 2, interleaved M-RoPE; images of 4 to 64 merged tokens (64 px sides and up).
+- ``glm4v(path, moe=False)``: GLM-4.1V (GLM-4.5V with ``moe``), 14 px patches, 2x2 blocks merged by a
+  norm, a 2x2 convolution and an MLP.
 - ``qwen3_vl_moe(path)``: the same with mixture-of-experts text blocks; ``qwen3_5(path)``: Qwen3.5,
   the same tower without DeepStack and a hybrid (linear-attention) language model, served in bfloat16.
 
@@ -30,6 +32,7 @@ from tiny_models import _finish  # noqa: E402  (the transformers tests' seeded w
 SPECIAL = [
     "<pad>", "<s>", "</s>", "<image>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>", "<unk>",
     "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+    "<|image|>", "<|begin_of_image|>", "<|end_of_image|>", "<|video|>", "<|begin_of_video|>", "<|end_of_video|>",
 ]
 CHARACTERS = ["\n"] + [chr(c) for c in range(32, 127)]
 VOCAB_SIZE = len(SPECIAL) + len(CHARACTERS)  # every id the model can emit decodes
@@ -339,3 +342,50 @@ def qwen3_5(path: str, seed: int = 0, moe: bool = False):
     classes = (Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration) if moe else (Qwen3_5Config, Qwen3_5ForConditionalGeneration)
     classes += (Qwen3VLProcessor, Qwen3VLVideoProcessor)
     return _qwen(path, seed, classes, vision, text, 32 * 32 * 64, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+GLM_TOKENS = {"image_token": "<|image|>", "video_token": "<|video|>"}
+GLM_IMAGE = "<|begin_of_image|><|image|><|end_of_image|>"
+
+
+def glm4v(path: str, seed: int = 0, moe: bool = False):
+    """GLM-4.1V: 14 px patches, 2x2 blocks merged by a norm, a 2x2 convolution and an MLP, full
+    attention in its 4 blocks; images of 4 to 64 merged tokens. ``moe``: GLM-4.5V (4 routed experts,
+    2 per token, a shared one; the first text block dense). The text config says ``attention_bias``
+    (and, for -MoE, ``use_qk_norm``): transformers' GLM-4V keeps no such fields, vLLM reads them, as
+    the released configs carry them."""
+    from transformers import (
+        Glm4vConfig,
+        Glm4vForConditionalGeneration,
+        Glm4vImageProcessor,
+        Glm4vMoeConfig,
+        Glm4vMoeForConditionalGeneration,
+        Glm4vProcessor,
+        Glm4vVideoProcessor,
+    )
+
+    text = tiny_text_config("qwen2").to_dict()
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    text["rope_parameters"] = dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5,
+                                   mrope_section=[head_dim // 16, 3 * head_dim // 32, 3 * head_dim // 32])  # 8:12:12 of 128
+    text["attention_bias"] = True
+    if moe:
+        text.update(head_dim=head_dim, use_qk_norm=False, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+                    first_k_dense_replace=1, n_shared_experts=1)
+    vision = dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=text["hidden_size"],
+                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2, image_size=56)
+    config_class, model_class = (Glm4vMoeConfig, Glm4vMoeForConditionalGeneration) if moe else (Glm4vConfig, Glm4vForConditionalGeneration)
+    config = config_class(
+        vision_config=vision, text_config=text, image_token_id=token_id("<|image|>"), video_token_id=token_id("<|video|>"),
+        image_start_token_id=token_id("<|begin_of_image|>"), image_end_token_id=token_id("<|end_of_image|>"),
+        video_start_token_id=token_id("<|begin_of_video|>"), video_end_token_id=token_id("<|end_of_video|>"),
+    )
+    torch.manual_seed(seed)
+    model = _finish(model_class(config), seed)
+    pixels = {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 64}
+    common = dict(size=pixels, patch_size=14, temporal_patch_size=2, merge_size=2)
+    processor = Glm4vProcessor(
+        image_processor=Glm4vImageProcessor(**common), video_processor=Glm4vVideoProcessor(**common),
+        tokenizer=tokenizer(GLM_TOKENS), chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", GLM_IMAGE),
+    )
+    return _save(model, processor, path, hub_tower_prefix=False)

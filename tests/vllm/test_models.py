@@ -96,6 +96,17 @@ CASES = {
         checkpoints.qwen3_vl, "Qwen3VLForConditionalGeneration",
         {"method": "uniform", "keep": 5}, Uniform(keep=5), checkpoints.QWEN_IMAGE, [(192, 192), (128, 96), (96, 160)],
     ),
+    # GLM-4.1V: Qwen2-VL's packing, a 2x2 convolution merges each kept block; images only
+    "glm4v-vispruner": Case(
+        checkpoints.glm4v, "Glm4vForConditionalGeneration",
+        {"method": "vispruner", "keep": 10, "step": 2}, VisPruner(keep=10, step=2), checkpoints.GLM_IMAGE,
+        [(112, 84), (84, 140), (168, 168)],
+    ),
+    "glm4v_moe-random": Case(
+        lambda p: checkpoints.glm4v(p, moe=True), "Glm4vMoeForConditionalGeneration",
+        {"method": "random", "keep": 6, "seed": 3}, Random(keep=6, seed=3), checkpoints.GLM_IMAGE,
+        [(112, 84), (168, 168), (84, 140)], two_images=False,
+    ),
     "qwen2_5_vl-random": Case(
         checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration",
         {"method": "random", "keep": 6, "seed": 3}, Random(keep=6, seed=3), checkpoints.QWEN_IMAGE,

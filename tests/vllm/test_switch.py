@@ -63,7 +63,7 @@ def test_plugin_registers_only_new_architectures():
 
     load_general_plugins()
     assert set(PRUNED_ARCHITECTURES.values()) <= set(ModelRegistry.get_supported_archs())
-    assert len(PRUNED_ARCHITECTURES) == 9
+    assert len(PRUNED_ARCHITECTURES) == 11
     for stock_name, pruned_name in PRUNED_ARCHITECTURES.items():
         stock = ModelRegistry._try_load_model_cls(stock_name)
         assert stock.__module__.startswith("vllm.model_executor.models.") and stock.__name__ in (stock_name, "InternS1ForConditionalGeneration")
@@ -165,6 +165,19 @@ def test_qwen_engine_checks_name_the_reason(change, message):
     settings.update(change)
     with pytest.raises(ValueError, match=message):
         check_engine_config(_vllm_config(**settings), "VTPruneQwen3VLForConditionalGeneration")
+
+
+def test_glm4v_refuses_videos_at_start():
+    """GLM-4V is pruned for images only: an engine that may take videos is refused, with the fix."""
+    from vtprune_kernels.integrations.vllm.glm4v import check_no_videos
+
+    def config(video_limit):
+        mm = types.SimpleNamespace(get_limit_per_prompt=lambda modality: {"image": 2, "video": video_limit}[modality])
+        return types.SimpleNamespace(model_config=types.SimpleNamespace(get_multimodal_config=lambda: mm))
+
+    check_no_videos(config(0), "VTPruneGlm4vForConditionalGeneration")
+    with pytest.raises(ValueError, match=r"prunes images only .*limit-mm-per-prompt"):
+        check_no_videos(config(999), "VTPruneGlm4vForConditionalGeneration")
 
 
 def _vllm_config(compile_mm_encoder, cudagraph_mm_encoder, enable_mm_embeds, video_pruning, pipeline_parallel_size):

@@ -1,8 +1,8 @@
 """vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, InternVL, Qwen2-VL, Qwen2.5-VL,
-Qwen3-VL (and -MoE) and Qwen3.5 (and -MoE) (docs/design.md section 4).
+Qwen3-VL (and -MoE), Qwen3.5 (and -MoE) and GLM-4.1V / 4.5V (images) (docs/design.md section 4).
 
 ``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
-process it starts. It only adds nine architectures to vLLM's model registry, by name (the classes
+process it starts. It only adds eleven architectures to vLLM's model registry, by name (the classes
 are imported when a model asks for them):
 
 | stock architecture                  | pruned architecture                        |
@@ -16,6 +16,8 @@ are imported when a model asks for them):
 | Qwen3VLMoeForConditionalGeneration  | VTPruneQwen3VLMoeForConditionalGeneration  |
 | Qwen3_5ForConditionalGeneration     | VTPruneQwen3_5ForConditionalGeneration     |
 | Qwen3_5MoeForConditionalGeneration  | VTPruneQwen3_5MoeForConditionalGeneration  |
+| Glm4vForConditionalGeneration       | VTPruneGlm4vForConditionalGeneration       |
+| Glm4vMoeForConditionalGeneration    | VTPruneGlm4vMoeForConditionalGeneration    |
 
 A model is pruned when its config is switched to the pruned architecture and carries the method
 (``switch.py``): ``hf_overrides={"architectures": [...], "vtprune": {"method": ..., "keep": ...}}``.
@@ -39,6 +41,8 @@ _CLASSES = {
     "VTPruneQwen3VLMoeForConditionalGeneration": "qwen3_vl_moe",
     "VTPruneQwen3_5ForConditionalGeneration": "qwen3_5",
     "VTPruneQwen3_5MoeForConditionalGeneration": "qwen3_5",
+    "VTPruneGlm4vForConditionalGeneration": "glm4v",
+    "VTPruneGlm4vMoeForConditionalGeneration": "glm4v",
 }
 
 

@@ -53,9 +53,10 @@ class EncoderLayout:
 
 def describe_encoder(tower: nn.Module) -> EncoderLayout:
     """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, InternS1VisionModel (InternViT),
-    Qwen2VisionTransformer, Qwen2_5_VisionTransformer or Qwen3_VisionTransformer."""
+    Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer or Glm4vVisionTransformer
+    (the Qwen-VL and GLM-4V towers share one attention layout)."""
     name = type(tower).__name__
-    if name in ("Qwen2VisionTransformer", "Qwen2_5_VisionTransformer", "Qwen3_VisionTransformer"):  # one attention layout
+    if name in ("Qwen2VisionTransformer", "Qwen2_5_VisionTransformer", "Qwen3_VisionTransformer", "Glm4vVisionTransformer"):
         first = tower.blocks[0].attn
         return EncoderLayout(
             attention=lambda i: tower.blocks[i].attn.attn,
@@ -73,7 +74,8 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
     else:
         raise ValueError(
             f"vtprune: unsupported vLLM vision tower {name} (supported: CLIPVisionModel, SiglipVisionModel, "
-            "InternS1VisionModel, Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer)"
+            "InternS1VisionModel, Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer, "
+            "Glm4vVisionTransformer)"
         )
     first = layers[0]
     return EncoderLayout(

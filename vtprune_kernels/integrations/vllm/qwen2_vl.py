@@ -88,7 +88,8 @@ def _field(item, key: str):
 class Qwen2VLPruning:
     """Model mixin (first in the bases, before vLLM's model class): the pruned encoder step and
     prompt positions of Qwen2-VL and Qwen2.5-VL. Subclasses set ``vtprune_architecture`` and, with
-    windows, override ``_full_attention`` and ``_windows``."""
+    windows, override ``_full_attention`` and ``_windows`` (GLM-4V: ``_merger_input``, ``_merge_kept``
+    and the positions)."""
 
     vtprune_architecture = ""
 
@@ -159,8 +160,15 @@ class Qwen2VLPruning:
         pooled = None if patch_scores is None else merged_grid_pool(patch_scores, merge)
         kept_rows, offsets, keeps = select_frames(self.vtprune, items, merged, pooled)
         self.vtprune.record(keeps)
-        embeds = merge_kept(self.visual.merger, merged[torch.cat(kept_rows)], self._vtprune_width)
-        return with_offsets(embeds, offsets, kept_rows)
+        return with_offsets(self._merge_kept(merged[torch.cat(kept_rows)]), offsets, kept_rows)
+
+    def _merge_kept(self, kept: torch.Tensor) -> torch.Tensor:
+        """[K, D]: the model's merger on kept merged tokens [K, 4C]."""
+        return merge_kept(self.visual.merger, kept, self._vtprune_width)
+
+    def _merger_input(self):
+        """The module the tower calls first after its last block (the stop's pre-hook goes there)."""
+        return self.visual.merger.ln_q
 
     def _windows(self, grids) -> Tuple[Optional[torch.Tensor], Optional[List[int]]]:
         """(window_index int64 [T] of the call, window lengths in patches); None, None: no windows."""
@@ -169,14 +177,14 @@ class Qwen2VLPruning:
     def _run_blocks(self, pixel_values, grids) -> torch.Tensor:
         """[S, C]: the merger's input (the last block's output); the tower is left before its merger
         runs. (vLLM calls its compile-capable blocks and merger without module hooks, so the stop is
-        a pre-hook on the merger's first module, its norm.)"""
+        a pre-hook on the merger's first module, its norm: ``_merger_input``.)"""
         captured: Dict[str, torch.Tensor] = {}
 
         def stop(module, args):
             captured["hidden"] = args[0]
             raise StopTower()
 
-        with stopped_early([self.visual.merger.ln_q.register_forward_pre_hook(stop)]):
+        with stopped_early([self._merger_input().register_forward_pre_hook(stop)]):
             self.visual(pixel_values, grid_thw=grids)
         if "hidden" not in captured:
             raise RuntimeError(f"{self.vtprune_architecture}: the vision tower returned without calling its merger")

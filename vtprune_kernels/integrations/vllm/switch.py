@@ -31,6 +31,8 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "Qwen3VLMoeForConditionalGeneration": "VTPruneQwen3VLMoeForConditionalGeneration",
     "Qwen3_5ForConditionalGeneration": "VTPruneQwen3_5ForConditionalGeneration",
     "Qwen3_5MoeForConditionalGeneration": "VTPruneQwen3_5MoeForConditionalGeneration",
+    "Glm4vForConditionalGeneration": "VTPruneGlm4vForConditionalGeneration",
+    "Glm4vMoeForConditionalGeneration": "VTPruneGlm4vMoeForConditionalGeneration",
 }
 
 _METHODS = {"vispruner": VisPruner, "random": Random, "uniform": Uniform}
