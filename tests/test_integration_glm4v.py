@@ -119,3 +119,16 @@ def test_videos_and_ptp_are_refused(model):
     with apply(model, PTP(vision_layer=1, llm_layer=0)):
         with pytest.raises(ValueError, match=r"PTP needs a vision tower with a \[CLS\] token"):
             model(**_inputs())
+
+
+def test_without_mm_token_type_ids(model):
+    """The processor's mm_token_type_ids left out: derived from the image placeholders."""
+    method = Random(keep=2, seed=1)
+    inputs = _inputs()
+    _, tagged = _hand(model, method, inputs)
+    expected, expected_mask = hand_logits(model, inputs, tagged)
+    del inputs["mm_token_type_ids"]
+    with torch.no_grad(), apply(model, method, backend=BACKEND):
+        out = model(**inputs)
+    valid = expected_mask.bool()
+    torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
