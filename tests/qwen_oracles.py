@@ -207,4 +207,33 @@ def hand_greedy_logits(model, inputs, keep, new_tokens: torch.Tensor):
     return steps
 
 
-__all__ = ["BACKEND", "eager_patch_scores", "hand_keep", "hand_logits", "hand_greedy_logits", "Random", "Uniform"]
+def assert_generate_matches_hand(model, method, inputs: dict, keep, new_tokens: int = 3):
+    """Greedy ``generate`` under ``apply(model, method)``: every step's logits equal the hand
+    pipeline's on the hand-kept columns ``keep`` (new tokens at the unpruned max position + 1, ...)."""
+    from vtprune_kernels import apply
+
+    with torch.no_grad(), apply(model, method, backend=BACKEND):
+        gen = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    expected = hand_greedy_logits(model, inputs, keep, gen.sequences[:, -new_tokens:])
+    for got, want in zip(gen.logits, expected):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def assert_right_padded_forward_matches_hand(model, method, inputs: dict, keep):
+    """A right-padded batch's pruned forward: each row's real-token logits equal the hand pipeline's
+    (which left-pads). Returns the pruned call's prepared inputs."""
+    from vtprune_kernels import apply
+
+    expected, expected_mask = hand_logits(model, inputs, keep)
+    with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
+        prepared = handle.prepare_inputs(**inputs)
+        out = model(**inputs)
+    for b, n in enumerate(expected_mask.sum(1).tolist()):
+        torch.testing.assert_close(out.logits[b, :n], expected[b, -n:], atol=1e-4, rtol=1e-4)
+    return prepared
+
+
+__all__ = [
+    "BACKEND", "eager_patch_scores", "hand_keep", "hand_logits", "hand_greedy_logits", "assert_generate_matches_hand",
+    "assert_right_padded_forward_matches_hand", "Random", "Uniform",
+]

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 import tiny_models as tm
-from qwen_oracles import BACKEND, eager_patch_scores, hand_greedy_logits, hand_keep, hand_logits
+from qwen_oracles import (
+    BACKEND,
+    assert_generate_matches_hand,
+    assert_right_padded_forward_matches_hand,
+    eager_patch_scores,
+    hand_greedy_logits,
+    hand_keep,
+    hand_logits,
+)
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.integrations.qwen_tower import describe_tower, merge_kept, run_tower
 
@@ -172,12 +180,7 @@ def test_generate_matches_hand_greedy_steps(model):
     hand pipeline's, whose new tokens sit at the unpruned max position + 1, + 2, ..."""
     method = HIVTP(layers=(1, 3), region_ratio=0.5)
     inputs = _inputs(model)
-    keep, tagged = _hand(model, method, inputs)
-    with torch.no_grad(), apply(model, method, backend=BACKEND):
-        gen = model.generate(**inputs, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
-    expected = hand_greedy_logits(model, inputs, tagged, gen.sequences[:, -3:])
-    for got, want in zip(gen.logits, expected):
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert_generate_matches_hand(model, method, inputs, _hand(model, method, inputs)[1])
 
 
 def test_hand_written_decoding_loop_uses_the_rope_deltas(model):
@@ -208,15 +211,9 @@ def test_right_padding(model):
     """Right-padded rows stay right-padded; each row's real-token logits match the hand pipeline's."""
     method = Uniform(keep=3)
     inputs = _inputs(model, padding_side="right")
-    keep, tagged = _hand(model, method, inputs)
-    expected, expected_mask = hand_logits(model, inputs, tagged)
-    with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
-        prepared = handle.prepare_inputs(**inputs)
-        out = model(**inputs)
+    prepared = assert_right_padded_forward_matches_hand(model, method, inputs, _hand(model, method, inputs)[1])
     mask = prepared["attention_mask"]
     assert bool(mask[:, 0].all()) and not bool(mask[:, -1].all())  # still right-padded
-    for b, n in enumerate(expected_mask.sum(1).tolist()):
-        torch.testing.assert_close(out.logits[b, :n], expected[b, -n:], atol=1e-4, rtol=1e-4)
 
 
 def test_images_only_and_no_mm_token_type_ids(model):
