@@ -207,6 +207,21 @@ def hand_greedy_logits(model, inputs, keep, new_tokens: torch.Tensor):
     return steps
 
 
+def assert_forward_matches_hand(model, method, inputs: dict, keep, drop: tuple = ()):
+    """A pruned forward under ``apply(model, method)``: the logits of every real column equal the hand
+    pipeline's on the hand-kept columns ``keep``. ``drop``: input names left out of the pruned call
+    (the hand pipeline still gets them). Returns the handle (its last selection)."""
+    from vtprune_kernels import apply
+
+    expected, expected_mask = hand_logits(model, inputs, keep)
+    with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
+        out = model(**{k: v for k, v in inputs.items() if k not in drop})
+    assert out.logits.shape == expected.shape
+    valid = expected_mask.bool()
+    torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
+    return handle
+
+
 def assert_generate_matches_hand(model, method, inputs: dict, keep, new_tokens: int = 3):
     """Greedy ``generate`` under ``apply(model, method)``: every step's logits equal the hand
     pipeline's on the hand-kept columns ``keep`` (new tokens at the unpruned max position + 1, ...)."""
@@ -234,6 +249,7 @@ def assert_right_padded_forward_matches_hand(model, method, inputs: dict, keep):
 
 
 __all__ = [
-    "BACKEND", "eager_patch_scores", "hand_keep", "hand_logits", "hand_greedy_logits", "assert_generate_matches_hand",
+    "BACKEND", "eager_patch_scores", "hand_keep", "hand_logits", "hand_greedy_logits", "assert_forward_matches_hand",
+    "assert_generate_matches_hand",
     "assert_right_padded_forward_matches_hand", "Random", "Uniform",
 ]

@@ -1,7 +1,7 @@
 """apply() on GLM-4.1V and GLM-4.5V (``Glm4vForConditionalGeneration``, ``Glm4vMoeForConditionalGeneration``),
 images: their tower is packed like Qwen-VL's
 (2x2 blocks, attention per image) and merges a block with a per-patch norm, a 2x2 convolution and
-an MLP (``qwen_tower.Glm4vMerge``). Every pruned forward is compared with the independent hand
+an MLP (``qwen_tower.glm4v_merge``). Every pruned forward is compared with the independent hand
 pipeline of qwen_oracles.py (which uses the model's own ``get_image_features`` and ``get_rope_index``).
 
 The batch: row 0 holds one 6x10-patch image (3x5 merged tokens), row 1 a 4x6-patch image and a
@@ -13,10 +13,10 @@ import torch
 import tiny_models as tm
 from qwen_oracles import (
     BACKEND,
+    assert_forward_matches_hand,
     assert_generate_matches_hand,
     assert_right_padded_forward_matches_hand,
     hand_keep,
-    hand_logits,
 )
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.integrations.qwen_tower import describe_tower, merge_kept, run_tower
@@ -56,7 +56,7 @@ def _hand(model, method, inputs):
 
 
 def test_tower_run_and_merge_are_the_models_own(model):
-    """Every block's output, merged by ``Glm4vMerge`` (norm, 2x2 convolution, MLP), is bit for bit the
+    """Every block's output, merged by ``glm4v_merge`` (norm, 2x2 convolution, MLP), is bit for bit the
     model's own image features."""
     tower = describe_tower(model.model.visual)
     grid = torch.tensor(IMAGES)
@@ -73,11 +73,7 @@ def test_pruned_forward_matches_hand_pipeline(model, method_name):
     method = METHODS[method_name]()
     inputs = _inputs()
     keep, tagged = _hand(model, method, inputs)
-    expected, expected_mask = hand_logits(model, inputs, tagged)
-    with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
-        out = model(**inputs)
-    valid = expected_mask.bool()
-    torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
+    handle = assert_forward_matches_hand(model, method, inputs, tagged)
     assert [s.tolist() for s in handle.last_selection] == [k.nonzero().flatten().tolist() for k in keep]
     assert handle.last_num_tokens == [15, 6, 4]
 
@@ -121,10 +117,4 @@ def test_without_mm_token_type_ids(model):
     """The processor's mm_token_type_ids left out: derived from the image placeholders."""
     method = Random(keep=2, seed=1)
     inputs = _inputs()
-    _, tagged = _hand(model, method, inputs)
-    expected, expected_mask = hand_logits(model, inputs, tagged)
-    del inputs["mm_token_type_ids"]
-    with torch.no_grad(), apply(model, method, backend=BACKEND):
-        out = model(**inputs)
-    valid = expected_mask.bool()
-    torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
+    assert_forward_matches_hand(model, method, inputs, _hand(model, method, inputs)[1], drop=("mm_token_type_ids",))

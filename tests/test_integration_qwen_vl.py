@@ -11,6 +11,7 @@ import torch
 import tiny_models as tm
 from qwen_oracles import (
     BACKEND,
+    assert_forward_matches_hand,
     assert_generate_matches_hand,
     assert_right_padded_forward_matches_hand,
     eager_patch_scores,
@@ -142,12 +143,7 @@ def test_pruned_forward_matches_hand_pipeline(model, method_name):
     method = METHODS[method_name]()
     inputs = _inputs(model)
     keep, tagged = _hand(model, method, inputs)
-    expected, expected_mask = hand_logits(model, inputs, tagged)
-    with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
-        out = model(**inputs)
-    assert out.logits.shape == expected.shape
-    valid = expected_mask.bool()
-    torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
+    handle = assert_forward_matches_hand(model, method, inputs, tagged)
     assert [s.tolist() for s in handle.last_selection] == [k.nonzero().flatten().tolist() for k in keep]
     assert handle.last_num_tokens == [15, 6, 8]
 
@@ -220,13 +216,7 @@ def test_images_only_and_no_mm_token_type_ids(model):
     """Without videos, and without the processor's mm_token_type_ids (derived from the placeholders)."""
     method = Random(keep=2, seed=1)
     inputs = _inputs(model, videos=False)
-    keep, tagged = _hand(model, method, inputs)
-    expected, expected_mask = hand_logits(model, inputs, tagged)
-    del inputs["mm_token_type_ids"]
-    with torch.no_grad(), apply(model, method, backend=BACKEND):
-        out = model(**inputs)
-    valid = expected_mask.bool()
-    torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
+    assert_forward_matches_hand(model, method, inputs, _hand(model, method, inputs)[1], drop=("mm_token_type_ids",))
 
 
 def test_videos_only(model):
@@ -238,12 +228,7 @@ def test_videos_only(model):
         input_ids=ids, attention_mask=mask, mm_token_type_ids=types,
         pixel_values_videos=tm.qwen_pixels(grids, seed=6), video_grid_thw=torch.tensor(grids),
     )
-    keep, tagged = _hand(model, method, inputs)
-    expected, expected_mask = hand_logits(model, inputs, tagged)
-    with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
-        out = model(**inputs)
-    valid = expected_mask.bool()
-    torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
+    handle = assert_forward_matches_hand(model, method, inputs, _hand(model, method, inputs)[1])
     assert [s.numel() for s in handle.last_selection] == [2 * 2, 3 * 2] and handle.last_num_tokens == [8, 18]
 
 

@@ -9,8 +9,9 @@ within bfloat16 rounding. The checks are therefore:
   images and a video in one prompt, and every prompt token gets exactly the M-RoPE position
   ``apply()`` gives it (read from the language model's input, chunk by chunk);
 - Qwen3.5: every prompt token's log-probability is within bfloat16 noise of ``apply()``'s in float32:
-  a mean gap below 0.2 nats and no token above 1.5 (stock vLLM against unpruned transformers on the
-  same checkpoint: mean ~0.1, max ~0.4; a misplaced image gives gaps of several nats). Not for -MoE,
+  a mean gap below 0.2 nats and no token above 1.5 (set from one measurement outside the suite, on
+  this checkpoint, 2026-11-30: stock vLLM in bfloat16 against unpruned transformers gave a max gap of
+  ~0.4, a selection differing in one image gave several nats). Not for -MoE,
   where bfloat16 flips expert choices and moves even the text before the images by nats;
 - VisPruner (Qwen3.5) runs, keeps min(keep, merged tokens) per image, and its answer is the same
   when the pictures come again (from the encoder cache).

@@ -19,7 +19,7 @@ packed sequence (attention per frame: ``cu_seqlens``), and merge every
   turns the block's output into one more feature per merged token.
 - Qwen3.5 (dense and MoE) has Qwen3-VL's tower without DeepStack.
 - GLM-4.1V / GLM-4.5V attend over the whole frame in every block and merge a 2x2 block with a norm
-  per patch, a 2x2 convolution and an MLP (``Glm4vMerge``), not by concatenation.
+  per patch, a 2x2 convolution and an MLP (``glm4v_merge``), not by concatenation.
 
 ``run_tower`` calls the tower's own ``forward`` (embeddings, rotary positions, window permutation
 and the model's attention implementation are the model's) while ``attention_capture`` hands the
@@ -34,8 +34,9 @@ act only in the calling thread.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -70,7 +71,7 @@ class QwenTower:
 
     module: nn.Module
     blocks: nn.ModuleList
-    merger: nn.Module
+    merger: Callable[[torch.Tensor], torch.Tensor]  # [4K, C] patch rows -> [K, D]
     merge_size: int
     full_attention_layers: Tuple[int, ...]
     windowed: bool
@@ -150,19 +151,14 @@ def middle_layers(full_attention_layers: Sequence[int], windowed: bool) -> Tuple
     return tuple(full[(n - 1) // 2 : n // 2 + 1])
 
 
-class Glm4vMerge(nn.Module):
-    """GLM-4V's merge of 2x2 blocks, as its tower's forward runs it after the last block: the
-    per-patch norm, the 2x2 convolution, the merger MLP. Input [4K, C] (4 patches per block, in the
-    model's order), output [K, D]."""
-
-    def __init__(self, visual: nn.Module):
-        super().__init__()
-        self.visual = visual
-
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        visual, m = self.visual, self.visual.spatial_merge_size
-        x = visual.post_layernorm(patches).view(-1, m, m, patches.shape[-1]).permute(0, 3, 1, 2)
-        return visual.merger(visual.downsample(x).view(-1, visual.config.out_hidden_size))
+def glm4v_merge(visual: nn.Module, patches: torch.Tensor) -> torch.Tensor:
+    """GLM-4V's merge of 2x2 blocks, as its tower runs it after the last block: the per-patch norm,
+    the 2x2 convolution, the merger MLP. ``visual``: transformers' or vLLM's GLM-4V tower (the same
+    module names); patches [4K, C] (4 per block, in the model's order) -> [K, D]."""
+    m = visual.spatial_merge_size
+    x = visual.post_layernorm(patches).view(-1, m, m, patches.shape[-1]).permute(0, 3, 1, 2)
+    x = visual.downsample(x)  # [K, D, 1, 1]
+    return visual.merger(x.view(x.shape[0], -1))
 
 
 def describe_tower(visual: nn.Module) -> QwenTower:
@@ -179,7 +175,7 @@ def describe_tower(visual: nn.Module) -> QwenTower:
     return QwenTower(
         module=visual,
         blocks=visual.blocks,
-        merger=Glm4vMerge(visual) if hasattr(visual, "downsample") else visual.merger,
+        merger=functools.partial(glm4v_merge, visual) if hasattr(visual, "downsample") else visual.merger,
         merge_size=int(visual.spatial_merge_size),
         full_attention_layers=full,
         windowed=windowed,
@@ -273,7 +269,7 @@ def run_tower(
     )
 
 
-def merge_kept(merger: nn.Module, kept: torch.Tensor, hidden_size: int) -> torch.Tensor:
+def merge_kept(merger: Callable[[torch.Tensor], torch.Tensor], kept: torch.Tensor, hidden_size: int) -> torch.Tensor:
     """[K, D]: ``merger`` (the final or a DeepStack merger) on kept merged tokens [K, 4*C], called
     exactly as the model calls it (on the [4K, C] patch rows)."""
     return merger(kept.reshape(-1, hidden_size))

@@ -2,7 +2,7 @@
 ``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``,
 ``Qwen3_5ForConditionalGeneration`` and the MoE variants of the last two), and GLM-4.1V / GLM-4.5V
 (``Glm4vForConditionalGeneration``, ``Glm4vMoeForConditionalGeneration``; images only), whose tower
-and prompt follow the same plan (``qwen_tower.Glm4vMerge`` merges their 2x2 blocks).
+and prompt follow the same plan (``qwen_tower.glm4v_merge`` merges their 2x2 blocks).
 
 Images (``pixel_values`` + ``image_grid_thw``) and videos (``pixel_values_videos`` +
 ``video_grid_thw``) of any size, several per call: the tower runs once per modality, as the model

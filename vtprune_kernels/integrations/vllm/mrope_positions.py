@@ -105,3 +105,20 @@ def shortened_runs(tokens: Sequence[int], token_id: int, keep: int) -> List[int]
         if run <= keep:
             out.append(token)
     return out
+
+
+def frame_run_positions(input_tokens, mm_features, config, placeholder) -> Tuple[torch.Tensor, int]:
+    """``prompt_positions`` of a prompt whose every frame (an image, or a frame of a video) is one run of
+    placeholders with its own base (Qwen3-VL, Qwen3.5, GLM-4V). mm_features: vLLM's feature specs
+    (modality, ``<modality>_grid_thw``, placeholder range); placeholder(modality) -> its token id."""
+    merge = config.vision_config.spatial_merge_size
+    items = []
+    for feature in sorted(mm_features, key=lambda f: f.mm_position.offset):
+        t, h, w = (int(v) for v in feature.data[f"{feature.modality}_grid_thw"].data.tolist())
+        start = feature.mm_position.offset
+        runs = placeholder_runs(input_tokens, start, start + feature.mm_position.length, placeholder(feature.modality))
+        if len(runs) != t:
+            raise RuntimeError(f"a {feature.modality} of {t} frames has {len(runs)} placeholder runs in the prompt")
+        span = item_span(1, h // merge, w // merge, 0.0)
+        items += [(offset, length, span) for offset, length in runs]
+    return prompt_positions(len(input_tokens), items)

@@ -20,8 +20,8 @@ from vllm.model_executor.models.qwen2_5_vl import (
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
-from .qwen2_vl import PrunedPlaceholders, Qwen2VLPruning
-from .qwen_vl_pruning import KeptCountsInfo, PositionChannels
+from .qwen2_vl import Qwen2VLPruning
+from .qwen_vl_pruning import KeptCountsInfo, PositionChannels, PrunedPlaceholders
 
 ARCHITECTURE = "VTPruneQwen2_5_VLForConditionalGeneration"
 

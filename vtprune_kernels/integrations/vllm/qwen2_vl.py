@@ -35,7 +35,6 @@ from vllm.model_executor.models.qwen2_vl import (
     Qwen2VLProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
-from vllm.multimodal.processing import PromptReplacement
 
 from ...methods._device import from_host
 from ...methods.merged_grid import merged_features, merged_grid_pool, to_merge_order
@@ -47,34 +46,13 @@ from .qwen_vl_pruning import (
     FrameItem,
     KeptCountsInfo,
     PositionChannels,
+    PrunedPlaceholders,
     check_engine_config,
-    kept_per_frame,
     select_frames,
     with_offsets,
 )
 
 ARCHITECTURE = "VTPruneQwen2VLForConditionalGeneration"
-
-
-class PrunedPlaceholders:
-    """Processor mixin (Qwen2-VL, Qwen2.5-VL): min(keep, merged tokens) placeholders per image and
-    video frame (an item's placeholders are one run of t * h*w/4 tokens)."""
-
-    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
-        merge = self.info.get_hf_config().vision_config.spatial_merge_size
-        keep = self.info.vtprune_keep
-
-        def pruned(update: PromptReplacement) -> PromptReplacement:
-            modality = update.modality
-
-            def replacement(item_idx: int):
-                t, h, w = (int(v) for v in out_mm_kwargs[modality][item_idx][f"{modality}_grid_thw"].data)
-                tokens = update.replacement(item_idx)  # one placeholder id per unpruned merged token
-                return tokens[: t * kept_per_frame(keep, h, w, merge)]
-
-            return PromptReplacement(modality=modality, target=update.target, replacement=replacement)
-
-        return [pruned(u) for u in super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)]
 
 
 def _field(item, key: str):

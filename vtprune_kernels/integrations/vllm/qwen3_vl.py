@@ -34,19 +34,19 @@ from vllm.model_executor.models.qwen3_vl import (
     Qwen3VLProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
-from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 
 from ...methods.merged_grid import merged_features, merged_grid_pool
 from ..qwen_tower import feature_score_layer, merge_kept
 from ..stop_tower import StopTower, stopped_early
 from .encoder_pruning import EncoderPruning
-from .mrope_positions import item_span, placeholder_runs, prompt_positions, shortened_runs
+from .mrope_positions import frame_run_positions
 from .qwen_vl_pruning import (
     FrameItem,
     KeptCountsInfo,
     PositionChannels,
+    PrunedFrameRuns,
     check_engine_config,
-    kept_per_frame,
+    frame_placeholder,
     select_frames,
     with_offsets,
 )
@@ -60,29 +60,9 @@ class VTPruneQwen3VLProcessingInfo(KeptCountsInfo, Qwen3VLProcessingInfo):
     vtprune_architecture = ARCHITECTURE
 
 
-class VTPruneQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
+class VTPruneQwen3VLMultiModalProcessor(PrunedFrameRuns, Qwen3VLMultiModalProcessor):
     """Qwen3-VL's processor with min(keep, merged tokens) placeholders per image and per video frame
     (a video's timestamps and frame delimiters unchanged)."""
-
-    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
-        config = self.info.get_hf_config()
-        merge = config.vision_config.spatial_merge_size
-        keep = self.info.vtprune_keep
-        pad = {"image": config.image_token_id, "video": config.video_token_id}
-
-        def pruned(update: PromptReplacement) -> PromptReplacement:
-            modality = update.modality
-
-            def replacement(item_idx: int):
-                _, h, w = (int(v) for v in out_mm_kwargs[modality][item_idx][f"{modality}_grid_thw"].data)
-                full = update.replacement(item_idx)  # one placeholder run of h*w/4 per frame
-                tokens = full.full if isinstance(full, PromptUpdateDetails) else list(full)
-                tokens = shortened_runs(tokens, pad[modality], kept_per_frame(keep, h, w, merge))
-                return PromptUpdateDetails.select_token_id(tokens, pad[modality]) if modality == "video" else tokens
-
-            return PromptReplacement(modality=modality, target=update.target, replacement=replacement)
-
-        return [pruned(u) for u in super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)]
 
 
 class Qwen3VLPruning:
@@ -156,10 +136,9 @@ class Qwen3VLPruning:
         channels = unit * self.visual.hidden_size
 
         def level(index):
-            def shrink(module, args):  # keep the level's input; the model merges one token of it
-                x = args[0]
-                captured[index] = x
-                return (x[: 1 if x.shape[-1] == channels else unit],)  # [S/4, 4C] after the shuffle, [S, 1, C] before
+            def shrink(module, args):  # the level's input [S/4, 4C] (its norm runs after the shuffle); merge one token
+                captured[index] = args[0]
+                return (args[0][:1],)
 
             return shrink
 
@@ -176,18 +155,7 @@ class Qwen3VLPruning:
     def get_mrope_input_positions(self, input_tokens, mm_features):
         """Exact text positions of the pruned prompt; each frame's placeholders at its base until
         ``forward`` adds its kept tokens' offsets."""
-        merge = self.config.vision_config.spatial_merge_size
-        pads = {"image": self.config.image_token_id, "video": self.config.video_token_id}
-        items = []
-        for feature in sorted(mm_features, key=lambda f: f.mm_position.offset):
-            t, h, w = (int(v) for v in feature.data[f"{feature.modality}_grid_thw"].data.tolist())
-            start = feature.mm_position.offset
-            runs = placeholder_runs(input_tokens, start, start + feature.mm_position.length, pads[feature.modality])
-            if len(runs) != t:
-                raise RuntimeError(f"{self.vtprune_architecture}: a {feature.modality} of {t} frames has {len(runs)} placeholder runs")
-            span = item_span(1, h // merge, w // merge, 0.0)
-            items += [(offset, length, span) for offset, length in runs]
-        return prompt_positions(len(input_tokens), items)
+        return frame_run_positions(input_tokens, mm_features, self.config, lambda m: frame_placeholder(self.config, m))
 
 
 @MULTIMODAL_REGISTRY.register_processor(

@@ -7,6 +7,9 @@ output (``mrope_positions.py``). Here:
 
 - ``KeptCountsInfo``: the processing-info mixin that announces the kept counts (vLLM sizes the
   prompt, the encoder budget and profiling from it);
+- ``PrunedPlaceholders`` / ``PrunedFrameRuns``: the processor mixins that write the kept counts into
+  the prompt (an item as one placeholder run: Qwen2-VL, Qwen2.5-VL; a run per frame: Qwen3-VL,
+  Qwen3.5, GLM-4V);
 - ``check_engine_config``: the engine-start refusals;
 - ``select_frames``: selection of a call's frames, grouped by merged grid;
 - ``with_offsets``: the per-item encoder outputs, offset channels appended;
@@ -23,7 +26,9 @@ import torch
 from ...methods import Random
 from ...methods._device import from_host
 from ..qwen_tower import MergedGridItem
-from .mrope_positions import POSITION_CHANNELS, add_kept_offsets, decode_offsets, encode_offsets
+from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
+
+from .mrope_positions import POSITION_CHANNELS, add_kept_offsets, decode_offsets, encode_offsets, shortened_runs
 from .switch import method_from_config
 
 
@@ -52,6 +57,63 @@ class KeptCountsInfo:
         temporal = self.get_hf_config().vision_config.temporal_patch_size
         frames = max((num_frames + (-num_frames % temporal)) // temporal, 1)
         return frames * min(self.vtprune_keep, full // frames)
+
+
+class PrunedPlaceholders:
+    """Processor mixin (Qwen2-VL, Qwen2.5-VL): min(keep, merged tokens) placeholders per image and
+    video frame (an item's placeholders are one run of t * h*w/4 tokens)."""
+
+    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
+        merge = self.info.get_hf_config().vision_config.spatial_merge_size
+        keep = self.info.vtprune_keep
+
+        def pruned(update: PromptReplacement) -> PromptReplacement:
+            modality = update.modality
+
+            def replacement(item_idx: int):
+                t, h, w = (int(v) for v in out_mm_kwargs[modality][item_idx][f"{modality}_grid_thw"].data)
+                tokens = update.replacement(item_idx)  # one placeholder id per unpruned merged token
+                return tokens[: t * kept_per_frame(keep, h, w, merge)]
+
+            return PromptReplacement(modality=modality, target=update.target, replacement=replacement)
+
+        return [pruned(u) for u in super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)]
+
+
+def frame_placeholder(config, modality: str, video_frames_use_image_token: bool = False) -> int:
+    """The placeholder token of a modality's frames: its own (Qwen3-VL, Qwen3.5), or the image's for
+    a model that marks video frames with it (GLM-4V)."""
+    if modality == "video" and not video_frames_use_image_token:
+        return int(config.video_token_id)
+    return int(config.image_token_id)
+
+
+class PrunedFrameRuns:
+    """Processor mixin (Qwen3-VL, Qwen3.5, GLM-4V): min(keep, merged tokens) placeholders per image and
+    per video frame, where every frame's placeholders are one run (a video's timestamps and frame
+    delimiters unchanged). ``video_frames_use_image_token``: see ``frame_placeholder``."""
+
+    video_frames_use_image_token = False
+
+    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
+        config = self.info.get_hf_config()
+        merge = config.vision_config.spatial_merge_size
+        keep = self.info.vtprune_keep
+
+        def pruned(update: PromptReplacement) -> PromptReplacement:
+            modality = update.modality
+            pad = frame_placeholder(config, modality, self.video_frames_use_image_token)
+
+            def replacement(item_idx: int):
+                _, h, w = (int(v) for v in out_mm_kwargs[modality][item_idx][f"{modality}_grid_thw"].data)
+                full = update.replacement(item_idx)  # one placeholder run of h*w/4 per frame
+                tokens = full.full if isinstance(full, PromptUpdateDetails) else list(full)
+                tokens = shortened_runs(tokens, pad, kept_per_frame(keep, h, w, merge))
+                return PromptUpdateDetails.select_token_id(tokens, pad) if isinstance(full, PromptUpdateDetails) else tokens
+
+            return PromptReplacement(modality=modality, target=update.target, replacement=replacement)
+
+        return [pruned(u) for u in super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)]
 
 
 def check_engine_config(vllm_config, architecture: str) -> None:
@@ -106,7 +168,8 @@ def select_frames(pruning, items: Sequence[FrameItem], merged: torch.Tensor, poo
         cols = index[:, 1].view(len(starts), per_frame)
         first_frame = 0
         for i, t in zip(members, frames):
-            frame_t = from_host(torch.tensor([int(f * items[i].t_factor) for f in range(t)]), device)
+            # int(f * t_factor) of every frame, on the device (float64: Python's product, truncated)
+            frame_t = (torch.arange(t, dtype=torch.float64, device=device) * items[i].t_factor).long()
             c = cols[first_frame : first_frame + t]
             offsets[i] = torch.stack([frame_t[:, None].expand_as(c), c // W, c % W], dim=-1).reshape(-1, 3)
             kept_rows[i] = group_rows[first_frame : first_frame + t].reshape(-1)
