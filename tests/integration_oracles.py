@@ -77,30 +77,35 @@ def method_scores(method, attentions, feature_layer: int, has_cls: bool):
     return None, None
 
 
-def hand_logits(model, input_ids, attention_mask, image_features: List[torch.Tensor], image_token_id: int):
+def hand_logits(
+    model, input_ids, attention_mask, image_features: List[torch.Tensor], image_token_id: int, other_runs=None
+):
     """Logits [B, W, V] and mask [B, W] of the language model on the hand-built shortened prompt.
 
     Each row's real tokens are walked in order; every maximal run of image placeholders is
     replaced by the next image's kept features (so an image's run must be contiguous and images
-    must be separated by text, as processors do). Rows are left-padded with zero embeddings.
+    must be separated by text, as processors do). ``other_runs`` ({token id: [features]}) does the
+    same for other placeholder tokens (videos). Rows are left-padded with zero embeddings.
     """
     embed = model.get_input_embeddings()
+    runs = {image_token_id: list(image_features), **(other_runs or {})}
+    used = {token: 0 for token in runs}
     rows = []
-    next_image = 0
     for b in range(input_ids.shape[0]):
         ids = input_ids[b][attention_mask[b].bool()].tolist()
         pieces, j = [], 0
         while j < len(ids):
-            if ids[j] == image_token_id:
-                while j < len(ids) and ids[j] == image_token_id:
+            token = ids[j]
+            if token in runs:
+                while j < len(ids) and ids[j] == token:
                     j += 1
-                pieces.append(image_features[next_image])
-                next_image += 1
+                pieces.append(runs[token][used[token]])
+                used[token] += 1
             else:
                 pieces.append(embed(torch.tensor([ids[j]]))[0:1])
                 j += 1
         rows.append(torch.cat([p.reshape(-1, p.shape[-1]) for p in pieces]))
-    assert next_image == len(image_features), "prompt runs and images do not match"
+    assert all(used[t] == len(f) for t, f in runs.items()), "prompt runs and images do not match"
     width = max(r.shape[0] for r in rows)
     embeds = torch.zeros(len(rows), width, rows[0].shape[-1])
     mask = torch.zeros(len(rows), width, dtype=torch.long)
@@ -111,13 +116,16 @@ def hand_logits(model, input_ids, attention_mask, image_features: List[torch.Ten
     return model.lm_head(hidden), mask
 
 
-def assert_pruned_forward_matches(model, method, inputs: dict, image_features, selections, num_tokens):
+def assert_pruned_forward_matches(model, method, inputs: dict, image_features, selections, num_tokens, other_runs=None):
     """Run ``model(**inputs)`` under ``apply(model, method)``; its logits must equal the hand pipeline's
-    (``image_features``: per image, the hand-pruned projected features) within 1e-4, and
-    ``last_selection`` / ``last_num_tokens`` must equal ``selections`` / ``num_tokens``."""
+    (``image_features``: per image, the hand-pruned projected features; ``other_runs``: see
+    ``hand_logits``) within 1e-4, and ``last_selection`` / ``last_num_tokens`` must equal
+    ``selections`` / ``num_tokens``."""
     from vtprune_kernels import apply
 
-    expected, expected_mask = hand_logits(model, inputs["input_ids"], inputs["attention_mask"], image_features, IMAGE_TOKEN)
+    expected, expected_mask = hand_logits(
+        model, inputs["input_ids"], inputs["attention_mask"], image_features, IMAGE_TOKEN, other_runs
+    )
     with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
         out = model(**inputs)
     assert out.logits.shape == expected.shape

@@ -7,6 +7,9 @@ that build processor-style inputs: N image placeholders per image, optional left
 - ``llava_siglip()``: LlavaForConditionalGeneration, SigLIP tower (no [CLS]), strategy "full", 4x4 grid.
 - ``llava_next(tile=42)``: LlavaNextForConditionalGeneration, CLIP tower, anyres tiles of 42x42 (3x3 grid
   per tile; ``tile=84``: 6x6).
+- ``llava_onevision(tile=70, aspect="anyres_max_2")``: LlavaOnevisionForConditionalGeneration, SigLIP
+  tower (no [CLS]), Qwen2 text, 5x5 grid per tile; large grids are bilinearly downsized, video frames
+  pooled to 3x3.
 - ``llava_dinov2()``: LlavaForConditionalGeneration, DINOv2 tower (with [CLS], layer scale), 5x5 grid.
 - ``internvl(text="qwen2"|"llama")``: InternVLForConditionalGeneration, 84x84 tiles, pixel shuffle 0.5
   (6x6 grid -> 3x3 = 9 tokens per tile).
@@ -123,6 +126,25 @@ def llava_next(seed: int = 0, vision_layers: int = 3, tile: int = 42):
         image_seq_length=(tile // 14) ** 2,
     )
     return _finish(LlavaNextForConditionalGeneration(cfg), seed)
+
+
+def llava_onevision(seed: int = 0, vision_layers: int = 3, tile: int = 70, aspect: str = "anyres_max_2"):
+    """LLaVA-OneVision with tile x tile tiles of (tile/14)^2 tokens (70: 5x5), pinpoints up to 2x3 tiles,
+    ``vision_aspect_ratio=aspect`` (anyres_max_2: a big grid over 2.4 tiles' worth of tokens is downsized)."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, SiglipVisionConfig
+
+    pinpoints = [[1, 2], [2, 1], [2, 2], [2, 3], [3, 2]]
+    cfg = LlavaOnevisionConfig(
+        vision_config=_small_vision(SiglipVisionConfig, vision_layers, tile),
+        text_config=text_config("qwen2"),
+        image_token_index=IMAGE_TOKEN,
+        video_token_index=VIDEO_TOKEN,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        image_grid_pinpoints=[[tile * a, tile * b] for a, b in pinpoints],
+        vision_aspect_ratio=aspect,
+    )
+    return _finish(LlavaOnevisionForConditionalGeneration(cfg), seed)
 
 
 def internvl(seed: int = 0, text: str = "qwen2", vision_layers: int = 3, qk_norm: bool = True):

@@ -62,6 +62,7 @@ _INSTALLED = ("forward", "generate", "__deepcopy__")
 _SUPPORTED = (
     "LlavaForConditionalGeneration (CLIP or SigLIP vision tower)",
     "LlavaNextForConditionalGeneration (CLIP vision tower)",
+    "LlavaOnevisionForConditionalGeneration (images and videos)",
     "InternVLForConditionalGeneration",
     "Qwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration",
@@ -88,12 +89,17 @@ def _adapter_for(model):
         InternVLForConditionalGeneration,
         LlavaForConditionalGeneration,
         LlavaNextForConditionalGeneration,
+        LlavaOnevisionForConditionalGeneration,
     )
 
     if isinstance(model, LlavaNextForConditionalGeneration):
         from .llava_next import LlavaNextAdapter
 
         return LlavaNextAdapter(model)
+    if isinstance(model, LlavaOnevisionForConditionalGeneration):
+        from .llava_onevision import LlavaOnevisionAdapter
+
+        return LlavaOnevisionAdapter(model)
     if isinstance(model, LlavaForConditionalGeneration):
         from .llava import LlavaAdapter
 
@@ -354,9 +360,9 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
     """Prune the visual tokens of ``model`` with ``method`` until the handle is removed.
 
     model: LlavaForConditionalGeneration (CLIP/SigLIP/DINOv2 tower), LlavaNextForConditionalGeneration,
-        InternVLForConditionalGeneration, Qwen2VLForConditionalGeneration,
-        Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration
-        or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
+        LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Qwen2VLForConditionalGeneration,
+        Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
+        Glm4vForConditionalGeneration or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.
         backend: forwarded to ``vtprune_kernels.ops.attention_scores`` ("auto", "cpu", "reference",
         "triton"); checked here against the model's device.
