@@ -293,3 +293,16 @@ def test_bad_inputs_are_clear_errors(model):
             handle.prepare_inputs(
                 input_ids=ids, attention_mask=mask, pixel_values=px, image_sizes=IMAGE_SIZES, batch_num_images=torch.tensor([2])
             )
+
+
+def test_packed_rows_of_a_grid_with_more_rows_than_a_tile_has_tokens():
+    """2x2-token tiles, 3x2 grid tiles, not downsized: every grid token's canvas slot is its place in its tile."""
+    small = tm.llava_onevision(tile=28, aspect="anyres_max_9", vision_layers=1)
+    from vtprune_kernels.integrations.llava_onevision import LlavaOnevisionAdapter
+
+    rows = LlavaOnevisionAdapter(small).packed_rows(torch.tensor([84, 56]), 7, (2, 2))
+    token = rows.is_token
+    assert int((~token).sum()) == 6  # 6 rows of 4 tokens
+    r, c = torch.arange(24) // 4, torch.arange(24) % 4
+    assert rows.tile[4:][token[4:]].tolist() == (1 + (r // 2) * 2 + c // 2).tolist()
+    assert rows.slot[4:][token[4:]].tolist() == ((r % 2) * 2 + c % 2).tolist()

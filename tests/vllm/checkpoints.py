@@ -4,6 +4,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
 - ``llava(path, tower="clip"|"siglip")``: LLaVA-1.5 shape (CLIP with [CLS], feature layer -2,
   strategy "default") or a SigLIP tower (no [CLS], feature layer -1, strategy "full").
 - ``llava_next(path)``: LLaVA-NeXT, 42 x 42 tiles (3 x 3 patches), anyres pinpoints up to 84 x 126.
+- ``llava_onevision(path)``: LLaVA-OneVision, SigLIP tower, 42 x 42 tiles (3 x 3 patches), pinpoints up to
+  4 x 4 tiles (big grids over 9 tiles' worth of tokens are bilinearly downsized); video frames pool to 2 x 2.
 - ``internvl(path)``: InternVL (HF-native format), 84 x 84 tiles, pixel shuffle 0.5 -> 9 tokens per tile.
 - ``qwen2_vl(path)``: Qwen2-VL, 14 px patches merged 2x2, full attention in its 4 blocks.
 - ``qwen2_5_vl(path)``: Qwen2.5-VL, 14 px patches merged 2x2, 56 px windows (2 x 2 merged tokens) in
@@ -180,6 +182,39 @@ def llava_next(path: str, seed: int = 0):
     processor = LlavaNextProcessor(
         image_processor=image_processor, tokenizer=tokenizer(), patch_size=14, vision_feature_select_strategy="default",
         num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN),
+    )
+    return _save(model, processor, path, hub_tower_prefix=True)
+
+
+ONEVISION_PINPOINTS = [[42 * a, 42 * b] for a, b in [(1, 2), (2, 1), (2, 2), (2, 3), (3, 2), (3, 3), (3, 4), (4, 3), (4, 4)]]
+
+
+def llava_onevision(path: str, seed: int = 0):
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        SiglipVisionConfig,
+    )
+
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=42, patch_size=14
+    )
+    config = LlavaOnevisionConfig(
+        vision_config=vision, text_config=tiny_text_config("qwen2"), image_token_index=token_id(IMAGE_TOKEN),
+        video_token_index=token_id("<video>"), vision_feature_layer=-1, vision_feature_select_strategy="full",
+        image_grid_pinpoints=ONEVISION_PINPOINTS, vision_aspect_ratio="anyres_max_9",
+    )
+    torch.manual_seed(seed)
+    model = _finish(LlavaOnevisionForConditionalGeneration(config), seed)
+    size = {"height": 42, "width": 42}
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=ONEVISION_PINPOINTS),
+        video_processor=LlavaOnevisionVideoProcessor(size=size),
+        tokenizer=tokenizer(), num_image_tokens=9, vision_feature_select_strategy="full",
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN), vision_aspect_ratio="anyres_max_9",
     )
     return _save(model, processor, path, hub_tower_prefix=True)
 

@@ -33,6 +33,7 @@ class Case:
     sizes: List[Tuple[int, int]]  # (width, height) of the test images
     two_images: bool = True  # False for Random: vLLM selects each image alone, apply() as a batch row
     videos: bool = False  # the engine takes a video per prompt too (test_video_and_image_match_apply)
+    video_placeholder: str = "<|vision_start|><|video_pad|><|vision_end|>"
 
 
 CASES = {
@@ -55,6 +56,17 @@ CASES = {
     "llava-next-uniform": Case(
         checkpoints.llava_next, "LlavaNextForConditionalGeneration",
         {"method": "uniform", "keep": 4}, Uniform(keep=4), "<image>", [(120, 70), (70, 120), (40, 40)],
+    ),
+    # images of 4x4 tiles (12x12 patches, downsized to 9x9: each tile keeps among its share), 2x3 and
+    # 1x2 tiles unpadded; video frames pooled to 2x2, keep 3 per frame
+    "llava-onevision-vispruner": Case(
+        checkpoints.llava_onevision, "LlavaOnevisionForConditionalGeneration",
+        {"method": "vispruner", "keep": 3, "step": 2}, VisPruner(keep=3, step=2), "<image>", [(168, 168), (120, 70), (40, 40)],
+        videos=True, video_placeholder="<video>",
+    ),
+    "llava-onevision-uniform": Case(
+        checkpoints.llava_onevision, "LlavaOnevisionForConditionalGeneration",
+        {"method": "uniform", "keep": 2}, Uniform(keep=2), "<image>", [(120, 70), (168, 126), (40, 40)],
     ),
     "internvl-vispruner": Case(
         checkpoints.internvl, "InternVLForConditionalGeneration",
@@ -220,7 +232,7 @@ def test_video_and_image_match_apply(served):
     Qwen3-VL: each frame between its timestamp and delimiters, at its own base) and an image in one
     prompt: kept indices, greedy tokens and prompt log-probabilities as apply()."""
     case, engine, model, processor = served
-    text = "USER: <|vision_start|><|video_pad|><|vision_end|> then " + case.placeholder + "\nWhat happens? ASSISTANT:"
+    text = f"USER: {case.video_placeholder} then {case.placeholder}\nWhat happens? ASSISTANT:"
     clip, picture = video(4, 112, 84, seed=80), image(*case.sizes[1], seed=81)
     ((tokens, _),) = engine.greedy([(text, [picture])], videos=[[clip]])
     selections = engine.selections()

@@ -1,14 +1,15 @@
-"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, InternVL, Qwen2-VL, Qwen2.5-VL,
+"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision, InternVL, Qwen2-VL, Qwen2.5-VL,
 Qwen3-VL (and -MoE), Qwen3.5 (and -MoE) and GLM-4.1V / 4.5V (images) (docs/design.md section 4).
 
 ``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
-process it starts. It only adds eleven architectures to vLLM's model registry, by name (the classes
+process it starts. It only adds twelve architectures to vLLM's model registry, by name (the classes
 are imported when a model asks for them):
 
 | stock architecture                  | pruned architecture                        |
 |-------------------------------------|--------------------------------------------|
 | LlavaForConditionalGeneration       | VTPruneLlavaForConditionalGeneration       |
 | LlavaNextForConditionalGeneration   | VTPruneLlavaNextForConditionalGeneration   |
+| LlavaOnevisionForConditionalGeneration | VTPruneLlavaOnevisionForConditionalGeneration |
 | InternVLForConditionalGeneration    | VTPruneInternVLForConditionalGeneration    |
 | Qwen2VLForConditionalGeneration     | VTPruneQwen2VLForConditionalGeneration     |
 | Qwen2_5_VLForConditionalGeneration  | VTPruneQwen2_5_VLForConditionalGeneration  |
@@ -34,6 +35,7 @@ from .switch import CONFIG_KEY, PRUNED_ARCHITECTURES, hf_overrides, method_from_
 _CLASSES = {
     "VTPruneLlavaForConditionalGeneration": "llava",
     "VTPruneLlavaNextForConditionalGeneration": "llava_next",
+    "VTPruneLlavaOnevisionForConditionalGeneration": "llava_onevision",
     "VTPruneInternVLForConditionalGeneration": "internvl",
     "VTPruneQwen2VLForConditionalGeneration": "qwen2_vl",
     "VTPruneQwen2_5_VLForConditionalGeneration": "qwen2_5_vl",

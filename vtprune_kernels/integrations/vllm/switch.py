@@ -24,6 +24,7 @@ CONFIG_KEY = "vtprune"
 PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaForConditionalGeneration": "VTPruneLlavaForConditionalGeneration",
     "LlavaNextForConditionalGeneration": "VTPruneLlavaNextForConditionalGeneration",
+    "LlavaOnevisionForConditionalGeneration": "VTPruneLlavaOnevisionForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "Qwen2VLForConditionalGeneration": "VTPruneQwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration": "VTPruneQwen2_5_VLForConditionalGeneration",
