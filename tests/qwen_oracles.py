@@ -105,10 +105,13 @@ def hand_keep(model, method, media: List[dict]) -> List[torch.Tensor]:
     layers = method_layers(model, method)
     frames = []  # (entry, frame, grid, scores [N], features [N, 4C])
     for e, item in enumerate(media):
-        scores = eager_patch_scores(model, item["pixels"], item["grid"][None], layers) if layers else None
-        merged_scores = None if scores is None else scores.view(-1, 4).mean(-1)
-        features = last_hidden_in_merge_order(model, item["pixels"], item["grid"][None])
         t, h, w = item["grid"].tolist()
+        grid = item["grid"][None]
+        if item["kind"] == "video" and type(model).__name__.startswith("Glm4v"):
+            grid = torch.tensor([[1, h, w]] * t)  # GLM-4V's tower encodes each video frame as an image
+        scores = eager_patch_scores(model, item["pixels"], grid, layers) if layers else None
+        merged_scores = None if scores is None else scores.view(-1, 4).mean(-1)
+        features = last_hidden_in_merge_order(model, item["pixels"], grid)
         N = (h // 2) * (w // 2)
         for f in range(t):
             part = slice(f * N, (f + 1) * N)
@@ -126,6 +129,12 @@ def hand_keep(model, method, media: List[dict]) -> List[torch.Tensor]:
     return keep
 
 
+def placeholder_tokens(model):
+    """((modality, placeholder token id), ...): GLM-4V writes video frames with the image token."""
+    video = model.config.image_token_id if type(model).__name__.startswith("Glm4v") else model.config.video_token_id
+    return (("image", model.config.image_token_id), ("video", video))
+
+
 def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: torch.Tensor = None):
     """(logits [B, S', V], kept column mask [B, S]) of the hand-pruned prompt; ``extra_tokens`` [B, T]
     appended after the prompt (generation steps) at positions max + 1, max + 2, ... per row."""
@@ -139,7 +148,7 @@ def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: tor
         if inputs.get("pixel_values_videos") is not None:
             outputs["video"] = inner.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
         visual = torch.zeros_like(ids, dtype=torch.bool)
-        for modality, token in (("image", model.config.image_token_id), ("video", model.config.video_token_id)):
+        for modality, token in placeholder_tokens(model):
             if modality in outputs:
                 where = ids == token
                 embeds[where] = torch.cat(outputs[modality].pooler_output).to(embeds.dtype)
@@ -154,7 +163,7 @@ def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: tor
     # the kept columns: real text, and the kept placeholders (images first, then videos, flat order)
     survive = mask.bool().clone()
     flat_keep = []
-    for modality, token in (("image", model.config.image_token_id), ("video", model.config.video_token_id)):
+    for modality, token in placeholder_tokens(model):
         entries = [k for k, kind in keep if kind == modality]
         if entries:
             survive[ids == token] = torch.cat(entries)
@@ -186,7 +195,7 @@ def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: tor
         levels = []
         for level in range(len(deepstack_levels)):
             per_position = torch.zeros(int(visual.sum()), D)
-            for modality, token in (("image", model.config.image_token_id), ("video", model.config.video_token_id)):
+            for modality, token in placeholder_tokens(model):
                 if modality in outputs:
                     order = (ids[visual] == token)
                     per_position[order] = torch.cat(outputs[modality].deepstack_features[level])

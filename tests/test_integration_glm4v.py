@@ -5,7 +5,8 @@ an MLP (``qwen_tower.glm4v_merge``). Every pruned forward is compared with the i
 pipeline of qwen_oracles.py (which uses the model's own ``get_image_features`` and ``get_rope_index``).
 
 The batch: row 0 holds one 6x10-patch image (3x5 merged tokens), row 1 a 4x6-patch image and a
-second 4x4-patch one. Videos are refused (GLM-4V marks video frames with the image token).
+second 4x4-patch one. Videos: GLM-4V writes each frame with the image token (typed 2), frames apart
+between their delimiters and timestamps; a call holds images or videos, not both (as for the model).
 """
 import pytest
 import torch
@@ -101,16 +102,67 @@ def test_right_padding(model):
     assert_right_padded_forward_matches_hand(model, method, inputs, _hand(model, method, inputs)[1])
 
 
-def test_videos_and_ptp_are_refused(model):
-    video = (2, 4, 4)
-    ids, mask, types = tm.qwen_prompts([[("video", video)]])
+def test_ptp_and_images_with_videos_in_one_call_are_refused(model):
+    inputs = _video_inputs()
+    inputs.update(pixel_values=tm.qwen_pixels(IMAGES[:1]), image_grid_thw=torch.tensor(IMAGES[:1]))
     with apply(model, Uniform(keep=2)):
-        with pytest.raises(ValueError, match="pruning videos is not supported yet"):
-            model(input_ids=ids, attention_mask=mask, mm_token_type_ids=types,
-                  pixel_values_videos=tm.qwen_pixels([video]), video_grid_thw=torch.tensor([video]))
+        with pytest.raises(ValueError, match="images and videos in separate calls"):
+            model(**inputs)
     with apply(model, PTP(vision_layer=1, llm_layer=0)):
         with pytest.raises(ValueError, match=r"PTP needs a vision tower with a \[CLS\] token"):
             model(**_inputs())
+
+
+# -- videos: each frame written as an image (image placeholders between its delimiters and timestamp),
+# typed 2 by the processor; the tower encodes each frame as an image of its own
+VIDEOS = [(2, 4, 6), (3, 4, 4)]
+
+
+def _video_inputs(padding_side="left"):
+    rows = [[("video", VIDEOS[0])], [("video", VIDEOS[1])]]
+    ids, mask, types = tm.qwen_prompts(rows, per_frame_runs=True, padding_side=padding_side, video_token=tm.IMAGE_TOKEN)
+    return dict(
+        input_ids=ids, attention_mask=mask, mm_token_type_ids=types,
+        pixel_values_videos=tm.qwen_pixels(VIDEOS, seed=5), video_grid_thw=torch.tensor(VIDEOS),
+    )
+
+
+def _hand_videos(model, method, inputs):
+    media, first = [], 0
+    for grid in inputs["video_grid_thw"]:
+        n = int(grid.prod())
+        media.append(dict(pixels=inputs["pixel_values_videos"][first : first + n], grid=grid, kind="video"))
+        first += n
+    keep = hand_keep(model, method, media)
+    return keep, [(k, "video") for k in keep]
+
+
+@pytest.mark.parametrize("method_name", list(METHODS))
+def test_videos_match_hand_pipeline(model, method_name):
+    """Per frame budgets; every kept frame token keeps its unpruned M-RoPE position (frames apart, at
+    their timestamps' text positions)."""
+    method = METHODS[method_name]()
+    inputs = _video_inputs()
+    keep, tagged = _hand_videos(model, method, inputs)
+    handle = assert_forward_matches_hand(model, method, inputs, tagged)
+    assert [s.tolist() for s in handle.last_selection] == [k.nonzero().flatten().tolist() for k in keep]
+    assert handle.last_num_tokens == [2 * 6, 3 * 4]
+
+
+def test_videos_keeping_everything_give_the_unpruned_logits(model):
+    inputs = _video_inputs()
+    with torch.no_grad():
+        unpruned = model(**inputs).logits
+        with apply(model, VisPruner(keep=100, step=2), backend=BACKEND):
+            assert torch.equal(model(**inputs).logits, unpruned)
+
+
+def test_videos_generate_and_without_mm_token_type_ids(model):
+    method = HIVTP(layers=(1, 3), region_ratio=0.5)
+    inputs = _video_inputs()
+    tagged = _hand_videos(model, method, inputs)[1]
+    assert_generate_matches_hand(model, method, inputs, tagged)
+    assert_forward_matches_hand(model, method, inputs, tagged, drop=("mm_token_type_ids",))
 
 
 def test_without_mm_token_type_ids(model):

@@ -344,13 +344,16 @@ def qwen_visual_tokens(grid_thw) -> int:
     return t * (h // 2) * (w // 2)
 
 
-def qwen_prompts(rows, *, per_frame_runs: bool = False, padding_side: str = "left", seed: int = 0):
+def qwen_prompts(
+    rows, *, per_frame_runs: bool = False, padding_side: str = "left", seed: int = 0, video_token: int = VIDEO_TOKEN
+):
     """(input_ids, attention_mask, mm_token_type_ids) [B, S] in the processor's layout.
 
     rows: per row a list of visual items, ("image", (t, h, w)) or ("video", (t, h, w)); each item is
     <|vision_start|> + one placeholder per merged token + <|vision_end|>, with text before, between
     and after. ``per_frame_runs`` (Qwen3-VL's video layout): every frame of a video is its own run,
-    preceded by a timestamp text token. Rows differ in length so padding is exercised."""
+    preceded by a timestamp text token. ``video_token``: the placeholder of video frames (GLM-4V writes
+    them with the image token, type 2). Rows differ in length so padding is exercised."""
     gen = torch.Generator().manual_seed(seed)
 
     def text(n):
@@ -361,7 +364,7 @@ def qwen_prompts(rows, *, per_frame_runs: bool = False, padding_side: str = "lef
         ids = text(2 + b)
         kinds = [0] * len(ids)
         for kind, grid in items:
-            token, type_id = (IMAGE_TOKEN, 1) if kind == "image" else (VIDEO_TOKEN, 2)
+            token, type_id = (IMAGE_TOKEN, 1) if kind == "image" else (video_token, 2)
             t = int(grid[0])
             runs = [qwen_visual_tokens((1, grid[1], grid[2]))] * t if kind == "video" and per_frame_runs else [qwen_visual_tokens(grid)]
             for n in runs:

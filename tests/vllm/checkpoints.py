@@ -379,8 +379,13 @@ def qwen3_5(path: str, seed: int = 0, moe: bool = False):
     return _qwen(path, seed, classes, vision, text, 32 * 32 * 64, image_mean=[0.5] * 3, image_std=[0.5] * 3)
 
 
-GLM_TOKENS = {"image_token": "<|image|>", "video_token": "<|video|>"}
+GLM_TOKENS = {
+    "image_token": "<|image|>", "video_token": "<|video|>",  # the delimiters too: vLLM matches a video by them
+    "image_start_token": "<|begin_of_image|>", "image_end_token": "<|end_of_image|>",
+    "video_start_token": "<|begin_of_video|>", "video_end_token": "<|end_of_video|>",
+}
 GLM_IMAGE = "<|begin_of_image|><|image|><|end_of_image|>"
+GLM_VIDEO = "<|begin_of_video|><|video|><|end_of_video|>"
 
 
 def glm4v(path: str, seed: int = 0, moe: bool = False):

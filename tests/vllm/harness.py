@@ -92,7 +92,7 @@ class Engine:
 def _prompts(requests, videos):
     prompts = []
     for i, (text, images) in enumerate(requests):
-        data = {"image": images}
+        data = {"image": images} if images else {}
         if videos is not None and videos[i]:
             data["video"] = videos[i]
         prompts.append({"prompt": text, "multi_modal_data": data})

@@ -34,6 +34,7 @@ class Case:
     two_images: bool = True  # False for Random: vLLM selects each image alone, apply() as a batch row
     videos: bool = False  # the engine takes a video per prompt too (test_video_and_image_match_apply)
     video_placeholder: str = "<|vision_start|><|video_pad|><|vision_end|>"
+    video_with_image: bool = True  # False: the model takes a video or images per prompt, not both (GLM-4V)
 
 
 CASES = {
@@ -108,11 +109,12 @@ CASES = {
         checkpoints.qwen3_vl, "Qwen3VLForConditionalGeneration",
         {"method": "uniform", "keep": 5}, Uniform(keep=5), checkpoints.QWEN_IMAGE, [(192, 192), (128, 96), (96, 160)],
     ),
-    # GLM-4.1V: Qwen2-VL's packing, a 2x2 convolution merges each kept block; images only
+    # GLM-4.1V: Qwen2-VL's packing, a 2x2 convolution merges each kept block; a video's frames are
+    # written as images (each at its own base position, after its timestamp)
     "glm4v-vispruner": Case(
         checkpoints.glm4v, "Glm4vForConditionalGeneration",
         {"method": "vispruner", "keep": 10, "step": 2}, VisPruner(keep=10, step=2), checkpoints.GLM_IMAGE,
-        [(112, 84), (84, 140), (168, 168)],
+        [(112, 84), (84, 140), (168, 168)], videos=True, video_placeholder=checkpoints.GLM_VIDEO, video_with_image=False,
     ),
     "glm4v_moe-random": Case(
         lambda p: checkpoints.glm4v(p, moe=True), "Glm4vMoeForConditionalGeneration",
@@ -233,13 +235,15 @@ def test_video_and_image_match_apply(served):
     prompt: kept indices, greedy tokens and prompt log-probabilities as apply()."""
     case, engine, model, processor = served
     text = f"USER: {case.video_placeholder} then {case.placeholder}\nWhat happens? ASSISTANT:"
-    clip, picture = video(4, 112, 84, seed=80), image(*case.sizes[1], seed=81)
-    ((tokens, _),) = engine.greedy([(text, [picture])], videos=[[clip]])
+    clip, pictures = video(4, 112, 84, seed=80), [image(*case.sizes[1], seed=81)]
+    if not case.video_with_image:
+        text, pictures = f"USER: {case.video_placeholder}\nWhat happens? ASSISTANT:", []
+    ((tokens, _),) = engine.greedy([(text, pictures)], videos=[[clip]])
     selections = engine.selections()
-    (logprobs,) = engine.prompt_logprobs([(text, [picture])], videos=[[clip]])
+    (logprobs,) = engine.prompt_logprobs([(text, pictures)], videos=[[clip]])
     engine.selections()
-    expected_tokens, expected_selection = reference(model, processor, case.method, text, [picture], [clip])
+    expected_tokens, expected_selection = reference(model, processor, case.method, text, pictures, [clip])
     assert tokens == expected_tokens
     assert sorted(selections) == sorted(expected_selection)  # vLLM encodes the image and the video apart
-    expected = reference_logprobs(model, processor, case.method, text, [picture], [clip])
+    expected = reference_logprobs(model, processor, case.method, text, pictures, [clip])
     assert max(abs(a - b) for a, b in zip(logprobs, expected)) < 1e-3 and len(logprobs) == len(expected)

@@ -167,19 +167,6 @@ def test_qwen_engine_checks_name_the_reason(change, message):
         check_engine_config(_vllm_config(**settings), "VTPruneQwen3VLForConditionalGeneration")
 
 
-def test_glm4v_refuses_videos_at_start():
-    """GLM-4V is pruned for images only: an engine that may take videos is refused, with the fix."""
-    from vtprune_kernels.integrations.vllm.glm4v import check_no_videos
-
-    def config(video_limit):
-        mm = types.SimpleNamespace(get_limit_per_prompt=lambda modality: {"image": 2, "video": video_limit}[modality])
-        return types.SimpleNamespace(model_config=types.SimpleNamespace(get_multimodal_config=lambda: mm))
-
-    check_no_videos(config(0), "VTPruneGlm4vForConditionalGeneration")
-    with pytest.raises(ValueError, match=r"prunes images only .*limit-mm-per-prompt"):
-        check_no_videos(config(999), "VTPruneGlm4vForConditionalGeneration")
-
-
 def _vllm_config(compile_mm_encoder, cudagraph_mm_encoder, enable_mm_embeds, video_pruning, pipeline_parallel_size):
     """A stand-in with the fields of vLLM's VllmConfig that ``check_engine_config`` reads."""
     mm = types.SimpleNamespace(enable_mm_embeds=enable_mm_embeds, get_video_pruning_spec=lambda: video_pruning)

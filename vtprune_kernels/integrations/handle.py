@@ -68,7 +68,7 @@ _SUPPORTED = (
     "Qwen2_5_VLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration (and Qwen3VLMoe)",
     "Qwen3_5ForConditionalGeneration (and Qwen3_5Moe)",
-    "Glm4vForConditionalGeneration (and Glm4vMoe; images)",
+    "Glm4vForConditionalGeneration (and Glm4vMoe)",
 )
 
 

@@ -1,8 +1,9 @@
 """The Qwen-VL models: Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5 (``Qwen2VLForConditionalGeneration``,
 ``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``,
 ``Qwen3_5ForConditionalGeneration`` and the MoE variants of the last two), and GLM-4.1V / GLM-4.5V
-(``Glm4vForConditionalGeneration``, ``Glm4vMoeForConditionalGeneration``; images only), whose tower
-and prompt follow the same plan (``qwen_tower.glm4v_merge`` merges their 2x2 blocks).
+(``Glm4vForConditionalGeneration``, ``Glm4vMoeForConditionalGeneration``), whose tower and prompt
+follow the same plan (``qwen_tower.glm4v_merge`` merges their 2x2 blocks; a video frame is written
+with the image placeholder token, and a call holds images or videos, not both, as for the model).
 
 Images (``pixel_values`` + ``image_grid_thw``) and videos (``pixel_values_videos`` +
 ``video_grid_thw``) of any size, several per call: the tower runs once per modality, as the model
@@ -67,6 +68,11 @@ class QwenVLAdapter(TowerAdapter):
         super().__init__(model)
         self.family = type(model).__name__
         self.token_ids = {name: int(getattr(model.config, key)) for name, _, _, key in MODALITIES}
+        # GLM-4V writes each video frame as an image: image placeholders between the frame's begin/end
+        # image tokens and its timestamp; its forward fills video features into the image placeholders
+        self.video_frames_use_image_token = self.family.startswith("Glm4v")
+        if self.video_frames_use_image_token:
+            self.token_ids["video"] = self.token_ids["image"]
 
     def describe_tower(self):
         return describe_tower(self.inner.visual)
@@ -101,10 +107,10 @@ class QwenVLAdapter(TowerAdapter):
 
     def _run_towers(self, kwargs, layers, backend, reads):
         """(entries, {modality: TowerRun}): one tower run per modality present, as the model runs it."""
-        if self.family.startswith("Glm4v") and kwargs.get("pixel_values_videos") is not None:
-            # GLM-4V marks video frames with the image placeholder token (the prompt's video runs cannot
-            # be told from image runs by token) and encodes each frame as an image of its own
-            raise ValueError(f"{self.family}: pruning videos is not supported yet (images are); pass images only")
+        if self.video_frames_use_image_token and all(kwargs.get(k) is not None for k in ("pixel_values", "pixel_values_videos")):
+            # its forward fills both modalities' features into the same image placeholders (the
+            # unpruned model refuses such a call too)
+            raise ValueError(f"{self.family} takes images and videos in separate calls, not both in one call")
         runs, entries = {}, []
         for name, pixels_key, grid_key, _ in MODALITIES:
             pixels = kwargs.get(pixels_key)
@@ -128,6 +134,10 @@ class QwenVLAdapter(TowerAdapter):
                     raise ValueError(f"{grid_key}: a grid of {t} x {h} x {w} patches is not a whole number of merge blocks")
                 entries.append(_Entry((t, h, w), first, self.tower.merge_size, modality=name))
                 first += entries[-1].tokens
+            if name == "video" and self.video_frames_use_image_token:  # the model encodes each frame as an image
+                frames = torch.repeat_interleave(host_grid, host_grid[:, 0], dim=0)
+                frames[:, 0] = 1
+                grid = from_host(frames, grid.device)
             runs[name] = run_tower(self.tower, pixels, grid, layers, backend=backend)
         return entries, runs
 
@@ -195,7 +205,8 @@ class QwenVLAdapter(TowerAdapter):
         if types is None:  # the processor returns them; derive them from the placeholders otherwise
             types = torch.zeros_like(input_ids, dtype=torch.int32)
             types[input_ids == self.token_ids["image"]] = 1
-            types[input_ids == self.token_ids["video"]] = 2
+            if inputs.get("pixel_values_videos") is not None:  # (GLM-4V: a call has images or videos, not both)
+                types[input_ids == self.token_ids["video"]] = 2
         positions = self.unpruned_positions(input_ids, types, reads, inputs.get("second_per_grid_ts"))
         kept = layout.gather(positions, 0)
         device = out["input_ids"].device

@@ -1,5 +1,5 @@
-"""Pruned GLM-4.1V and GLM-4.5V for vLLM, images: ``VTPruneGlm4vForConditionalGeneration`` and
-``VTPruneGlm4vMoeForConditionalGeneration``.
+"""Pruned GLM-4.1V and GLM-4.5V for vLLM, images and videos: ``VTPruneGlm4vForConditionalGeneration``
+and ``VTPruneGlm4vMoeForConditionalGeneration``.
 
 GLM-4V's tower is packed like Qwen2-VL's (2x2 blocks of 14 px patches in merge order, attention
 over each image in every block), so the Qwen2 family's encoder step serves it
@@ -9,10 +9,10 @@ over each image in every block), so the Qwen2 family's encoder step serves it
   (``qwen_tower.glm4v_merge``, shared with ``apply()``), run on the kept blocks only;
 - the prompt: an image's placeholders are one run between its delimiters, as a Qwen3-VL frame's
   (``PrunedFrameRuns``, ``frame_run_positions``), at the image's base until ``forward`` adds each
-  kept token's offset.
-
-Videos are refused when the engine starts unless ``limit_mm_per_prompt`` allows none: GLM-4V marks
-video frames with the image token and ``apply()`` does not prune them either.
+  kept token's offset;
+- videos: every frame is written as an image (image placeholders between its delimiters, then its
+  timestamp) and keeps min(keep, merged tokens); each frame sits at its own base position, so a kept
+  token's offset is (0, row, column) in its frame.
 """
 from __future__ import annotations
 
@@ -35,16 +35,6 @@ ARCHITECTURE = "VTPruneGlm4vForConditionalGeneration"
 MOE_ARCHITECTURE = "VTPruneGlm4vMoeForConditionalGeneration"
 
 
-def check_no_videos(vllm_config, architecture: str) -> None:
-    """Engine-start refusal: this plugin prunes GLM-4V's images only."""
-    limit = vllm_config.model_config.get_multimodal_config().get_limit_per_prompt("video")
-    if limit > 0:
-        raise ValueError(
-            f"{architecture} prunes images only (GLM-4V marks video frames with the image token): serve it with "
-            "--limit-mm-per-prompt '{\"video\": 0}' (limit_mm_per_prompt={'video': 0})"
-        )
-
-
 class VTPruneGlm4vProcessingInfo(KeptCountsInfo, Glm4vProcessingInfo):
     """GLM-4.1V's processing info with the kept counts."""
 
@@ -58,8 +48,7 @@ class VTPruneGlm4vMoeProcessingInfo(KeptCountsInfo, Glm4vProcessingInfo):
 
 
 class VTPruneGlm4vMultiModalProcessor(PrunedFrameRuns, Glm4vMultiModalProcessor):
-    """GLM-4V's processor with min(keep, merged tokens) placeholders per image (videos are refused at
-    engine start, ``check_no_videos``)."""
+    """GLM-4V's processor with min(keep, merged tokens) placeholders per image and per video frame."""
 
     video_frames_use_image_token = True
 
@@ -67,9 +56,9 @@ class VTPruneGlm4vMultiModalProcessor(PrunedFrameRuns, Glm4vMultiModalProcessor)
 class Glm4vPruning(Qwen2VLPruning):
     """Model mixin: the Qwen2 family's encoder step with GLM-4V's merge and image positions."""
 
-    def __init__(self, *, vllm_config, prefix: str = ""):
-        check_no_videos(vllm_config, self.vtprune_architecture)
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
+    def _video_t_factors(self, item, count: int):
+        """Every video frame sits at its own base position (its timestamp text moves on past it)."""
+        return [0.0] * count
 
     def _merger_input(self):
         return self.visual.post_layernorm

@@ -96,7 +96,6 @@ class Qwen2VLPruning:
     def embed_multimodal(self, **kwargs):
         inputs = self._parse_and_validate_multimodal_inputs(**kwargs)
         embeddings: Tuple[torch.Tensor, ...] = ()
-        tokens_per_second = float(getattr(self.config.vision_config, "tokens_per_second", 1.0))
         for modality, item in inputs.items():  # the order of the call's modalities, as vLLM's model
             if item["type"] in ("image_embeds", "video_embeds"):
                 raise ValueError(f"{self.vtprune_architecture}: precomputed {modality} embeddings cannot be pruned")
@@ -104,12 +103,18 @@ class Qwen2VLPruning:
                 grids, pixels, factors = item["image_grid_thw"], item["pixel_values"], None
             else:
                 grids, pixels = item["video_grid_thw"], item["pixel_values_videos"]
-                seconds = _field(item, "second_per_grid_ts")
-                factors = [1.0 * tokens_per_second] * len(grids) if seconds is None else [
-                    float(s) * tokens_per_second for s in seconds.tolist()
-                ]
+                factors = self._video_t_factors(item, len(grids))
             embeddings += self._pruned_embeddings(pixels, grids, factors)
         return embeddings
+
+    def _video_t_factors(self, item, count: int) -> List[float]:
+        """Per video, the M-RoPE temporal position step of one temporal patch (Qwen2.5-VL: seconds per
+        temporal patch x tokens per second; Qwen2-VL: 1)."""
+        tokens_per_second = float(getattr(self.config.vision_config, "tokens_per_second", 1.0))
+        seconds = _field(item, "second_per_grid_ts")
+        if seconds is None:
+            return [tokens_per_second] * count
+        return [float(s) * tokens_per_second for s in seconds.tolist()]
 
     def _pruned_embeddings(self, pixel_values, grid_thw, t_factors) -> Tuple[torch.Tensor, ...]:
         """Per item: [kept, D + POSITION_CHANNELS], the merged kept tokens and their M-RoPE offsets."""
