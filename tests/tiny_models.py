@@ -11,6 +11,8 @@ that build processor-style inputs: N image placeholders per image, optional left
   tower (no [CLS]), Qwen2 text, 5x5 grid per tile; large grids are bilinearly downsized, video frames
   pooled to 3x3.
 - ``llava_dinov2()``: LlavaForConditionalGeneration, DINOv2 tower (with [CLS], layer scale), 5x5 grid.
+- ``gemma3()``: Gemma3ForConditionalGeneration, SigLIP tower 112 px (8x8 patches) average-pooled 2x2 to
+  4x4 = 16 tokens per image; a sliding-window (8) and a full-attention text layer.
 - ``internvl(text="qwen2"|"llama")``: InternVLForConditionalGeneration, 84x84 tiles, pixel shuffle 0.5
   (6x6 grid -> 3x3 = 9 tokens per tile).
 """
@@ -145,6 +147,23 @@ def llava_onevision(seed: int = 0, vision_layers: int = 3, tile: int = 70, aspec
         vision_aspect_ratio=aspect,
     )
     return _finish(LlavaOnevisionForConditionalGeneration(cfg), seed)
+
+
+def gemma3(seed: int = 0, vision_layers: int = 3):
+    """Gemma 3: SigLIP 112 px / 14 px patches (8x8), pooled 2x2 to 4x4 = 16 tokens per image; Gemma 3 text
+    with a sliding-window layer (window 8, shorter than an image block) and a full-attention one."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
+
+    text = Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, max_position_embeddings=512, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], pad_token_id=PAD_TOKEN, bos_token_id=1, eos_token_id=2,
+    )
+    cfg = Gemma3Config(
+        vision_config=_small_vision(SiglipVisionConfig, vision_layers, 112), text_config=text, mm_tokens_per_image=16,
+        image_token_id=IMAGE_TOKEN, boi_token_id=START_IMAGE_TOKEN, eoi_token_id=END_IMAGE_TOKEN,
+    )
+    return _finish(Gemma3ForConditionalGeneration(cfg), seed)
 
 
 def internvl(seed: int = 0, text: str = "qwen2", vision_layers: int = 3, qk_norm: bool = True):

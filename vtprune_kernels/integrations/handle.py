@@ -64,6 +64,7 @@ _SUPPORTED = (
     "LlavaNextForConditionalGeneration (CLIP vision tower)",
     "LlavaOnevisionForConditionalGeneration (images and videos)",
     "InternVLForConditionalGeneration",
+    "Gemma3ForConditionalGeneration",
     "Qwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration (and Qwen3VLMoe)",
@@ -86,6 +87,7 @@ QWEN_VL_CLASSES = (
 
 def _adapter_for(model):
     from transformers import (
+        Gemma3ForConditionalGeneration,
         InternVLForConditionalGeneration,
         LlavaForConditionalGeneration,
         LlavaNextForConditionalGeneration,
@@ -108,6 +110,10 @@ def _adapter_for(model):
         from .internvl import InternVLAdapter
 
         return InternVLAdapter(model)
+    if isinstance(model, Gemma3ForConditionalGeneration):
+        from .gemma3 import Gemma3Adapter
+
+        return Gemma3Adapter(model)
     if type(model).__name__ in QWEN_VL_CLASSES:
         from .qwen_vl import QwenVLAdapter
 
@@ -360,7 +366,8 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
     """Prune the visual tokens of ``model`` with ``method`` until the handle is removed.
 
     model: LlavaForConditionalGeneration (CLIP/SigLIP/DINOv2 tower), LlavaNextForConditionalGeneration,
-        LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Qwen2VLForConditionalGeneration,
+        LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Gemma3ForConditionalGeneration,
+        Qwen2VLForConditionalGeneration,
         Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
         Glm4vForConditionalGeneration or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.

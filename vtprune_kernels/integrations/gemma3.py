@@ -1,0 +1,80 @@
+"""Gemma 3 (``Gemma3ForConditionalGeneration``): a SigLIP tower whose output is average-pooled.
+
+Each image (or pan-and-scan crop: every crop is an image of its own in ``pixel_values``) is one
+p x p patch grid (896 px / 14 = 64 x 64 on the released models); the projector average-pools it
+k x k (4 x 4) to the t x t = ``mm_tokens_per_image`` (16 x 16 = 256) tokens the language model gets,
+then normalises and projects each. The selection runs on those pooled tokens:
+
+- scores: the tower's received attention (SigLIP has no [CLS]: VisPruner, like HIVTP, scores the
+  attention each patch receives), pooled k x k with the projector's own pooling, as the features are;
+- VisPruner's de-duplication compares the pooled tower features (the projector's pooled input, before
+  its norm); the feature layer is the tower's output (``last_hidden_state``, post-layernorm);
+- budgets per image: min(keep, t*t); HIVTP's regions and windows on the t x t grid;
+- the kept features are rows of the projector's own output.
+
+The language model attends bidirectionally inside each image's block of placeholders
+(``token_type_ids`` 1); the pruned prompt's ``token_type_ids`` lose the same columns, so each image's
+kept tokens stay one bidirectional block. Selection indices: raster indices into the t x t grid.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..methods._device import from_host
+from .adapter import PrunedImages, TowerAdapter, capture_vision, gather_rows, make_captured, require_vision_only, select
+
+
+class Gemma3Adapter(TowerAdapter):
+    """Prunes the images of one ``Gemma3ForConditionalGeneration`` call."""
+
+    family = "Gemma3ForConditionalGeneration"
+    consumed_kwargs = ("pixel_values",)
+    host_inputs = ("token_type_ids",)
+
+    def __init__(self, model):
+        super().__init__(model)
+        projector = self.inner.multi_modal_projector
+        self.patches = projector.patches_per_image  # p
+        self.side = projector.tokens_per_side  # t
+        self.kernel = projector.kernel_size  # k
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, t*t, ...]: the projector's k x k average pooling of per-patch values x [n, p*p, ...]."""
+        n, p = x.shape[0], self.patches
+        grid = x.reshape(n, p, p, -1).permute(0, 3, 1, 2)
+        pooled = self.inner.multi_modal_projector.avg_pool(grid)
+        return pooled.flatten(2).transpose(1, 2).reshape(n, self.side * self.side, *x.shape[2:])
+
+    def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        pixel_values = kwargs["pixel_values"]
+        if pixel_values.dim() != 4:
+            raise ValueError(f"pixel_values must be [num_images, C, H, W], got shape {tuple(pixel_values.shape)}")
+        needs = self.resolved(method.needs(self.tower.has_cls), method)
+        require_vision_only(needs, method, self.family)
+        last = self.tower.num_layers - 1
+        vis = capture_vision(self.tower, pixel_values, needs, feature_layer=last, backend=backend)
+        hidden = self.tower.module.post_layernorm(vis.features)  # the tower's last_hidden_state
+        n, T = hidden.shape[0], self.side * self.side
+        scores = None if vis.scores is None else self.pool(vis.scores)
+        features = self.pool(hidden) if needs.features else None
+        captured = make_captured(needs, (self.side, self.side), scores, features, batch_size=n, device=hidden.device)
+        keep = select(method, captured, (n, T), backend)
+        (keep,) = reads.fetch(keep)  # the call's host synchronisation: kept counts decide the prompt
+
+        projected = self.inner.multi_modal_projector(hidden)  # [n, T, D]: the model's own image features
+        kept = gather_rows(projected, keep)
+        return PrunedImages(
+            pooler_output=list(torch.split(kept, keep.sum(1).tolist())),
+            placeholder_keep=list(keep),
+            selection=[row.nonzero().flatten() for row in keep],
+            num_tokens=[T] * n,
+            encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=kept[None])},
+        )
+
+    def finish(self, out: dict, inputs: dict, reads, layout) -> None:
+        """The pruned prompt's ``token_type_ids``: the surviving columns (image blocks stay blocks)."""
+        types = reads.get("token_type_ids")
+        if types is not None:
+            out["token_type_ids"] = from_host(layout.gather(types, 0), out["input_ids"].device)
