@@ -6,6 +6,7 @@ tokenizer with the models' special tokens, an image processor and a chat templat
 - ``llava_next(path)``: LLaVA-NeXT, 42 x 42 tiles (3 x 3 patches), anyres pinpoints up to 84 x 126.
 - ``llava_onevision(path)``: LLaVA-OneVision, SigLIP tower, 42 x 42 tiles (3 x 3 patches), pinpoints up to
   4 x 4 tiles (big grids over 9 tiles' worth of tokens are bilinearly downsized); video frames pool to 2 x 2.
+- ``gemma3(path)``: Gemma 3, SigLIP 112 px (8 x 8 patches) pooled 2x2 to 16 tokens per image.
 - ``internvl(path)``: InternVL (HF-native format), 84 x 84 tiles, pixel shuffle 0.5 -> 9 tokens per tile.
 - ``qwen2_vl(path)``: Qwen2-VL, 14 px patches merged 2x2, full attention in its 4 blocks.
 - ``qwen2_5_vl(path)``: Qwen2.5-VL, 14 px patches merged 2x2, 56 px windows (2 x 2 merged tokens) in
@@ -35,6 +36,8 @@ SPECIAL = [
     "<pad>", "<s>", "</s>", "<image>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>", "<unk>",
     "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
     "<|image|>", "<|begin_of_image|>", "<|end_of_image|>", "<|video|>", "<|begin_of_video|>", "<|end_of_video|>",
+    "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+    "\n\n", "\n\n\n", "\n\n\n\n",  # never produced (characters are split), but vLLM's Gemma 3 looks them up
 ]
 CHARACTERS = ["\n"] + [chr(c) for c in range(32, 127)]
 VOCAB_SIZE = len(SPECIAL) + len(CHARACTERS)  # every id the model can emit decodes
@@ -215,6 +218,38 @@ def llava_onevision(path: str, seed: int = 0):
         video_processor=LlavaOnevisionVideoProcessor(size=size),
         tokenizer=tokenizer(), num_image_tokens=9, vision_feature_select_strategy="full",
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN), vision_aspect_ratio="anyres_max_9",
+    )
+    return _save(model, processor, path, hub_tower_prefix=True)
+
+
+GEMMA3_TOKENS = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
+GEMMA3_IMAGE = "<start_of_image>"
+
+
+def gemma3(path: str, seed: int = 0):
+    """Gemma 3: SigLIP 112 px / 14 px patches (8 x 8), average-pooled 2x2 to 4 x 4 = 16 tokens per image;
+    a sliding-window (8) and a full-attention text layer (head_dim 64: vLLM's CPU attention minimum is 32)."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor, Gemma3TextConfig
+    from transformers import SiglipVisionConfig
+
+    text = Gemma3TextConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=64, query_pre_attn_scalar=64, max_position_embeddings=1024, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=112, patch_size=14,
+        vision_use_head=False,
+    )
+    config = Gemma3Config(
+        vision_config=vision, text_config=text, mm_tokens_per_image=16, image_token_id=token_id("<image_soft_token>"),
+        boi_token_id=token_id("<start_of_image>"), eoi_token_id=token_id("<end_of_image>"),
+    )
+    torch.manual_seed(seed)
+    model = _finish(Gemma3ForConditionalGeneration(config), seed)
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessor(size={"height": 112, "width": 112}), tokenizer=tokenizer(GEMMA3_TOKENS),
+        image_seq_length=16, chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", GEMMA3_IMAGE),
     )
     return _save(model, processor, path, hub_tower_prefix=True)
 

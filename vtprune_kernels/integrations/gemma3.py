@@ -24,6 +24,15 @@ from ..methods._device import from_host
 from .adapter import PrunedImages, TowerAdapter, capture_vision, gather_rows, make_captured, require_vision_only, select
 
 
+def pooled(projector, x: torch.Tensor) -> torch.Tensor:
+    """[n, t*t, ...]: the projector's own k x k average pooling (``projector.avg_pool``) of per-patch
+    values x [n, p*p, ...] (scores [n, p*p] or features [n, p*p, C]); transformers' and vLLM's
+    Gemma 3 projectors alike."""
+    n, p, t = x.shape[0], projector.patches_per_image, projector.tokens_per_side
+    grid = x.reshape(n, p, p, -1).permute(0, 3, 1, 2)
+    return projector.avg_pool(grid).flatten(2).transpose(1, 2).reshape(n, t * t, *x.shape[2:])
+
+
 class Gemma3Adapter(TowerAdapter):
     """Prunes the images of one ``Gemma3ForConditionalGeneration`` call."""
 
@@ -33,17 +42,7 @@ class Gemma3Adapter(TowerAdapter):
 
     def __init__(self, model):
         super().__init__(model)
-        projector = self.inner.multi_modal_projector
-        self.patches = projector.patches_per_image  # p
-        self.side = projector.tokens_per_side  # t
-        self.kernel = projector.kernel_size  # k
-
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """[n, t*t, ...]: the projector's k x k average pooling of per-patch values x [n, p*p, ...]."""
-        n, p = x.shape[0], self.patches
-        grid = x.reshape(n, p, p, -1).permute(0, 3, 1, 2)
-        pooled = self.inner.multi_modal_projector.avg_pool(grid)
-        return pooled.flatten(2).transpose(1, 2).reshape(n, self.side * self.side, *x.shape[2:])
+        self.side = self.inner.multi_modal_projector.tokens_per_side  # t
 
     def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -57,8 +56,9 @@ class Gemma3Adapter(TowerAdapter):
         vis = capture_vision(self.tower, pixel_values, needs, feature_layer=last, backend=backend)
         hidden = self.tower.module.post_layernorm(vis.features)  # the tower's last_hidden_state
         n, T = hidden.shape[0], self.side * self.side
-        scores = None if vis.scores is None else self.pool(vis.scores)
-        features = self.pool(hidden) if needs.features else None
+        projector = self.inner.multi_modal_projector
+        scores = None if vis.scores is None else pooled(projector, vis.scores)
+        features = pooled(projector, hidden) if needs.features else None
         captured = make_captured(needs, (self.side, self.side), scores, features, batch_size=n, device=hidden.device)
         keep = select(method, captured, (n, T), backend)
         (keep,) = reads.fetch(keep)  # the call's host synchronisation: kept counts decide the prompt

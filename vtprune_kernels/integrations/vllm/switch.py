@@ -26,6 +26,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaNextForConditionalGeneration": "VTPruneLlavaNextForConditionalGeneration",
     "LlavaOnevisionForConditionalGeneration": "VTPruneLlavaOnevisionForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
+    "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
     "Qwen2VLForConditionalGeneration": "VTPruneQwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration": "VTPruneQwen2_5_VLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration": "VTPruneQwen3VLForConditionalGeneration",
