@@ -399,3 +399,40 @@ def test_stage_labels_follow_the_selection_or_give_up():
     assert [label.tolist() for label in labels] == [[1, 0, 0, 2], [2, 0, 1, 0]]
     assert stage_labels([important, diverse], [torch.tensor([0, 1]), torch.tensor([0, 2])], [4, 4]) is None
     assert stage_labels([important[:1]], selection, [4, 4]) is None
+
+
+def test_demo_on_a_saved_gemma3_checkpoint(tmp_path, capsys):
+    """Gemma 3 through --model: its processor's image sequence, token_type_ids, one 4x4 pooled grid per image."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
+    from transformers import Gemma3TextConfig, SiglipVisionConfig
+
+    from vtprune_kernels.demo.byte_tokenizer import byte_tokenizer
+
+    tokenizer = byte_tokenizer({"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"})
+    config = Gemma3Config(
+        vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                         image_size=112, patch_size=14, vision_use_head=False),
+        text_config=Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+                                     sliding_window=8, layer_types=["sliding_attention", "full_attention"], pad_token_id=0,
+                                     bos_token_id=1, eos_token_id=2),
+        mm_tokens_per_image=16,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image_soft_token>"),
+        boi_token_id=tokenizer.boi_token_id,
+        eoi_token_id=tokenizer.eoi_token_id,
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(config)
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessorPil(size={"height": 112, "width": 112}), tokenizer=tokenizer, image_seq_length=16,
+        chat_template="{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<start_of_image>"
+        "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %} ASSISTANT:",
+    )
+    model.save_pretrained(tmp_path / "gemma")
+    processor.save_pretrained(tmp_path / "gemma")
+    assert load_checkpoint(str(tmp_path / "gemma")).tokens_per_tile == 16
+    args = ["demo", "--model", str(tmp_path / "gemma"), "--out", str(tmp_path / "out"), "--method", "uniform,vispruner"]
+    assert main([*args, "--keep", "4", *FAST_DEMO]) == 0
+    assert "16 -> 4 " in capsys.readouterr().out
+    with Image.open(tmp_path / "out" / "demo_uniform.png") as picture:  # one image, one panel
+        assert picture.width == PANEL_SIZE

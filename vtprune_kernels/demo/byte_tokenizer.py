@@ -6,14 +6,17 @@ the 256 byte symbols of byte-level BPE with no merges.
 """
 from __future__ import annotations
 
+from typing import Dict, Optional
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<image>")
 
 
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """Tokenizer with ids 0..3 = <pad>, <s>, </s>, <image> and ids 4..259 = the 256 bytes."""
+def byte_tokenizer(extra_special_tokens: Optional[Dict[str, str]] = None) -> PreTrainedTokenizerFast:
+    """Tokenizer with ids 0..3 = <pad>, <s>, </s>, <image> and ids 4..259 = the 256 bytes;
+    ``extra_special_tokens`` ({name: token}, e.g. Gemma 3's ``boi_token``) are added after them."""
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab[symbol] = len(vocab)
@@ -25,5 +28,5 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
         pad_token="<pad>",
         bos_token="<s>",
         eos_token="</s>",
-        extra_special_tokens={"image_token": "<image>"},
+        extra_special_tokens={"image_token": "<image>", **(extra_special_tokens or {})},
     )

@@ -1,7 +1,7 @@
 """Load a real checkpoint from a local folder (``vtprune demo --model PATH``), never from a hub.
 
 Supported: transformers-native ("-hf") LLaVA-1.5 (``llava``), LLaVA-NeXT (``llava_next``),
-InternVL (``internvl``), Qwen2-VL (``qwen2_vl``), Qwen2.5-VL (``qwen2_5_vl``), Qwen3-VL (``qwen3_vl``,
+InternVL (``internvl``), Gemma 3 (``gemma3``), Qwen2-VL (``qwen2_vl``), Qwen2.5-VL (``qwen2_5_vl``), Qwen3-VL (``qwen3_vl``,
 ``qwen3_vl_moe``) and Qwen3.5 (``qwen3_5``, ``qwen3_5_moe``) folders, loaded
 with ``AutoProcessor`` / ``AutoModelForImageTextToText`` and ``local_files_only=True``. Qwen-VL
 processors need torchvision (transformers builds their video processor with it).
@@ -18,7 +18,7 @@ import torch
 from .errors import DemoInputError
 
 DYNAMIC_RESOLUTION = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
-SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "internvl") + DYNAMIC_RESOLUTION  # visual tokens follow the image's size
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "internvl", "gemma3") + DYNAMIC_RESOLUTION  # visual tokens follow the image's size
 
 
 @dataclasses.dataclass
@@ -37,10 +37,12 @@ def _pair(value):
 
 
 def tokens_per_tile(config) -> Optional[int]:
-    """Visual tokens one tile gives the language model (after InternVL's pixel shuffle); None for
-    dynamic-resolution models (Qwen-VL), whose count depends on the image."""
+    """Visual tokens one tile gives the language model (after InternVL's pixel shuffle, Gemma 3's
+    pooling); None for dynamic-resolution models (Qwen-VL), whose count depends on the image."""
     if config.model_type in DYNAMIC_RESOLUTION:
         return None
+    if config.model_type == "gemma3":
+        return int(config.mm_tokens_per_image)
     vision = config.vision_config
     (ih, iw), (ph, pw) = _pair(vision.image_size), _pair(vision.patch_size)
     tokens = (ih // ph) * (iw // pw)
