@@ -112,7 +112,8 @@ def hand_logits(
     for b, r in enumerate(rows):
         embeds[b, width - r.shape[0]:] = r
         mask[b, width - r.shape[0]:] = 1
-    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    language_model = getattr(model.model, "language_model", None) or model.model.text_model  # Idefics3: text_model
+    hidden = language_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
     return model.lm_head(hidden), mask
 
 

@@ -13,6 +13,8 @@ that build processor-style inputs: N image placeholders per image, optional left
 - ``llava_dinov2()``: LlavaForConditionalGeneration, DINOv2 tower (with [CLS], layer scale), 5x5 grid.
 - ``gemma3()``: Gemma3ForConditionalGeneration, SigLIP tower 112 px (8x8 patches) average-pooled 2x2 to
   4x4 = 16 tokens per image; a sliding-window (8) and a full-attention text layer.
+- ``idefics3(smolvlm=False)``: Idefics3ForConditionalGeneration (SmolVLMForConditionalGeneration), 84 px
+  tiles (6x6 patches) pixel-shuffled 2x2 to 3x3 = 9 tokens per tile.
 - ``internvl(text="qwen2"|"llama")``: InternVLForConditionalGeneration, 84x84 tiles, pixel shuffle 0.5
   (6x6 grid -> 3x3 = 9 tokens per tile).
 """
@@ -164,6 +166,20 @@ def gemma3(seed: int = 0, vision_layers: int = 3):
         image_token_id=IMAGE_TOKEN, boi_token_id=START_IMAGE_TOKEN, eoi_token_id=END_IMAGE_TOKEN,
     )
     return _finish(Gemma3ForConditionalGeneration(cfg), seed)
+
+
+def idefics3(seed: int = 0, vision_layers: int = 3, smolvlm: bool = False):
+    """Idefics3 (or SmolVLM): 84 px tiles of 6x6 patches, pixel shuffle 2 -> 3x3 = 9 tokens per tile, Llama text."""
+    if smolvlm:
+        from transformers import SmolVLMConfig as Config, SmolVLMForConditionalGeneration as Model, SmolVLMVisionConfig as Vision
+    else:
+        from transformers import Idefics3Config as Config, Idefics3ForConditionalGeneration as Model, Idefics3VisionConfig as Vision
+
+    cfg = Config(
+        vision_config=_small_vision(Vision, vision_layers, 84).to_dict(), text_config=text_config("llama").to_dict(),
+        scale_factor=2, image_token_id=IMAGE_TOKEN,
+    )
+    return _finish(Model(cfg), seed)
 
 
 def internvl(seed: int = 0, text: str = "qwen2", vision_layers: int = 3, qk_norm: bool = True):

@@ -65,6 +65,8 @@ _SUPPORTED = (
     "LlavaOnevisionForConditionalGeneration (images and videos)",
     "InternVLForConditionalGeneration",
     "Gemma3ForConditionalGeneration",
+    "Idefics3ForConditionalGeneration",
+    "SmolVLMForConditionalGeneration",
     "Qwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration (and Qwen3VLMoe)",
@@ -114,6 +116,10 @@ def _adapter_for(model):
         from .gemma3 import Gemma3Adapter
 
         return Gemma3Adapter(model)
+    if type(model).__name__ in ("Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration"):
+        from .idefics3 import Idefics3Adapter
+
+        return Idefics3Adapter(model)
     if type(model).__name__ in QWEN_VL_CLASSES:
         from .qwen_vl import QwenVLAdapter
 
@@ -367,7 +373,7 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
 
     model: LlavaForConditionalGeneration (CLIP/SigLIP/DINOv2 tower), LlavaNextForConditionalGeneration,
         LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Gemma3ForConditionalGeneration,
-        Qwen2VLForConditionalGeneration,
+        Idefics3ForConditionalGeneration, SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration,
         Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
         Glm4vForConditionalGeneration or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.

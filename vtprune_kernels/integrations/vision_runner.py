@@ -62,12 +62,16 @@ class VisionTower:
 
 
 def describe_tower(tower: nn.Module) -> VisionTower:
-    """The ``VisionTower`` of a CLIP, SigLIP, InternViT or DINOv2 vision model; a clear error otherwise."""
+    """The ``VisionTower`` of a CLIP, SigLIP, InternViT, DINOv2 or Idefics3 / SmolVLM vision model; a clear
+    error otherwise."""
     name = type(tower).__name__
     if name in ("CLIPVisionModel", "SiglipVisionModel"):
         layers, attention, final_norm = tower.encoder.layers, "self_attn", None
     elif name == "InternVLVisionModel":
         layers, attention, final_norm = tower.encoder.layer, "attention", tower.layernorm
+    elif name in ("Idefics3VisionTransformer", "SmolVLMVisionTransformer"):
+        # last_hidden_state (what the connector reads) is the last layer's output after post_layernorm
+        layers, attention, final_norm = tower.encoder.layers, "self_attn", tower.post_layernorm
     elif name == "Dinov2Model":
         # hidden_states[-1] (what LLaVA's vision_feature_layer=-1 reads) is the last layer's raw output;
         # only last_hidden_state has the final layernorm
@@ -75,13 +79,13 @@ def describe_tower(tower: nn.Module) -> VisionTower:
     else:
         raise ValueError(
             f"unsupported vision tower {name}: vtprune_kernels supports CLIPVisionModel, SiglipVisionModel, "
-            "InternVLVisionModel and Dinov2Model"
+            "InternVLVisionModel, Dinov2Model and the Idefics3 / SmolVLM towers"
         )
     return VisionTower(
         module=tower,
         layers=layers,
         attention_module=lambda i: getattr(layers[i], attention),
-        has_cls=name != "SiglipVisionModel",
+        has_cls=name in ("CLIPVisionModel", "InternVLVisionModel", "Dinov2Model"),
         final_norm=final_norm,
     )
 
