@@ -87,7 +87,7 @@ $(VLLM_STAMP): $(INSTALL_STAMP) tests/vllm/prepare_venv.py tests/vllm/torchvisio
 	test -x $(VPY) || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VPY) -m pip install --quiet --upgrade pip wheel
 	$(VPY) -m pip install --quiet "$(TORCH)"
-	$(VPY) -m pip install --quiet "$(VLLM)" pytest
+	$(VPY) -m pip install --quiet "$(VLLM)" pytest num2words  # num2words: SmolVLM's processor
 	$(VPY) tests/vllm/prepare_venv.py
 	VTPRUNE_PREBUILT_EXT=1 $(VPY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@

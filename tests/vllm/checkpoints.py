@@ -7,6 +7,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
 - ``llava_onevision(path)``: LLaVA-OneVision, SigLIP tower, 42 x 42 tiles (3 x 3 patches), pinpoints up to
   4 x 4 tiles (big grids over 9 tiles' worth of tokens are bilinearly downsized); video frames pool to 2 x 2.
 - ``gemma3(path)``: Gemma 3, SigLIP 112 px (8 x 8 patches) pooled 2x2 to 16 tokens per image.
+- ``idefics3(path, smolvlm=False)``: Idefics3 (SmolVLM), 84 px tiles (6 x 6 patches), images split in
+  tiles of up to 2 x 2 plus the global image, pixel shuffle 2 -> 9 tokens per tile.
 - ``internvl(path)``: InternVL (HF-native format), 84 x 84 tiles, pixel shuffle 0.5 -> 9 tokens per tile.
 - ``qwen2_vl(path)``: Qwen2-VL, 14 px patches merged 2x2, full attention in its 4 blocks.
 - ``qwen2_5_vl(path)``: Qwen2.5-VL, 14 px patches merged 2x2, 56 px windows (2 x 2 merged tokens) in
@@ -36,7 +38,7 @@ SPECIAL = [
     "<pad>", "<s>", "</s>", "<image>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>", "<unk>",
     "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
     "<|image|>", "<|begin_of_image|>", "<|end_of_image|>", "<|video|>", "<|begin_of_video|>", "<|end_of_video|>",
-    "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+    "<start_of_image>", "<end_of_image>", "<image_soft_token>", "<fake_token_around_image>", "<global-img>",
     "\n\n", "\n\n\n", "\n\n\n\n",  # never produced (characters are split), but vLLM's Gemma 3 looks them up
 ]
 CHARACTERS = ["\n"] + [chr(c) for c in range(32, 127)]
@@ -252,6 +254,40 @@ def gemma3(path: str, seed: int = 0):
         image_seq_length=16, chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", GEMMA3_IMAGE),
     )
     return _save(model, processor, path, hub_tower_prefix=True)
+
+
+IDEFICS3_TOKENS = {"image_token": "<image>", "fake_image_token": "<fake_token_around_image>", "global_image_token": "<global-img>"}
+
+
+def idefics3(path: str, seed: int = 0, smolvlm: bool = False):
+    """Idefics3 (or SmolVLM): SigLIP-like tower on 84 px tiles (6 x 6 patches), pixel shuffle 2 -> 3 x 3 = 9
+    tokens per tile; the image processor splits an image into tiles of 84 px (up to 168 px: 2 x 2 tiles)
+    plus a global image; Llama text."""
+    if smolvlm:
+        from transformers import SmolVLMConfig as Config, SmolVLMForConditionalGeneration as Model
+        from transformers import SmolVLMImageProcessor as ImageProcessor, SmolVLMProcessor as Processor
+        from transformers import SmolVLMVisionConfig as Vision
+    else:
+        from transformers import Idefics3Config as Config, Idefics3ForConditionalGeneration as Model
+        from transformers import Idefics3ImageProcessor as ImageProcessor, Idefics3Processor as Processor
+        from transformers import Idefics3VisionConfig as Vision
+
+    vision = Vision(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=84, patch_size=14)
+    config = Config(vision_config=vision.to_dict(), text_config=tiny_text_config("llama").to_dict(), scale_factor=2,
+                    image_token_id=token_id("<image>"))
+    torch.manual_seed(seed)
+    model = _finish(Model(config), seed)
+    image_processor = ImageProcessor(size={"longest_edge": 168}, max_image_size={"longest_edge": 84}, do_image_splitting=True)
+    extra = {}
+    if smolvlm:
+        from transformers import SmolVLMVideoProcessor
+
+        extra["video_processor"] = SmolVLMVideoProcessor(size={"longest_edge": 84}, max_image_size={"longest_edge": 84})
+    processor = Processor(
+        image_processor=image_processor, tokenizer=tokenizer(IDEFICS3_TOKENS), image_seq_len=9,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN), **extra,
+    )
+    return _save(model, processor, path, hub_tower_prefix=False)
 
 
 def internvl(path: str, seed: int = 0):

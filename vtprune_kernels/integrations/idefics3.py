@@ -81,10 +81,14 @@ class Idefics3Adapter(TowerAdapter):
         (keep,) = reads.fetch(keep)  # the call's host synchronisation: kept counts decide the prompt
 
         kept = gather_rows(connector(hidden), keep)  # rows of the connector's own output
+        counts = keep.sum(1).tolist()
+        # [tiles, kept, D] when every tile keeps as many (older SmolVLM merges tile blocks of that shape),
+        # else [K, D] (transformers' flat merge; a tensor, not a list, which every 5.x version takes)
+        features = kept.view(n, counts[0], -1) if len(set(counts)) == 1 else kept
         return PrunedImages(
-            pooler_output=list(torch.split(kept, keep.sum(1).tolist())),
+            pooler_output=list(torch.split(kept, counts)),
             placeholder_keep=list(keep),
             selection=[row.nonzero().flatten() for row in keep],
             num_tokens=[T] * n,
-            encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=[kept])},
+            encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
         )

@@ -53,6 +53,7 @@ class EncoderLayout:
 
 def describe_encoder(tower: nn.Module) -> EncoderLayout:
     """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, InternS1VisionModel (InternViT),
+    Idefics2VisionTransformer (Idefics3, SmolVLM),
     Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer or Glm4vVisionTransformer
     (the Qwen-VL and GLM-4V towers share one attention layout)."""
     name = type(tower).__name__
@@ -71,11 +72,13 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
         layers = [layer.self_attn for layer in tower.vision_model.encoder.layers]
     elif name == "InternS1VisionModel":
         layers = [layer.attention for layer in tower.encoder.layer]
+    elif name == "Idefics2VisionTransformer":  # Idefics3's and SmolVLM's tower (no encoder mask: MMEncoderAttention)
+        layers = [layer.self_attn for layer in tower.encoder.layers]
     else:
         raise ValueError(
             f"vtprune: unsupported vLLM vision tower {name} (supported: CLIPVisionModel, SiglipVisionModel, "
-            "InternS1VisionModel, Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer, "
-            "Glm4vVisionTransformer)"
+            "InternS1VisionModel, Idefics2VisionTransformer, Qwen2VisionTransformer, Qwen2_5_VisionTransformer, "
+            "Qwen3_VisionTransformer, Glm4vVisionTransformer)"
         )
     first = layers[0]
     return EncoderLayout(
@@ -85,7 +88,7 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
         total_heads=int(first.num_heads),
         head_dim=int(first.head_dim),
         scale=float(first.scale),
-        has_cls=name != "SiglipVisionModel",
+        has_cls=name in ("CLIPVisionModel", "InternS1VisionModel"),
     )
 
 

@@ -27,6 +27,8 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaOnevisionForConditionalGeneration": "VTPruneLlavaOnevisionForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
+    "Idefics3ForConditionalGeneration": "VTPruneIdefics3ForConditionalGeneration",
+    "SmolVLMForConditionalGeneration": "VTPruneSmolVLMForConditionalGeneration",
     "Qwen2VLForConditionalGeneration": "VTPruneQwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration": "VTPruneQwen2_5_VLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration": "VTPruneQwen3VLForConditionalGeneration",
