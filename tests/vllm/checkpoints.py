@@ -259,7 +259,7 @@ def gemma3(path: str, seed: int = 0):
 IDEFICS3_TOKENS = {"image_token": "<image>", "fake_image_token": "<fake_token_around_image>", "global_image_token": "<global-img>"}
 
 
-def idefics3(path: str, seed: int = 0, smolvlm: bool = False):
+def idefics3(path: str, seed: int = 0, smolvlm: bool = False, image_splitting: bool = True):
     """Idefics3 (or SmolVLM): SigLIP-like tower on 84 px tiles (6 x 6 patches), pixel shuffle 2 -> 3 x 3 = 9
     tokens per tile; the image processor splits an image into tiles of 84 px (up to 168 px: 2 x 2 tiles)
     plus a global image; Llama text."""
@@ -277,7 +277,9 @@ def idefics3(path: str, seed: int = 0, smolvlm: bool = False):
                     image_token_id=token_id("<image>"))
     torch.manual_seed(seed)
     model = _finish(Model(config), seed)
-    image_processor = ImageProcessor(size={"longest_edge": 168}, max_image_size={"longest_edge": 84}, do_image_splitting=True)
+    image_processor = ImageProcessor(
+        size={"longest_edge": 168}, max_image_size={"longest_edge": 84}, do_image_splitting=image_splitting
+    )
     extra = {}
     if smolvlm:
         from transformers import SmolVLMVideoProcessor

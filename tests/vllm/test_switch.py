@@ -211,3 +211,22 @@ def test_plugin_installed_but_off_serves_the_stock_model(checkpoint_dir):
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=0)
     assert tokens == out[0, -MAX_NEW_TOKENS:].tolist()
+
+
+def test_idefics3_engine_refuses_images_padded_inside(tmp_path):
+    """Idefics3 / SmolVLM: an image processor that does not split images (it pads them inside their tile)
+    is read at engine start, from the checkpoint or the engine's mm_processor_kwargs."""
+    import checkpoints
+
+    from vtprune_kernels.integrations.vllm.idefics3 import _image_splitting
+
+    def config(path, overrides=None):
+        model = types.SimpleNamespace(model=path, revision=None, trust_remote_code=False, mm_processor_kwargs=overrides)
+        return types.SimpleNamespace(model_config=model)
+
+    splitting, _ = checkpoints.idefics3(str(tmp_path / "splitting"))
+    assert _image_splitting(config(splitting)) is True
+    assert _image_splitting(config(splitting, {"do_image_splitting": False})) is False
+    whole, _ = checkpoints.idefics3(str(tmp_path / "whole"), image_splitting=False)
+    assert _image_splitting(config(whole)) is False
+    assert _image_splitting(config(whole, {"do_image_splitting": True})) is True
