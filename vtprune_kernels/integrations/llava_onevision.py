@@ -28,7 +28,8 @@ Selection units and budgets:
 - Newline tokens are never scored and always kept where the model puts them (``num_newlines``).
 - Random draws the images' tiles first, then the video frames.
 
-Selection indices (``last_selection``): per image, indices into its packed visual tokens (newlines
+A per-call ``vision_aspect_ratio`` is ignored, as the model's own forward ignores it (it packs with
+its config's). Selection indices (``last_selection``): per image, indices into its packed visual tokens (newlines
 excluded): base tile first (raster order), then the big grid in raster order; per video,
 frame * (pooled tokens per frame) + raster index.
 """
@@ -96,7 +97,8 @@ class LlavaOnevisionAdapter(TowerAdapter):
         return packed
 
     def _image_selection(self, kwargs, method, backend, reads, needs, layer):
-        """(keep [T, N] on the device, tiles, layouts, features [T, N, C], grid) for the call's images."""
+        """(keep [T, N] on the device, tiles per image, their ``PackedRows``, features [T, N, C], the canvases'
+        valid slots [T, N] on the host) for the call's images."""
         pixel_values = kwargs["pixel_values"]
         if kwargs.get("image_sizes") is None:
             raise ValueError(f"{self.family}: pruning needs image_sizes with pixel_values")
