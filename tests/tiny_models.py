@@ -13,6 +13,7 @@ that build processor-style inputs: N image placeholders per image, optional left
 - ``llava_dinov2()``: LlavaForConditionalGeneration, DINOv2 tower (with [CLS], layer scale), 5x5 grid.
 - ``gemma3()``: Gemma3ForConditionalGeneration, SigLIP tower 112 px (8x8 patches) average-pooled 2x2 to
   4x4 = 16 tokens per image; a sliding-window (8) and a full-attention text layer.
+- ``paligemma()``: PaliGemmaForConditionalGeneration, SigLIP 84 px (6x6 = 36 tokens), Gemma text.
 - ``idefics3(smolvlm=False)``: Idefics3ForConditionalGeneration (SmolVLMForConditionalGeneration), 84 px
   tiles (6x6 patches) pixel-shuffled 2x2 to 3x3 = 9 tokens per tile.
 - ``internvl(text="qwen2"|"llama")``: InternVLForConditionalGeneration, 84x84 tiles, pixel shuffle 0.5
@@ -166,6 +167,20 @@ def gemma3(seed: int = 0, vision_layers: int = 3):
         image_token_id=IMAGE_TOKEN, boi_token_id=START_IMAGE_TOKEN, eoi_token_id=END_IMAGE_TOKEN,
     )
     return _finish(Gemma3ForConditionalGeneration(cfg), seed)
+
+
+def paligemma(seed: int = 0, vision_layers: int = 3):
+    """PaliGemma: SigLIP 84 px / 14 px patches (6x6 = 36 tokens per image), linear projector, Gemma text."""
+    from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, SiglipVisionConfig
+
+    text = GemmaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=512, pad_token_id=PAD_TOKEN, bos_token_id=1, eos_token_id=2,
+    )
+    vision = _small_vision(SiglipVisionConfig, vision_layers, 84, projection_dim=64)
+    cfg = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN, vocab_size=VOCAB,
+                          projection_dim=64, hidden_size=64)
+    return _finish(PaliGemmaForConditionalGeneration(cfg), seed)
 
 
 def idefics3(seed: int = 0, vision_layers: int = 3, smolvlm: bool = False):

@@ -40,9 +40,14 @@ class Gemma3Adapter(TowerAdapter):
     consumed_kwargs = ("pixel_values",)
     host_inputs = ("token_type_ids",)
 
-    def __init__(self, model):
-        super().__init__(model)
-        self.side = self.inner.multi_modal_projector.tokens_per_side  # t
+    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, T, ...]: per-patch values x [n, P, ...] on the language model's token grid (the projector's
+        pooling); ``token_grid`` is that grid's (h, w)."""
+        return pooled(self.inner.multi_modal_projector, x)
+
+    def token_grid(self, patches: int):
+        side = self.inner.multi_modal_projector.tokens_per_side
+        return side, side
 
     def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -55,11 +60,11 @@ class Gemma3Adapter(TowerAdapter):
         last = self.tower.num_layers - 1
         vis = capture_vision(self.tower, pixel_values, needs, feature_layer=last, backend=backend)
         hidden = self.tower.module.post_layernorm(vis.features)  # the tower's last_hidden_state
-        n, T = hidden.shape[0], self.side * self.side
-        projector = self.inner.multi_modal_projector
-        scores = None if vis.scores is None else pooled(projector, vis.scores)
-        features = pooled(projector, hidden) if needs.features else None
-        captured = make_captured(needs, (self.side, self.side), scores, features, batch_size=n, device=hidden.device)
+        grid = self.token_grid(hidden.shape[1])
+        n, T = hidden.shape[0], grid[0] * grid[1]
+        scores = None if vis.scores is None else self.to_tokens(vis.scores)
+        features = self.to_tokens(hidden) if needs.features else None
+        captured = make_captured(needs, grid, scores, features, batch_size=n, device=hidden.device)
         keep = select(method, captured, (n, T), backend)
         (keep,) = reads.fetch(keep)  # the call's host synchronisation: kept counts decide the prompt
 

@@ -65,6 +65,7 @@ _SUPPORTED = (
     "LlavaOnevisionForConditionalGeneration (images and videos)",
     "InternVLForConditionalGeneration",
     "Gemma3ForConditionalGeneration",
+    "PaliGemmaForConditionalGeneration",
     "Idefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration",
     "Qwen2VLForConditionalGeneration",
@@ -112,6 +113,10 @@ def _adapter_for(model):
         from .internvl import InternVLAdapter
 
         return InternVLAdapter(model)
+    if type(model).__name__ == "PaliGemmaForConditionalGeneration":
+        from .paligemma import PaliGemmaAdapter
+
+        return PaliGemmaAdapter(model)
     if isinstance(model, Gemma3ForConditionalGeneration):
         from .gemma3 import Gemma3Adapter
 
@@ -373,7 +378,7 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
 
     model: LlavaForConditionalGeneration (CLIP/SigLIP/DINOv2 tower), LlavaNextForConditionalGeneration,
         LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Gemma3ForConditionalGeneration,
-        Idefics3ForConditionalGeneration, SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration,
+        PaliGemmaForConditionalGeneration, Idefics3ForConditionalGeneration, SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration,
         Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
         Glm4vForConditionalGeneration or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.
