@@ -4,8 +4,8 @@ image splitting, a SigLIP-like tower, pixel shuffle.
 The processor splits an image into a grid of tiles plus a global (downsized) image; every tile is
 an image of its own for the tower (``pixel_values`` [batch, images, 3, H, W], all-zero images are
 batch padding, dropped as the model drops them). The connector pixel-shuffles each tile's h x w
-patch grid by ``scale_factor`` s into (h/s) x (w/s) tokens (8 x 8 = 64 on SmolVLM, 9 x 9 = 81 on
-Idefics3/SmolVLM-2.2B) and projects them. The selection runs per tile on that grid, as on InternVL:
+patch grid by ``scale_factor`` s into (h/s) x (w/s) tokens (8 x 8 = 64 on SmolVLM-256M/500M, 9 x 9 = 81
+on SmolVLM-2.2B, 13 x 13 = 169 on Idefics3-8B) and projects them. The selection runs per tile on that grid, as on InternVL:
 
 - scores: received attention (no [CLS]; VisPruner as HIVTP) pooled over the s x s patches a token
   merges (``methods.pixel_shuffle_pool``: the connector's order, average in raster order);
