@@ -1,5 +1,6 @@
 """Tensor parallelism (TP=2 on the CPU backend): each rank holds half of the vision tower's heads (CLIP;
-the packed towers of Qwen2-VL, Qwen2.5-VL and Qwen3-VL, scored per frame); the head-mean scores are
+the packed towers of Qwen2-VL, Qwen2.5-VL and Qwen3-VL, scored per frame; Idefics3's; LLaVA-OneVision's
+SigLIP); the head-mean scores are
 all-reduced, so both ranks keep the tokens ``apply()`` keeps, and the sharded merger/projector (and
 Qwen3-VL's DeepStack mergers) run on them."""
 from __future__ import annotations
@@ -18,6 +19,10 @@ CASES = {  # builder, stock architecture, prompt, image (width, height)
     "qwen2_vl": (checkpoints.qwen2_vl, "Qwen2VLForConditionalGeneration", f"USER: {checkpoints.QWEN_IMAGE}\n", (168, 84)),
     "qwen2_5_vl": (checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration", f"USER: {checkpoints.QWEN_IMAGE}\n", (168, 84)),
     "qwen3_vl": (checkpoints.qwen3_vl, "Qwen3VLForConditionalGeneration", f"USER: {checkpoints.QWEN_IMAGE}\n", (192, 96)),
+    # the Idefics2 tower of Idefics3 / SmolVLM (per tile after the pixel shuffle), LLaVA-OneVision's
+    # downsized packing (a SigLIP tower)
+    "idefics3": (checkpoints.idefics3, "Idefics3ForConditionalGeneration", "USER: <image>\n", (120, 70)),
+    "llava-onevision": (checkpoints.llava_onevision, "LlavaOnevisionForConditionalGeneration", "USER: <image>\n", (168, 168)),
 }
 
 
