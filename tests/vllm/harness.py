@@ -89,6 +89,23 @@ class Engine:
         cleanup_dist_env_and_memory()
 
 
+class DroppingProcessor:
+    """A checkpoint's processor whose outputs leave the named entries out (Gemma 3's ``token_type_ids``:
+    transformers attends bidirectionally inside an image with them, vLLM's CPU attention does not)."""
+
+    def __init__(self, processor, drops):
+        self._processor, self._drops = processor, drops
+
+    def __call__(self, *args, **kwargs):
+        out = self._processor(*args, **kwargs)
+        for name in self._drops:
+            out.pop(name, None)
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._processor, name)
+
+
 def _prompts(requests, videos):
     prompts = []
     for i, (text, images) in enumerate(requests):

@@ -19,7 +19,7 @@ from typing import Callable, List, Tuple
 import pytest
 
 import checkpoints
-from harness import TOKEN_BUDGET, Engine, image, reference, reference_logprobs, video
+from harness import TOKEN_BUDGET, DroppingProcessor, Engine, image, reference, reference_logprobs, video
 from vtprune_kernels import Random, Uniform, VisPruner
 
 
@@ -163,27 +163,11 @@ def served(request, checkpoint_dir):
 
     processor = AutoProcessor.from_pretrained(path)
     if case.reference_drops:
-        processor = _Dropping(processor, case.reference_drops)
+        processor = DroppingProcessor(processor, case.reference_drops)
     engine = Engine(path, hf_overrides(case.architecture, **case.config), max_videos=1 if case.videos else 0)
     engine.selections()  # drop the start-up profiling's dummy images
     yield case, engine, model, processor
     engine.close()
-
-
-class _Dropping:
-    """The checkpoint's processor, its outputs without the named entries (``Case.reference_drops``)."""
-
-    def __init__(self, processor, drops):
-        self._processor, self._drops = processor, drops
-
-    def __call__(self, *args, **kwargs):
-        out = self._processor(*args, **kwargs)
-        for name in self._drops:
-            out.pop(name, None)
-        return out
-
-    def __getattr__(self, name):
-        return getattr(self._processor, name)
 
 
 def _prompt(case: Case, n_images: int, prefix: str = "USER: ") -> str:

@@ -1,6 +1,6 @@
 """Tensor parallelism (TP=2 on the CPU backend): each rank holds half of the vision tower's heads (CLIP;
-the packed towers of Qwen2-VL, Qwen2.5-VL and Qwen3-VL, scored per frame; Idefics3's; LLaVA-OneVision's
-SigLIP); the head-mean scores are
+the packed towers of Qwen2-VL, Qwen2.5-VL and Qwen3-VL, scored per frame; Idefics3's; the SigLIP towers of LLaVA-OneVision and
+Gemma 3); the head-mean scores are
 all-reduced, so both ranks keep the tokens ``apply()`` keeps, and the sharded merger/projector (and
 Qwen3-VL's DeepStack mergers) run on them."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import operator
 import pytest
 
 import checkpoints
-from harness import Engine, image, reference
+from harness import DroppingProcessor, Engine, image, reference
 from vtprune_kernels import VisPruner
 from vtprune_kernels.integrations.vllm import hf_overrides
 
@@ -23,7 +23,10 @@ CASES = {  # builder, stock architecture, prompt, image (width, height)
     # downsized packing (a SigLIP tower)
     "idefics3": (checkpoints.idefics3, "Idefics3ForConditionalGeneration", "USER: <image>\n", (120, 70)),
     "llava-onevision": (checkpoints.llava_onevision, "LlavaOnevisionForConditionalGeneration", "USER: <image>\n", (168, 168)),
+    # Gemma 3's pooled grid (SigLIP); its reference leaves token_type_ids out, as in test_models.py
+    "gemma3": (checkpoints.gemma3, "Gemma3ForConditionalGeneration", f"USER: {checkpoints.GEMMA3_IMAGE}\n", (112, 84)),
 }
+REFERENCE_DROPS = {"gemma3": ("token_type_ids",)}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -42,6 +45,8 @@ def test_tp2_ranks_select_like_apply(name, checkpoint_dir, monkeypatch):
     build, architecture, prefix, size = CASES[name]
     path, model = build(f"{checkpoint_dir}/tp2-{name}")
     processor = AutoProcessor.from_pretrained(path)
+    if name in REFERENCE_DROPS:
+        processor = DroppingProcessor(processor, REFERENCE_DROPS[name])
     engine = Engine(
         path, hf_overrides(architecture, "vispruner", 7, step=2), tensor_parallel_size=2, distributed_executor_backend="mp"
     )
