@@ -141,6 +141,18 @@ def gather_rows(x: torch.Tensor, keep_host: torch.Tensor) -> torch.Tensor:
     return x[index // B, index % B]
 
 
+def stacked_tiles(pixel_values: torch.Tensor, tiles: Sequence[int]) -> torch.Tensor:
+    """[sum(tiles), C, H, W]: the anyres tiles of every image (LLaVA-NeXT, LLaVA-OneVision), from pixel_values
+    [images, max tiles, C, H, W] (each image's first ``tiles[i]``) or already stacked [tiles, C, H, W]."""
+    if pixel_values.dim() == 5:
+        pixel_values = torch.cat([pv[:t] for pv, t in zip(pixel_values, tiles)], dim=0)
+    elif pixel_values.dim() != 4:
+        raise ValueError(f"pixel_values must have 4 or 5 dimensions, got shape {tuple(pixel_values.shape)}")
+    if pixel_values.shape[0] != sum(tiles):
+        raise ValueError(f"pixel_values hold {pixel_values.shape[0]} tiles, image_sizes imply {sum(tiles)}")
+    return pixel_values
+
+
 def require_vision_only(needs: Needs, method, family: str):
     """Methods that need a per-tile [CLS] region score or an LLM probe (PTP) run only on InternVL."""
     if needs.cls_embedding or needs.llm_probe_layer is not None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from ..methods._device import from_host
-from .adapter import PrunedImages, TowerAdapter, capture_vision, make_captured, select, square_grid
+from .adapter import PrunedImages, TowerAdapter, capture_vision, make_captured, select, square_grid, stacked_tiles
 
 
 class LlavaNextAdapter(TowerAdapter):
@@ -84,12 +84,7 @@ class LlavaNextAdapter(TowerAdapter):
         _, layer, needs = self.vision_setup(kwargs, method)
 
         tiles = self.tiles_per_image(image_sizes)
-        if pixel_values.dim() == 5:
-            pixel_values = torch.cat([pv[:t] for pv, t in zip(pixel_values, tiles)], dim=0)
-        elif pixel_values.dim() != 4:
-            raise ValueError(f"pixel_values must have 4 or 5 dimensions, got shape {tuple(pixel_values.shape)}")
-        if pixel_values.shape[0] != sum(tiles):
-            raise ValueError(f"pixel_values hold {pixel_values.shape[0]} tiles, image_sizes imply {sum(tiles)}")
+        pixel_values = stacked_tiles(pixel_values, tiles)
 
         vis = capture_vision(self.tower, pixel_values, needs, feature_layer=layer, backend=backend)
         features = vis.features[:, 1:]  # [tiles, N, C]

@@ -40,7 +40,7 @@ from typing import List, Tuple
 import torch
 
 from ..methods._device import from_host
-from .adapter import PrunedImages, TowerAdapter, capture_vision, make_captured, select, square_grid
+from .adapter import PrunedImages, TowerAdapter, capture_vision, make_captured, select, square_grid, stacked_tiles
 from .onevision_packing import PackedRows, canvas, packed_rows, pooled_grid, resized, valid_slots
 
 
@@ -104,12 +104,7 @@ class LlavaOnevisionAdapter(TowerAdapter):
             raise ValueError(f"{self.family}: pruning needs image_sizes with pixel_values")
         image_sizes = reads.get("image_sizes")
         tiles = self.tiles_per_image(image_sizes, reads.get("batch_num_images"))
-        if pixel_values.dim() == 5:
-            pixel_values = torch.cat([pv[:t] for pv, t in zip(pixel_values, tiles)], dim=0)
-        elif pixel_values.dim() != 4:
-            raise ValueError(f"pixel_values must have 4 or 5 dimensions, got shape {tuple(pixel_values.shape)}")
-        if pixel_values.shape[0] != sum(tiles):
-            raise ValueError(f"pixel_values hold {pixel_values.shape[0]} tiles, image_sizes imply {sum(tiles)}")
+        pixel_values = stacked_tiles(pixel_values, tiles)
         features, scores = self._tower(pixel_values, needs, layer, backend)
         grid = square_grid(features.shape[1], self.family)
         layouts = [self.packed_rows(size, t, grid) for size, t in zip(image_sizes, tiles)]

@@ -114,6 +114,12 @@ class EncoderPruning:
             keeps.append(select(method, captured, (b - a, N), self.backend))
         return keeps[0] if len(keeps) == 1 else torch.cat(keeps)
 
+    def selection_features(self, make: Callable[[], torch.Tensor], rows: int, tokens: int, like: torch.Tensor) -> torch.Tensor:
+        """``make()`` ([rows, tokens, C] features) when the method compares features (VisPruner), else an
+        empty [rows, tokens, 0] tensor on ``like``'s device: ``select`` then reads only its shape, and the
+        features are not computed for nothing."""
+        return make() if self.needs.features else like.new_empty(rows, tokens, 0)
+
     def record(self, keeps: Sequence[torch.Tensor]) -> None:
         """Log each image's keep mask (bool [tiles, N], on the device; read only by ``selections``)."""
         self._log.extend(k.detach() for k in keeps)

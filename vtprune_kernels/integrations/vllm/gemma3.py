@@ -72,12 +72,9 @@ class VTPruneGemma3ForConditionalGeneration(Gemma3ForConditionalGeneration):
             hidden = self._image_pixels_to_features(self.vision_tower, pixel_values)  # [n, p*p, C]
         scores = capture.scores()
         projector = self.multi_modal_projector
-        keep = self.vtprune.select(
-            None if scores is None else pooled(projector, scores),
-            pooled(projector, hidden),
-            self.vtprune_grid,
-            crops,
-        )
+        grid = self.vtprune_grid
+        features = self.vtprune.selection_features(lambda: pooled(projector, hidden), hidden.shape[0], grid[0] * grid[1], hidden)
+        keep = self.vtprune.select(None if scores is None else pooled(projector, scores), features, grid, crops)
         per_row = min(self.vtprune.keep, keep.shape[1])
         kept = gather_kept(projector(hidden), keep, per_row)  # [n, per_row, D]: rows of the projector's output
         self.vtprune.record(list(keep.split(crops)))

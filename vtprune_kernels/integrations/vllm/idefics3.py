@@ -92,11 +92,11 @@ class Idefics3Pruning:
         connector = self.model.connector
         grid = (side // factor, side // factor)
         tiles = image_input["num_patches"].tolist()  # tiles per image (kept on the CPU)
+        features = self.vtprune.selection_features(
+            lambda: connector.pixel_shuffle(hidden, factor), hidden.shape[0], grid[0] * grid[1], hidden
+        )
         keep = self.vtprune.select(
-            None if scores is None else pixel_shuffle_pool(scores, (side, side), factor),
-            connector.pixel_shuffle(hidden, factor),
-            grid,
-            tiles,
+            None if scores is None else pixel_shuffle_pool(scores, (side, side), factor), features, grid, tiles
         )
         per_row = min(self.vtprune.keep, keep.shape[1])
         kept = gather_kept(connector(hidden), keep, per_row)  # [n, per_row, D]: rows of the connector's output

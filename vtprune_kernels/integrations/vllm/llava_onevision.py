@@ -153,9 +153,8 @@ class VTPruneLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditional
 
     def _select(self, scores, features, resize, grid, items, valid=None):
         """keep [T, n] of rows resized by ``resize``, one Random generator per item (``items``: rows per item)."""
-        needs = self.vtprune.needs
-        out_scores, out_features = resized(scores, features if needs.features else None, resize)
-        shape_of = out_features if out_features is not None else features.new_empty(features.shape[0], grid[0] * grid[1], 0)
+        out_scores, out_features = resized(scores, features if self.vtprune.needs.features else None, resize)
+        shape_of = self.vtprune.selection_features(lambda: out_features, features.shape[0], grid[0] * grid[1], features)
         return self.vtprune.select(out_scores, shape_of, grid, items, valid=valid)
 
     def _process_image_input(self, image_input):
