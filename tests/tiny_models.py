@@ -16,6 +16,8 @@ that build processor-style inputs: N image placeholders per image, optional left
 - ``paligemma()``: PaliGemmaForConditionalGeneration, SigLIP 84 px (6x6 = 36 tokens), Gemma text.
 - ``idefics3(smolvlm=False)``: Idefics3ForConditionalGeneration (SmolVLMForConditionalGeneration), 84 px
   tiles (6x6 patches) pixel-shuffled 2x2 to 3x3 = 9 tokens per tile.
+- ``mistral3()``: Mistral3ForConditionalGeneration, Pixtral tower (8 px patches, images up to 64 px at
+  their own aspect ratio), 2x2 patch merger -> up to 4x4 tokens per image, Mistral text.
 - ``internvl(text="qwen2"|"llama")``: InternVLForConditionalGeneration, 84x84 tiles, pixel shuffle 0.5
   (6x6 grid -> 3x3 = 9 tokens per tile).
 """
@@ -195,6 +197,28 @@ def idefics3(seed: int = 0, vision_layers: int = 3, smolvlm: bool = False):
         scale_factor=2, image_token_id=IMAGE_TOKEN,
     )
     return _finish(Model(cfg), seed)
+
+
+MISTRAL3_BREAK_TOKEN = 91  # [IMG_BREAK] (ends every row of an image but the last)
+MISTRAL3_END_TOKEN = 92  # [IMG_END] (ends an image's last row)
+
+
+def mistral3(seed: int = 0, vision_layers: int = 3):
+    """Mistral 3: Pixtral tower (8 px patches, 64 px at most: 8x8 patches), 2x2 patch merger, Mistral text."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, MistralConfig, PixtralVisionConfig
+
+    vision = PixtralVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=vision_layers, num_attention_heads=4, image_size=64,
+        patch_size=8, head_dim=8,
+    )
+    text = MistralConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=512, sliding_window=None, pad_token_id=PAD_TOKEN,
+        bos_token_id=1, eos_token_id=2,
+    )
+    cfg = Mistral3Config(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN, spatial_merge_size=2,
+                         vision_feature_layer=-1)
+    return _finish(Mistral3ForConditionalGeneration(cfg), seed)
 
 
 def internvl(seed: int = 0, text: str = "qwen2", vision_layers: int = 3, qk_norm: bool = True):

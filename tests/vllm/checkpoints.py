@@ -19,6 +19,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
   norm, a 2x2 convolution and an MLP.
 - ``qwen3_vl_moe(path)``: the same with mixture-of-experts text blocks; ``qwen3_5(path)``: Qwen3.5,
   the same tower without DeepStack and a hybrid (linear-attention) language model, served in bfloat16.
+- ``mistral3(path)``: Mistral 3 (Mistral-Small-3.1), Pixtral tower, 14 px patches merged 2x2 by the projector,
+  images up to 112 px (4 x 4 merged tokens), each row of [IMG] ended by [IMG_BREAK], the last by [IMG_END].
 
 Weights are written in the hub layout vLLM loads: transformers 5.x saves a CLIP/SigLIP tower as
 ``vision_tower.*``, the hub checkpoints (and vLLM) use ``vision_tower.vision_model.*``.
@@ -40,6 +42,7 @@ SPECIAL = [
     "<|image|>", "<|begin_of_image|>", "<|end_of_image|>", "<|video|>", "<|begin_of_video|>", "<|end_of_video|>",
     "<start_of_image>", "<end_of_image>", "<image_soft_token>", "<fake_token_around_image>", "<global-img>",
     "\n\n", "\n\n\n", "\n\n\n\n",  # never produced (characters are split), but vLLM's Gemma 3 looks them up
+    "[IMG]", "[IMG_BREAK]", "[IMG_END]",  # Mistral 3 (Pixtral)
 ]
 CHARACTERS = ["\n"] + [chr(c) for c in range(32, 127)]
 VOCAB_SIZE = len(SPECIAL) + len(CHARACTERS)  # every id the model can emit decodes
@@ -500,5 +503,52 @@ def glm4v(path: str, seed: int = 0, moe: bool = False):
     processor = Glm4vProcessor(
         image_processor=Glm4vImageProcessor(**common), video_processor=Glm4vVideoProcessor(**common),
         tokenizer=tokenizer(GLM_TOKENS), chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", GLM_IMAGE),
+    )
+    return _save(model, processor, path, hub_tower_prefix=False)
+
+
+MISTRAL3_TOKENS = {"image_token": "[IMG]", "image_break_token": "[IMG_BREAK]", "image_end_token": "[IMG_END]"}
+MISTRAL3_IMAGE = "[IMG]"
+
+
+def mistral3(path: str, seed: int = 0):
+    """Mistral 3 (Mistral-Small-3.1): a Pixtral tower (14 px patches, 2-D rotary positions, 3 blocks),
+    the projector's RMS norm, 2x2 patch merger and MLP, Mistral text; images resized to fit 112 px, in
+    28 px steps (up to 4 x 4 merged tokens), written row by row: [IMG] per merged token, [IMG_BREAK]
+    after each row but the last, [IMG_END] after it. The text config's ``rms_norm_eps`` is 1e-5:
+    transformers' projector norm takes it, vLLM's is fixed at 1e-5. Untied embeddings, said at the top
+    level (transformers ties by Mistral3Config's ``tie_word_embeddings``, default True, not the text
+    config's). A prompt holds one [IMG] per image; both processors expand it to the rows."""
+    from transformers import (
+        Mistral3Config,
+        Mistral3ForConditionalGeneration,
+        MistralConfig,
+        PixtralImageProcessor,
+        PixtralProcessor,
+        PixtralVisionConfig,
+    )
+
+    llama = tiny_text_config("llama")
+    text = MistralConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=llama.hidden_size, intermediate_size=llama.intermediate_size,
+        num_hidden_layers=llama.num_hidden_layers, num_attention_heads=llama.num_attention_heads,
+        num_key_value_heads=llama.num_key_value_heads, head_dim=llama.hidden_size // llama.num_attention_heads,
+        max_position_embeddings=1024, rms_norm_eps=1e-5, sliding_window=None, tie_word_embeddings=False,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    vision = PixtralVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=112, patch_size=14,
+        hidden_act="silu", head_dim=8,
+    )
+    config = Mistral3Config(
+        vision_config=vision, text_config=text, image_token_index=token_id("[IMG]"), spatial_merge_size=2,
+        projector_hidden_act="gelu", multimodal_projector_bias=False, vision_feature_layer=-1, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(Mistral3ForConditionalGeneration(config), seed)
+    processor = PixtralProcessor(
+        image_processor=PixtralImageProcessor(size={"longest_edge": 112}, patch_size={"height": 14, "width": 14}),
+        tokenizer=tokenizer(MISTRAL3_TOKENS), patch_size=14, spatial_merge_size=2,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", MISTRAL3_IMAGE),
     )
     return _save(model, processor, path, hub_tower_prefix=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import operator
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -143,9 +143,11 @@ def reference(model, processor, method, text: str, images: List[Image.Image], vi
     return out[0, -MAX_NEW_TOKENS:].tolist(), [s.tolist() for s in handle.last_selection]
 
 
-def reference_logprobs(model, processor, method, text: str, images: List[Image.Image], videos=None) -> List[float]:
+def reference_logprobs(
+    model, processor, method, text: str, images: List[Image.Image], videos=None, skip_targets=()
+) -> List[Optional[float]]:
     """The log-probability of each token of the pruned prompt after the first under transformers +
-    ``apply(model, method)`` (one forward over the pruned prompt)."""
+    ``apply(model, method)`` (one forward over the pruned prompt); None for tokens in ``skip_targets``."""
     from vtprune_kernels import apply
 
     inputs = _processed(processor, text, images, videos)
@@ -153,4 +155,5 @@ def reference_logprobs(model, processor, method, text: str, images: List[Image.I
         pruned = handle.prepare_inputs(**inputs)
         logits = model(**pruned).logits[0].float()  # the unmodified model on the pruned inputs
     ids = pruned["input_ids"][0]
-    return torch.log_softmax(logits[:-1], -1).gather(1, ids[1:, None])[:, 0].tolist()
+    logprobs = torch.log_softmax(logits[:-1], -1).gather(1, ids[1:, None])[:, 0].tolist()
+    return [None if int(t) in skip_targets else p for t, p in zip(ids[1:], logprobs)]

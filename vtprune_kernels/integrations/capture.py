@@ -18,7 +18,7 @@ run the model's attention.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -30,7 +30,7 @@ from .vision_runner import VisionTower
 class VisionScoreCapture:
     """Context manager: while active, layers ``layers`` of ``tower`` add their scores to the capture.
 
-    query_rows: ``"cls"`` -> head-mean attention of the [CLS] query row (row 0) over all S keys;
+    query_rows: ``"cls"`` -> head-mean attention of the [CLS] query row (row ``tower.cls_row``) over all S keys;
         ``"all"`` -> head-mean attention received by each key, averaged over all S query rows.
     reuse_lse: use the tower's log-sum-exp when its kernel gives one (one pass); False always
         recomputes the normaliser (two passes; for comparisons).
@@ -38,12 +38,23 @@ class VisionScoreCapture:
     Packed towers whose layers call their attention once per ``cu_seqlens`` segment (Qwen2.5-VL /
     Qwen3-VL full-attention blocks): ``chunk_scores()``, one float32 [1, S_c] per segment; the
     captured layers must then all split the sequence the same way.
+    segments: for towers that attend ONCE over several images packed into one sequence with a
+        block-diagonal mask (Pixtral), the images' token counts: each call's q/k are cut into these
+        segments and each segment is scored alone (its queries over its keys: exactly the masked
+        attention), segment i going to chunk i of ``chunk_scores()``.
     ``layers_with_lse``: how many captured attention calls reused the tower's log-sum-exp.
     Captures only calls made in the thread that entered the context.
     """
 
     def __init__(
-        self, tower: VisionTower, layers: Sequence[int], query_rows: str, *, backend: str = "auto", reuse_lse: bool = True
+        self,
+        tower: VisionTower,
+        layers: Sequence[int],
+        query_rows: str,
+        *,
+        backend: str = "auto",
+        reuse_lse: bool = True,
+        segments: Optional[Sequence[int]] = None,
     ):
         if query_rows == "cls" and not tower.has_cls:
             raise ValueError("query_rows='cls' needs a tower with a [CLS] token")
@@ -52,7 +63,8 @@ class VisionScoreCapture:
             raise ValueError(f"vision layers {bad} do not exist in a {tower.num_layers}-layer tower")
         self.tower = tower
         self.layers = tuple(sorted(set(int(i) for i in layers)))
-        self.accumulator = ScoreAccumulator(query_rows, reuse_lse=reuse_lse, backend=backend)
+        self.segments = None if segments is None else [int(n) for n in segments]
+        self.accumulator = ScoreAccumulator(query_rows, reuse_lse=reuse_lse, backend=backend, cls_row=tower.cls_row)
         self._capture = AttentionCapture({i: tower.attention_module(i) for i in self.layers}, self._add)
 
     def __enter__(self):
@@ -63,7 +75,21 @@ class VisionScoreCapture:
         return self._capture.__exit__(*exc)
 
     def _add(self, call: AttentionCall):
-        self.accumulator.add(call.query, call.key, scale=call.scale, lse=call.lse, chunk=call.chunk)
+        if self.segments is None:
+            self.accumulator.add(call.query, call.key, scale=call.scale, lse=call.lse, chunk=call.chunk)
+            return
+        lengths = (call.query.shape[2], call.key.shape[2])
+        if lengths != (sum(self.segments),) * 2:
+            raise RuntimeError(
+                f"layer {call.layer} attended over {lengths} (query, key) tokens, the segments hold {sum(self.segments)}"
+            )
+        start = 0
+        for i, n in enumerate(self.segments):
+            # masked keys of other segments add exactly 0 to a row's log-sum-exp: the slice is the segment's own
+            lse = None if call.lse is None else call.lse[:, :, start : start + n]
+            q, k = call.query[:, :, start : start + n], call.key[:, :, start : start + n]
+            self.accumulator.add(q, k, scale=call.scale, lse=lse, chunk=i)
+            start += n
 
     @property
     def layers_with_lse(self) -> int:

@@ -66,6 +66,7 @@ _SUPPORTED = (
     "InternVLForConditionalGeneration",
     "Gemma3ForConditionalGeneration",
     "PaliGemmaForConditionalGeneration",
+    "Mistral3ForConditionalGeneration (Mistral Small 3.1 / 3.2)",
     "Idefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration",
     "Qwen2VLForConditionalGeneration",
@@ -121,6 +122,10 @@ def _adapter_for(model):
         from .gemma3 import Gemma3Adapter
 
         return Gemma3Adapter(model)
+    if type(model).__name__ == "Mistral3ForConditionalGeneration":
+        from .mistral3 import Mistral3Adapter
+
+        return Mistral3Adapter(model)
     if type(model).__name__ in ("Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration"):
         from .idefics3 import Idefics3Adapter
 

@@ -22,17 +22,20 @@ from .. import ops
 class ScoreAccumulator:
     """Sum over ``add`` calls of head-mean attention scores, per chunk.
 
-    query_rows: ``"cls"`` -> attention of query row 0 ([CLS]) over the keys; ``"all"`` -> attention
-        received by each key, averaged over all query rows.
+    query_rows: ``"cls"`` -> attention of query row ``cls_row`` ([CLS]: 0, or -1 for a tower that
+        appends it) over the keys; ``"all"`` -> attention received by each key, averaged over all query rows.
     reuse_lse: pass the given ``lse`` on to the op (one pass); False ignores it (two passes; for
         comparisons).
     backend: forwarded to ``ops.attention_scores``.
     """
 
-    def __init__(self, query_rows: str, *, reuse_lse: bool = True, backend: str = "auto"):
+    def __init__(self, query_rows: str, *, reuse_lse: bool = True, backend: str = "auto", cls_row: int = 0):
         if query_rows not in ("cls", "all"):
             raise ValueError(f"query_rows must be 'cls' or 'all', got {query_rows!r}")
+        if cls_row not in (0, -1):
+            raise ValueError(f"cls_row must be 0 (first token) or -1 (last token), got {cls_row!r}")
         self.query_rows = query_rows
+        self.cls_row = cls_row
         self.reuse_lse = reuse_lse
         self.backend = backend
         self._sums: Dict[Hashable, torch.Tensor] = {}
@@ -52,8 +55,9 @@ class ScoreAccumulator:
         received them), lse float32 [B, Hq, M] (natural log, over all N keys) or None, scale the
         attention's softmax scale (None: D**-0.5)."""
         if self.query_rows == "cls":
-            q = q[:, :, :1]
-            lse = None if lse is None else lse[:, :, :1]
+            rows = slice(0, 1) if self.cls_row == 0 else slice(-1, None)
+            q = q[:, :, rows]
+            lse = None if lse is None else lse[:, :, rows]
         if not self.reuse_lse:
             lse = None
         s = ops.attention_scores(

@@ -1,6 +1,7 @@
 """Run a vision tower only up to the last layer the pruning needs (never the layers after it).
 
-``VisionTower`` describes one of the supported towers (CLIP, SigLIP, InternViT, DINOv2): its encoder
+``VisionTower`` describes one of the supported towers (CLIP, SigLIP, InternViT, DINOv2, Idefics3 /
+SmolVLM, Pixtral, Llama 4): its encoder
 layers, each layer's attention module (where ``capture.VisionScoreCapture`` reads q/k), whether
 it has a [CLS] token. ``run_tower`` calls the tower's own ``forward`` (so embeddings, pre-norms and the
 model's own attention implementation are exactly the model's) and leaves it by raising a private
@@ -30,7 +31,8 @@ class VisionTower:
     attention_module(i): layer i's attention module, the one that calls transformers' attention
         function (``ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, ...)``)
         with q/k [B, H, S, D] after any q/k norm.
-    has_cls: the sequence starts with a [CLS] token (CLIP, InternViT) or not (SigLIP).
+    has_cls: the sequence holds a [CLS] token (CLIP, InternViT, Llama 4) or not (SigLIP).
+    cls_last: the [CLS] token is the sequence's LAST token (Llama 4), not its first.
     final_norm: applied by the tower to the last layer's output in ``last_hidden_state``
         (InternViT's ``layernorm``; ``None`` where hidden_states[-1] is used raw).
     """
@@ -40,6 +42,12 @@ class VisionTower:
     attention_module: Callable[[int], nn.Module]
     has_cls: bool
     final_norm: Optional[nn.Module] = None
+    cls_last: bool = False
+
+    @property
+    def cls_row(self) -> int:
+        """Index of the [CLS] token in the sequence (0, or -1 for a tower that appends it)."""
+        return -1 if self.cls_last else 0
 
     @property
     def num_layers(self) -> int:
@@ -62,8 +70,8 @@ class VisionTower:
 
 
 def describe_tower(tower: nn.Module) -> VisionTower:
-    """The ``VisionTower`` of a CLIP, SigLIP, InternViT, DINOv2 or Idefics3 / SmolVLM vision model; a clear
-    error otherwise."""
+    """The ``VisionTower`` of a CLIP, SigLIP, InternViT, DINOv2, Idefics3 / SmolVLM, Pixtral or Llama 4 vision
+    model; a clear error otherwise."""
     name = type(tower).__name__
     if name in ("CLIPVisionModel", "SiglipVisionModel"):
         layers, attention, final_norm = tower.encoder.layers, "self_attn", None
@@ -72,6 +80,13 @@ def describe_tower(tower: nn.Module) -> VisionTower:
     elif name in ("Idefics3VisionTransformer", "SmolVLMVisionTransformer"):
         # last_hidden_state (what the connector reads) is the last layer's output after post_layernorm
         layers, attention, final_norm = tower.encoder.layers, "self_attn", tower.post_layernorm
+    elif name == "PixtralVisionModel":
+        # hidden_states[-1] is the last layer's raw output (no final norm); every image of a call is one
+        # segment of a single packed sequence (block-diagonal attention: ``VisionScoreCapture(segments=)``)
+        layers, attention, final_norm = tower.transformer.layers, "attention", None
+    elif name == "Llama4VisionModel":
+        # the [CLS] token is appended after the patches; the adapter reads the last layer after layernorm_post
+        layers, attention, final_norm = tower.model.layers, "self_attn", tower.layernorm_post
     elif name == "Dinov2Model":
         # hidden_states[-1] (what LLaVA's vision_feature_layer=-1 reads) is the last layer's raw output;
         # only last_hidden_state has the final layernorm
@@ -79,14 +94,15 @@ def describe_tower(tower: nn.Module) -> VisionTower:
     else:
         raise ValueError(
             f"unsupported vision tower {name}: vtprune_kernels supports CLIPVisionModel, SiglipVisionModel, "
-            "InternVLVisionModel, Dinov2Model and the Idefics3 / SmolVLM towers"
+            "InternVLVisionModel, Dinov2Model, PixtralVisionModel, Llama4VisionModel and the Idefics3 / SmolVLM towers"
         )
     return VisionTower(
         module=tower,
         layers=layers,
         attention_module=lambda i: getattr(layers[i], attention),
-        has_cls=name in ("CLIPVisionModel", "InternVLVisionModel", "Dinov2Model"),
+        has_cls=name in ("CLIPVisionModel", "InternVLVisionModel", "Dinov2Model", "Llama4VisionModel"),
         final_norm=final_norm,
+        cls_last=name == "Llama4VisionModel",
     )
 
 
@@ -105,7 +121,7 @@ def run_tower(
     """Run ``tower`` on pixel_values, stopping after encoder layer ``last_layer`` (>= feature_layer).
 
     Returns {"features": output of layer ``feature_layer`` [B, S, C]} (S includes [CLS] when the tower
-    has one). Layers after ``last_layer`` never run.
+    has one, first or last: ``tower.cls_row``). Layers after ``last_layer`` never run.
     """
     if not 0 <= feature_layer <= last_layer < tower.num_layers:
         raise ValueError(

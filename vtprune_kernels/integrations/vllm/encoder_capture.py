@@ -53,7 +53,7 @@ class EncoderLayout:
 
 def describe_encoder(tower: nn.Module) -> EncoderLayout:
     """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, InternS1VisionModel (InternViT),
-    Idefics2VisionTransformer (Idefics3, SmolVLM),
+    Idefics2VisionTransformer (Idefics3, SmolVLM), PixtralHFVisionModel (Mistral 3),
     Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer or Glm4vVisionTransformer
     (the Qwen-VL and GLM-4V towers share one attention layout)."""
     name = type(tower).__name__
@@ -68,6 +68,17 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
             scale=float(first.attn.scale),
             has_cls=False,
         )
+    if name == "PixtralHFVisionModel":  # Mistral 3's tower: a batch's images packed in one sequence
+        first = tower.transformer.layers[0].attention
+        return EncoderLayout(
+            attention=lambda i: tower.transformer.layers[i].attention.attn,
+            num_layers=len(tower.transformer.layers),
+            local_heads=int(first.n_heads),
+            total_heads=int(first.total_num_heads),
+            head_dim=int(first.head_dim),
+            scale=float(first.attn.scale),
+            has_cls=False,
+        )
     if name in ("CLIPVisionModel", "SiglipVisionModel"):
         layers = [layer.self_attn for layer in tower.vision_model.encoder.layers]
     elif name == "InternS1VisionModel":
@@ -77,7 +88,7 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
     else:
         raise ValueError(
             f"vtprune: unsupported vLLM vision tower {name} (supported: CLIPVisionModel, SiglipVisionModel, "
-            "InternS1VisionModel, Idefics2VisionTransformer, Qwen2VisionTransformer, Qwen2_5_VisionTransformer, "
+            "InternS1VisionModel, Idefics2VisionTransformer, PixtralHFVisionModel, Qwen2VisionTransformer, Qwen2_5_VisionTransformer, "
             "Qwen3_VisionTransformer, Glm4vVisionTransformer)"
         )
     first = layers[0]

@@ -27,6 +27,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaOnevisionForConditionalGeneration": "VTPruneLlavaOnevisionForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
+    "Mistral3ForConditionalGeneration": "VTPruneMistral3ForConditionalGeneration",
     "Idefics3ForConditionalGeneration": "VTPruneIdefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration": "VTPruneSmolVLMForConditionalGeneration",
     "Qwen2VLForConditionalGeneration": "VTPruneQwen2VLForConditionalGeneration",

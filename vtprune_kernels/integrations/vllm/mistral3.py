@@ -1,0 +1,146 @@
+"""Pruned Mistral 3 for vLLM: ``VTPruneMistral3ForConditionalGeneration``.
+
+As ``apply()`` (``integrations/mistral3.py``): per image, on the patch merger's (h/2) x (w/2) grid;
+scores are the attention each patch receives inside its own image (vLLM's Pixtral tower packs a
+batch's images into one sequence and attends per image: the capture scores each segment alone),
+pooled 2 x 2; VisPruner's de-duplication compares the merger's input; min(keep, tokens) per image;
+the kept features are rows of the projector's output.
+
+The prompt keeps the image's row structure, as ``apply()``: each row's kept tokens, then its
+``[IMG_BREAK]``, ``[IMG_END]`` after the last row. Which row a kept token lies in depends on the
+image's content, but vLLM fixes the prompt's tokens from the image size before the encoder runs.
+So the processor writes kept + rows - 1 ``[IMG]`` placeholders and ``[IMG_END]``, and the encoder
+output fills them in prompt order with the kept features and, after each row but the last, the
+language model's own embedding of ``[IMG_BREAK]``: the language model receives exactly the
+embeddings of ``apply()``'s pruned prompt (only the token ids under the breaks differ, which
+nothing but prompt log-probabilities of those positions reads). Selection indices: per image,
+raster indices into its merged grid.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from vllm.model_executor.models.mistral3 import (
+    Mistral3DummyInputsBuilder,
+    Mistral3ForConditionalGeneration,
+    Mistral3MultiModalProcessor,
+    Mistral3ProcessingInfo,
+)
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.parse import ImageProcessorItems
+from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
+
+from ..mistral3 import merged_scores, projected_with_merger_input
+from .encoder_pruning import EncoderPruning
+from .switch import method_from_config
+
+ARCHITECTURE = "VTPruneMistral3ForConditionalGeneration"
+
+
+def placeholders(grid: Tuple[int, int], keep: int) -> int:
+    """Embeddings of one image in the pruned prompt: min(keep, rows*cols) kept tokens + rows - 1 breaks."""
+    rows, cols = grid
+    return min(keep, rows * cols) + rows - 1
+
+
+class VTPruneMistral3ProcessingInfo(Mistral3ProcessingInfo):
+    """Mistral 3's processing info with the pruned count per image. Validates the switch when the
+    processor is built (engine start)."""
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.vtprune_keep = method_from_config(self.get_hf_config(), ARCHITECTURE).keep
+
+    def merged_grid(self, width: int, height: int, mm_kwargs=None) -> Tuple[int, int]:
+        """(rows, columns) of merged tokens of an image of this size, as vLLM's own processor counts them."""
+        cols, rows = self.get_vision_encoder_info(mm_kwargs).get_patch_grid_size(image_width=width, image_height=height)
+        return rows, cols
+
+    def get_num_image_tokens(self, *, image_width: int, image_height: int) -> int:
+        return placeholders(self.merged_grid(image_width, image_height), self.vtprune_keep)
+
+
+class VTPruneMistral3MultiModalProcessor(Mistral3MultiModalProcessor):
+    """Writes each image as kept + rows - 1 ``[IMG]`` placeholders and ``[IMG_END]``."""
+
+    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
+        processor = self.info.get_hf_processor(**hf_processor_mm_kwargs)
+        image_token = self.info.get_hf_config().image_token_index
+        end = self.info.get_tokenizer().get_vocab()[processor.image_end_token]
+
+        def replacement(item: int):
+            size = mm_items.get_items("image", ImageProcessorItems).get_image_size(item)
+            grid = self.info.merged_grid(size.width, size.height, hf_processor_mm_kwargs)
+            return PromptUpdateDetails.select_token_id([image_token] * placeholders(grid, self.info.vtprune_keep) + [end], image_token)
+
+        return [PromptReplacement(modality="image", target=[image_token], replacement=replacement)]
+
+
+def row_layout(keep: torch.Tensor, grid: Tuple[int, int], count: int) -> torch.Tensor:
+    """int64 [count] on keep's device: for each placeholder of an image in prompt order, the index of
+    its kept token (raster index into the rows x cols grid) or rows * cols for a row break.
+    keep: bool [rows*cols] keeping count - (rows - 1) tokens. No host synchronisation."""
+    rows, cols = grid
+    slots = torch.ones(rows, cols + 1, dtype=torch.bool, device=keep.device)  # column ``cols``: the row's break
+    slots[:, :cols] = keep.view(rows, cols)
+    slots[-1, cols] = False  # the last row ends with [IMG_END], a prompt token
+    position = torch.nonzero_static(slots.flatten(), size=count)[:, 0]
+    row, col = position // (cols + 1), position % (cols + 1)
+    return torch.where(col < cols, row * cols + col, rows * cols)
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    VTPruneMistral3MultiModalProcessor, info=VTPruneMistral3ProcessingInfo, dummy_inputs=Mistral3DummyInputsBuilder
+)
+class VTPruneMistral3ForConditionalGeneration(Mistral3ForConditionalGeneration):
+    """vLLM's Mistral 3 with every image pruned by the configured method."""
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        if not isinstance(self.config.vision_feature_layer, int):
+            raise ValueError(f"{ARCHITECTURE}: vision_feature_layer must be one layer, got {self.config.vision_feature_layer!r}")
+        self.vtprune = EncoderPruning(self.config, ARCHITECTURE, self.vision_tower)
+        self.vtprune_patch = int(self.config.vision_config.patch_size)
+        self.vtprune_merge = int(self.config.spatial_merge_size)
+        info = MULTIMODAL_REGISTRY.create_processor(vllm_config.model_config).info
+        self.vtprune_break = int(info.get_tokenizer().get_vocab()[info.get_hf_processor().image_break_token])
+
+    def vtprune_selections(self, clear: bool = False):
+        """Kept indices of the images encoded so far (see the module doc)."""
+        return self.vtprune.selections(clear)
+
+    def _break_embedding(self, like: torch.Tensor) -> torch.Tensor:
+        """[1, D]: the language model's own embedding of ``[IMG_BREAK]``."""
+        ids = torch.tensor([self.vtprune_break], device=like.device)
+        return self.get_language_model().embed_input_ids(ids).to(like.dtype)
+
+    def _process_image_input(self, image_input):
+        if image_input["type"] == "image_embeds":
+            return super()._process_image_input(image_input)  # precomputed embeddings: nothing to prune
+        images = image_input["pixel_values"]
+        sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        grids = [(h // self.vtprune_patch, w // self.vtprune_patch) for h, w in sizes]
+        with self.vtprune.capture(segments=lambda layer: [h * w for h, w in grids]) as capture:
+            hidden = torch.cat(self.vision_tower(images))  # [sum h*w, C], images in order
+        scores = capture.scores()
+        projected, merger_input = projected_with_merger_input(self.multi_modal_projector, hidden, sizes)
+
+        breaks = self._break_embedding(projected)
+        m, out, keeps = self.vtprune_merge, [], []
+        patch_first, token_first = 0, 0
+        for grid in grids:
+            rows, cols = grid[0] // m, grid[1] // m
+            T = rows * cols
+            image_scores = None
+            if scores is not None:
+                image_scores = merged_scores(scores[:, patch_first : patch_first + grid[0] * grid[1]], grid, m)
+            features = self.vtprune.selection_features(lambda: merger_input[None, token_first : token_first + T], 1, T, hidden)
+            keep = self.vtprune.select(image_scores, features, (rows, cols), [1])[0]
+            keeps.append(keep[None])
+            source = torch.cat([projected[token_first : token_first + T], breaks])
+            out.append(source[row_layout(keep, (rows, cols), placeholders((rows, cols), self.vtprune.keep))])
+            patch_first += grid[0] * grid[1]
+            token_first += T
+        self.vtprune.record(keeps)
+        return tuple(out)
