@@ -18,6 +18,8 @@ that build processor-style inputs: N image placeholders per image, optional left
   tiles (6x6 patches) pixel-shuffled 2x2 to 3x3 = 9 tokens per tile.
 - ``mistral3()``: Mistral3ForConditionalGeneration, Pixtral tower (8 px patches, images up to 64 px at
   their own aspect ratio), 2x2 patch merger -> up to 4x4 tokens per image, Mistral text.
+- ``llama4()``: Llama4ForConditionalGeneration, 112 px tiles (8x8 patches, [CLS] appended last) pixel-shuffled
+  0.5 -> 4x4 = 16 tokens per tile, a Llama 4 text model with one mixture-of-experts layer.
 - ``internvl(text="qwen2"|"llama")``: InternVLForConditionalGeneration, 84x84 tiles, pixel shuffle 0.5
   (6x6 grid -> 3x3 = 9 tokens per tile).
 """
@@ -219,6 +221,24 @@ def mistral3(seed: int = 0, vision_layers: int = 3):
     cfg = Mistral3Config(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN, spatial_merge_size=2,
                          vision_feature_layer=-1)
     return _finish(Mistral3ForConditionalGeneration(cfg), seed)
+
+
+def llama4(seed: int = 0, vision_layers: int = 3):
+    """Llama 4: 112 px tiles / 14 px patches (8x8 + [CLS] last), pixel shuffle 0.5 -> 4x4 = 16 tokens per tile."""
+    from transformers import Llama4Config, Llama4ForConditionalGeneration, Llama4TextConfig, Llama4VisionConfig
+
+    vision = Llama4VisionConfig(
+        hidden_size=32, intermediate_size=128, num_hidden_layers=vision_layers, num_attention_heads=4, image_size=112,
+        patch_size=14, pixel_shuffle_ratio=0.5, projector_input_dim=64, projector_output_dim=64, vision_output_dim=64,
+        vision_feature_layer=-1,
+    )
+    text = Llama4TextConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, intermediate_size_mlp=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=2, num_experts_per_tok=1,
+        interleave_moe_layer_step=2, max_position_embeddings=512, pad_token_id=PAD_TOKEN, bos_token_id=1, eos_token_id=2,
+    )
+    cfg = Llama4Config(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN)
+    return _finish(Llama4ForConditionalGeneration(cfg), seed)
 
 
 def internvl(seed: int = 0, text: str = "qwen2", vision_layers: int = 3, qk_norm: bool = True):

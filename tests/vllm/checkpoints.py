@@ -21,6 +21,9 @@ tokenizer with the models' special tokens, an image processor and a chat templat
   the same tower without DeepStack and a hybrid (linear-attention) language model, served in bfloat16.
 - ``mistral3(path)``: Mistral 3 (Mistral-Small-3.1), Pixtral tower, 14 px patches merged 2x2 by the projector,
   images up to 112 px (4 x 4 merged tokens), each row of [IMG] ended by [IMG_BREAK], the last by [IMG_END].
+- ``llama4(path)``: Llama 4, 112 px tiles pixel-shuffled to 16 tokens, up to 4 tiles plus a global tile, MoE text.
+- ``internvl_chat(path)``: InternVL in its original format (``InternVLChatModel``, loaded with trust_remote_code: the
+  folder carries its two configuration files), the weights of ``internvl`` renamed to that layout.
 
 Weights are written in the hub layout vLLM loads: transformers 5.x saves a CLIP/SigLIP tower as
 ``vision_tower.*``, the hub checkpoints (and vLLM) use ``vision_tower.vision_model.*``.
@@ -43,6 +46,7 @@ SPECIAL = [
     "<start_of_image>", "<end_of_image>", "<image_soft_token>", "<fake_token_around_image>", "<global-img>",
     "\n\n", "\n\n\n", "\n\n\n\n",  # never produced (characters are split), but vLLM's Gemma 3 looks them up
     "[IMG]", "[IMG_BREAK]", "[IMG_END]",  # Mistral 3 (Pixtral)
+    "<|image_start|>", "<|image_end|>", "<|patch|>", "<|tile_x_separator|>", "<|tile_y_separator|>",  # Llama 4
 ]
 CHARACTERS = ["\n"] + [chr(c) for c in range(32, 127)]
 VOCAB_SIZE = len(SPECIAL) + len(CHARACTERS)  # every id the model can emit decodes
@@ -552,3 +556,238 @@ def mistral3(path: str, seed: int = 0):
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", MISTRAL3_IMAGE),
     )
     return _save(model, processor, path, hub_tower_prefix=False)
+
+
+LLAMA4_TOKENS = {
+    "image_token": "<|image|>", "boi_token": "<|image_start|>", "eoi_token": "<|image_end|>", "patch_token": "<|patch|>",
+    "tile_x_separator_token": "<|tile_x_separator|>", "tile_y_separator_token": "<|tile_y_separator|>",
+}
+LLAMA4_IMAGE = "<|image|>"
+
+
+def llama4(path: str, seed: int = 0):
+    """Llama 4 (Scout / Maverick shape): a tower on 112 px tiles (8 x 8 patches of 14 px, a [CLS] appended,
+    2-D rotary positions), pixel shuffle 0.5 and an MLP (its input width, ``intermediate_size``, is 4 x the
+    hidden size) -> 4 x 4 = 16 <|patch|> tokens per tile; the image processor splits an image into up to
+    4 tiles (``max_patches``) plus a global tile when there are several. A prompt holds one <|image|> per
+    image; both processors expand it to <|image_start|>, the tiles row by row (<|tile_x_separator|> between
+    tiles of a row, <|tile_y_separator|> after each row), <|image|>, the global tile's <|patch|> tokens,
+    <|image_end|>. Pixel values come in bfloat16 (normalised so, as the original): cast them for float32.
+    Text: layer 0 dense with RoPE, QK norm and chunked attention (chunks of 128: vLLM's CPU block size
+    must divide it), layer 1 NoPE (full attention) with 2 experts (top 1) and the shared expert. Attention
+    temperature tuning is off: vLLM turns it on only past 32K tokens of context or by the engine's
+    ``override_generation_config`` (transformers 5.x drops the key from generation_config.json)."""
+    from transformers import (
+        Llama4Config,
+        Llama4ForConditionalGeneration,
+        Llama4ImageProcessor,
+        Llama4Processor,
+        Llama4TextConfig,
+        Llama4VisionConfig,
+    )
+
+    llama = tiny_text_config("llama")
+    text = Llama4TextConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=llama.hidden_size, intermediate_size=128, intermediate_size_mlp=llama.intermediate_size,
+        num_hidden_layers=2, num_attention_heads=llama.num_attention_heads, num_key_value_heads=llama.num_key_value_heads,
+        head_dim=llama.hidden_size // llama.num_attention_heads, max_position_embeddings=1024, num_local_experts=2,
+        num_experts_per_tok=1, interleave_moe_layer_step=2, no_rope_layers=[1, 0], attention_chunk_size=128,
+        use_qk_norm=True, attn_temperature_tuning=False, rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+        tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    vision = Llama4VisionConfig(
+        hidden_size=32, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, image_size=112, patch_size=14,
+        pixel_shuffle_ratio=0.5, projector_input_dim=64, projector_output_dim=64, vision_output_dim=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, vision_feature_layer=-1,  # as the hub configs
+    )
+    config = Llama4Config(
+        vision_config=vision, text_config=text, image_token_index=token_id("<|patch|>"),
+        boi_token_index=token_id("<|image_start|>"), eoi_token_index=token_id("<|image_end|>"), tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(Llama4ForConditionalGeneration(config), seed)
+    processor = Llama4Processor(
+        image_processor=Llama4ImageProcessor(size={"height": 112, "width": 112}, max_patches=4),
+        tokenizer=tokenizer(LLAMA4_TOKENS), patch_size=14, pixel_shuffle_ratio=0.5,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", LLAMA4_IMAGE),
+    )
+    return _save(model, processor, path, hub_tower_prefix=False)
+
+
+# The original InternVL checkpoints ship their config classes as remote code (vLLM registers none for
+# "internvl_chat"): these two files, written for the tiny checkpoint, hold just what loading needs.
+_INTERN_VIT_CONFIG_PY = '''from transformers import PretrainedConfig
+
+
+class InternVisionConfig(PretrainedConfig):
+    model_type = "intern_vit_6b"
+
+    def __init__(self, num_channels=3, patch_size=14, image_size=224, qkv_bias=False, hidden_size=3200,
+                 num_attention_heads=25, intermediate_size=12800, qk_normalization=True, num_hidden_layers=48,
+                 use_flash_attn=False, hidden_act="gelu", norm_type="rms_norm", layer_norm_eps=1e-6, dropout=0.0,
+                 drop_path_rate=0.0, attention_dropout=0.0, initializer_range=0.02, initializer_factor=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.num_channels = num_channels
+        self.patch_size = patch_size
+        self.image_size = image_size
+        self.qkv_bias = qkv_bias
+        self.hidden_size = hidden_size
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.qk_normalization = qk_normalization
+        self.num_hidden_layers = num_hidden_layers
+        self.use_flash_attn = use_flash_attn
+        self.hidden_act = hidden_act
+        self.norm_type = norm_type
+        self.layer_norm_eps = layer_norm_eps
+        self.dropout = dropout
+        self.drop_path_rate = drop_path_rate
+        self.attention_dropout = attention_dropout
+        self.initializer_range = initializer_range
+        self.initializer_factor = initializer_factor
+'''
+
+_INTERNVL_CHAT_CONFIG_PY = '''from transformers import CONFIG_MAPPING, PretrainedConfig
+
+from .configuration_intern_vit import InternVisionConfig
+
+_LLM_MODEL_TYPES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+
+
+class InternVLChatConfig(PretrainedConfig):
+    model_type = "internvl_chat"
+    is_composition = True
+
+    def __init__(self, vision_config=None, llm_config=None, use_backbone_lora=0, use_llm_lora=0, select_layer=-1,
+                 force_image_size=None, downsample_ratio=0.5, template=None, dynamic_image_size=False,
+                 use_thumbnail=False, ps_version="v1", min_dynamic_patch=1, max_dynamic_patch=6, pad2square=False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(vision_config, PretrainedConfig):
+            self.vision_config = vision_config
+        else:
+            self.vision_config = InternVisionConfig(**(vision_config or {}))
+        if isinstance(llm_config, PretrainedConfig):
+            self.llm_config = llm_config
+        else:
+            llm_config = dict(llm_config or {"architectures": ["Qwen2ForCausalLM"]})
+            architecture = (llm_config.get("architectures") or ["Qwen2ForCausalLM"])[0]
+            model_type = llm_config.pop("model_type", None) or _LLM_MODEL_TYPES[architecture]
+            self.llm_config = CONFIG_MAPPING[model_type](**llm_config)
+        self.use_backbone_lora = use_backbone_lora
+        self.use_llm_lora = use_llm_lora
+        self.select_layer = select_layer
+        self.force_image_size = force_image_size
+        self.downsample_ratio = downsample_ratio
+        self.template = template
+        self.dynamic_image_size = dynamic_image_size
+        self.use_thumbnail = use_thumbnail
+        self.ps_version = ps_version
+        self.min_dynamic_patch = min_dynamic_patch
+        self.max_dynamic_patch = max_dynamic_patch
+        self.pad2square = pad2square
+'''
+
+
+def _internvl_original_state(model) -> dict:
+    """The HF-native InternVL weights (``model.state_dict()``) renamed to the original InternVL
+    layout: ``vision_model.*`` (InternViT: q, k, v fused into ``attn.qkv``), ``mlp1.{0,1,3}``,
+    ``language_model.{model,lm_head}.*`` (the lm_head written out even when tied)."""
+    state = model.state_dict()
+    out = {}
+    vision = {
+        "embeddings.cls_token": "embeddings.class_embedding",
+        "embeddings.patch_embeddings.projection.weight": "embeddings.patch_embedding.weight",
+        "embeddings.patch_embeddings.projection.bias": "embeddings.patch_embedding.bias",
+        "embeddings.position_embeddings": "embeddings.position_embedding",
+    }
+    layer = {
+        "attention.q_norm.weight": "attn.q_norm.weight", "attention.k_norm.weight": "attn.k_norm.weight",
+        "attention.projection_layer.weight": "attn.proj.weight", "attention.projection_layer.bias": "attn.proj.bias",
+        "lambda_1": "ls1", "lambda_2": "ls2", "mlp.fc1.weight": "mlp.fc1.weight", "mlp.fc1.bias": "mlp.fc1.bias",
+        "mlp.fc2.weight": "mlp.fc2.weight", "mlp.fc2.bias": "mlp.fc2.bias",
+        "layernorm_before.weight": "norm1.weight", "layernorm_before.bias": "norm1.bias",
+        "layernorm_after.weight": "norm2.weight", "layernorm_after.bias": "norm2.bias",
+    }
+    projector = {"layer_norm": "0", "linear_1": "1", "linear_2": "3"}
+    for name, value in state.items():
+        value = value.detach().clone().contiguous()
+        if name.startswith("model.vision_tower."):
+            rest = name[len("model.vision_tower."):]
+            if rest in vision:
+                out["vision_model." + vision[rest]] = value
+                continue
+            _, _, index, sub = rest.split(".", 3)  # encoder.layer.N.<sub>
+            prefix = f"vision_model.encoder.layers.{index}."
+            if sub.startswith(("attention.q_proj.", "attention.k_proj.", "attention.v_proj.")):
+                if sub.startswith("attention.q_proj."):  # fused once, at q
+                    kind = sub.rsplit(".", 1)[1]
+                    base = f"model.vision_tower.encoder.layer.{index}.attention."
+                    out[prefix + "attn.qkv." + kind] = torch.cat(
+                        [state[base + p + "_proj." + kind] for p in "qkv"]
+                    ).contiguous()
+                continue
+            out[prefix + layer[sub]] = value
+        elif name.startswith("model.multi_modal_projector."):
+            module, kind = name[len("model.multi_modal_projector."):].split(".")
+            out[f"mlp1.{projector[module]}.{kind}"] = value
+        elif name.startswith("model.language_model."):
+            out["language_model.model." + name[len("model.language_model."):]] = value
+        elif name == "lm_head.weight":
+            out["language_model.lm_head.weight"] = value
+        else:
+            raise KeyError(name)
+    return out
+
+
+def internvl_chat(path: str, seed: int = 0):
+    """InternVL in the original (OpenGVLab) format, architecture ``InternVLChatModel``, model type
+    ``internvl_chat`` (vLLM serves it natively, with trust_remote_code=True for the config classes
+    written here as configuration_*.py): ``internvl``'s weights (seeded alike) renamed to the original
+    layout, an InternViT config (84 px tiles, 14 px patches, QK norm, layer norms, eps 1e-6 as
+    transformers' fixed QK-norm eps), a Qwen2 ``llm_config``, pixel shuffle 0.5 (v2) -> 9 tokens per
+    tile, up to 4 tiles plus a thumbnail. vLLM's own processor (the checkpoint ships none) expands each
+    "<image>" of a prompt to <img>, 9 <IMG_CONTEXT> per tile (tiles row by row, thumbnail last), </img>.
+    Returns (path, model): ``model`` is the HF-native InternVLForConditionalGeneration with the same weights."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as native:
+        _, model = internvl(native, seed)
+    vision, text = model.config.vision_config, model.config.text_config
+    assert vision.layer_norm_eps == 1e-6 and vision.use_mean_pooling and model.config.vision_feature_layer == -1
+    os.makedirs(path, exist_ok=True)
+    llm = text.to_dict()
+    llm.update(architectures=["Qwen2ForCausalLM"], tie_word_embeddings=False)  # the lm_head is written out
+    llm.pop("transformers_version", None)
+    config = {
+        "architectures": ["InternVLChatModel"],
+        "model_type": "internvl_chat",
+        "auto_map": {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig"},
+        "vision_config": {
+            "architectures": ["InternVisionModel"], "model_type": "intern_vit_6b", "hidden_size": vision.hidden_size,
+            "intermediate_size": vision.intermediate_size, "num_attention_heads": vision.num_attention_heads,
+            "num_hidden_layers": vision.num_hidden_layers, "image_size": vision.image_size[0],
+            "patch_size": vision.patch_size[0], "num_channels": 3, "qkv_bias": vision.attention_bias,
+            "qk_normalization": vision.use_qk_norm, "norm_type": vision.norm_type, "layer_norm_eps": vision.layer_norm_eps,
+            "hidden_act": vision.hidden_act, "drop_path_rate": 0.0, "dropout": 0.0, "attention_dropout": 0.0,
+            "use_flash_attn": False, "initializer_range": 0.02, "initializer_factor": vision.layer_scale_init_value,
+        },
+        "llm_config": llm,
+        "downsample_ratio": model.config.downsample_ratio, "select_layer": -1, "ps_version": "v2",
+        "template": "internvl2_5", "force_image_size": vision.image_size[0], "dynamic_image_size": True,
+        "min_dynamic_patch": 1, "max_dynamic_patch": 4, "use_thumbnail": True, "pad2square": False,
+        "use_backbone_lora": 0, "use_llm_lora": 0, "tie_word_embeddings": False, "torch_dtype": "float32",
+    }
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    for name, source in (("configuration_intern_vit.py", _INTERN_VIT_CONFIG_PY),
+                         ("configuration_internvl_chat.py", _INTERNVL_CHAT_CONFIG_PY)):
+        with open(os.path.join(path, name), "w") as f:
+            f.write(source)
+    save_file(_internvl_original_state(model), os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    tok = tokenizer()
+    tok.chat_template = CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN)
+    tok.save_pretrained(path)
+    return path, model

@@ -117,16 +117,22 @@ def _prompts(requests, videos):
 
 
 def _processed(processor, text: str, images, videos=None):
-    """The checkpoint processor's tensors for one prompt (videos: ``video(...)`` items, frames as given)."""
+    """The checkpoint processor's tensors for one prompt (videos: ``video(...)`` items, frames as given);
+    bfloat16 pixels (Llama 4's processor normalises in bfloat16) cast to the float32 models here, as vLLM casts."""
     if not videos:
-        return processor(text=[text], images=images, return_tensors="pt")
-    from transformers.video_utils import VideoMetadata
+        out = processor(text=[text], images=images, return_tensors="pt")
+    else:
+        from transformers.video_utils import VideoMetadata
 
-    metadata = [VideoMetadata(**{k: v for k, v in m.items() if k != "do_sample_frames"}) for _, m in videos]
-    return processor(
-        text=[text], images=images or None, videos=[f for f, _ in videos], video_metadata=metadata, do_sample_frames=False,
-        return_tensors="pt",
-    )
+        metadata = [VideoMetadata(**{k: v for k, v in m.items() if k != "do_sample_frames"}) for _, m in videos]
+        out = processor(
+            text=[text], images=images or None, videos=[f for f, _ in videos], video_metadata=metadata,
+            do_sample_frames=False, return_tensors="pt",
+        )
+    for name, value in out.items():
+        if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16:
+            out[name] = value.float()
+    return out
 
 
 def reference(model, processor, method, text: str, images: List[Image.Image], videos=None) -> Tuple[List[int], List[List[int]]]:

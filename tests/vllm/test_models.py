@@ -107,6 +107,16 @@ CASES = {
         {"method": "random", "keep": 3, "seed": 3}, Random(keep=3, seed=3), checkpoints.MISTRAL3_IMAGE,
         [(112, 112), (100, 70), (60, 90)], two_images=False, logprob_skips=("[IMG]", "[IMG_BREAK]"),
     ),
+    # tiles of 16 tokens: 1 tile (100x90), 1x2 tiles + global (220x110), 2x2 + global (150x260); keep 5 per tile
+    "llama4-vispruner": Case(
+        checkpoints.llama4, "Llama4ForConditionalGeneration",
+        {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), checkpoints.LLAMA4_IMAGE,
+        [(220, 110), (100, 90), (150, 260)],
+    ),
+    "llama4-uniform": Case(
+        checkpoints.llama4, "Llama4ForConditionalGeneration",
+        {"method": "uniform", "keep": 3}, Uniform(keep=3), checkpoints.LLAMA4_IMAGE, [(150, 260), (220, 110), (100, 90)],
+    ),
     "internvl-vispruner": Case(
         checkpoints.internvl, "InternVLForConditionalGeneration",
         {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), "<IMG_CONTEXT>", [(168, 84), (84, 84), (84, 168)],

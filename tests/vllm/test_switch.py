@@ -63,7 +63,7 @@ def test_plugin_registers_only_new_architectures():
 
     load_general_plugins()
     assert set(PRUNED_ARCHITECTURES.values()) <= set(ModelRegistry.get_supported_archs())
-    assert len(PRUNED_ARCHITECTURES) == 16
+    assert len(PRUNED_ARCHITECTURES) == 17
     for stock_name, pruned_name in PRUNED_ARCHITECTURES.items():
         stock = ModelRegistry._try_load_model_cls(stock_name)
         assert stock.__module__.startswith("vllm.model_executor.models.") and stock.__name__ in (stock_name, "InternS1ForConditionalGeneration")
@@ -230,3 +230,13 @@ def test_idefics3_engine_refuses_images_padded_inside(tmp_path):
     whole, _ = checkpoints.idefics3(str(tmp_path / "whole"), image_splitting=False)
     assert _image_splitting(config(whole)) is False
     assert _image_splitting(config(whole, {"do_image_splitting": True})) is True
+
+
+def test_llama4_engine_refuses_a_data_parallel_tower(checkpoint_dir):
+    """Llama 4's tower run data-parallel (each rank a share of the tiles) is refused at engine start."""
+    import checkpoints
+    from harness import Engine
+
+    path, _ = checkpoints.llama4(f"{checkpoint_dir}/dp-llama4")
+    with pytest.raises(Exception, match="mm_encoder_tp_mode='data' is not supported"):
+        Engine(path, hf_overrides("Llama4ForConditionalGeneration", "uniform", 4), mm_encoder_tp_mode="data")

@@ -1,6 +1,6 @@
 """Tensor parallelism (TP=2 on the CPU backend): each rank holds half of the vision tower's heads (CLIP;
 the packed towers of Qwen2-VL, Qwen2.5-VL and Qwen3-VL, scored per frame; Idefics3's; the SigLIP towers of LLaVA-OneVision and
-Gemma 3; Mistral 3's Pixtral tower); the head-mean scores are
+Gemma 3; Mistral 3's Pixtral tower; Llama 4's tower); the head-mean scores are
 all-reduced, so both ranks keep the tokens ``apply()`` keeps, and the sharded merger/projector (and
 Qwen3-VL's DeepStack mergers) run on them."""
 from __future__ import annotations
@@ -27,6 +27,8 @@ CASES = {  # builder, stock architecture, prompt, image (width, height)
     "gemma3": (checkpoints.gemma3, "Gemma3ForConditionalGeneration", f"USER: {checkpoints.GEMMA3_IMAGE}\n", (112, 84)),
     # Mistral 3's Pixtral tower; the row breaks are the sharded language model's own embedding
     "mistral3": (checkpoints.mistral3, "Mistral3ForConditionalGeneration", f"USER: {checkpoints.MISTRAL3_IMAGE}\n", (100, 70)),
+    # Llama 4: [CLS] row last, 1x2 tiles + a global tile
+    "llama4": (checkpoints.llama4, "Llama4ForConditionalGeneration", f"USER: {checkpoints.LLAMA4_IMAGE}\n", (220, 110)),
 }
 REFERENCE_DROPS = {"gemma3": ("token_type_ids",)}
 

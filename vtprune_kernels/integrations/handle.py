@@ -67,6 +67,7 @@ _SUPPORTED = (
     "Gemma3ForConditionalGeneration",
     "PaliGemmaForConditionalGeneration",
     "Mistral3ForConditionalGeneration (Mistral Small 3.1 / 3.2)",
+    "Llama4ForConditionalGeneration (Llama 4 Scout / Maverick)",
     "Idefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration",
     "Qwen2VLForConditionalGeneration",
@@ -122,6 +123,10 @@ def _adapter_for(model):
         from .gemma3 import Gemma3Adapter
 
         return Gemma3Adapter(model)
+    if type(model).__name__ == "Llama4ForConditionalGeneration":
+        from .llama4 import Llama4Adapter
+
+        return Llama4Adapter(model)
     if type(model).__name__ == "Mistral3ForConditionalGeneration":
         from .mistral3 import Mistral3Adapter
 

@@ -98,8 +98,9 @@ class Mistral3Adapter(TowerAdapter):
         sizes = reads.get("image_sizes")  # host copy of a tensor; a list as given
         grids = self.patch_grids(torch.as_tensor(kwargs["image_sizes"] if sizes is None else sizes), pixel_values)
         layer = self.tower.hidden_state_layer(config_or_call(kwargs, "vision_feature_layer", self.model.config))
-        needs = self.resolved(method.needs(self.tower.has_cls), method)
-        require_vision_only(needs, method, self.family)
+        needs = method.needs(self.tower.has_cls)
+        require_vision_only(needs, method, self.family)  # before resolving PTP's LLM layer
+        needs = self.resolved(needs, method)
 
         m = self.merge
         merged = [(h // m, w // m) for h, w in grids]

@@ -39,7 +39,8 @@ class EncoderLayout:
 
     attention(i): layer i's ``MMEncoderAttention`` module. num_layers: layers instantiated (vLLM
     builds LLaVA towers only up to the feature layer). local_heads / total_heads: heads this rank
-    computes / the model's heads. has_cls: the sequence starts with a [CLS] token.
+    computes / the model's heads. has_cls: the sequence holds a [CLS] token, first or, with
+    ``cls_last`` (Llama 4), last.
     """
 
     attention: Callable[[int], nn.Module]
@@ -49,11 +50,12 @@ class EncoderLayout:
     head_dim: int
     scale: float
     has_cls: bool
+    cls_last: bool = False
 
 
 def describe_encoder(tower: nn.Module) -> EncoderLayout:
     """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, InternS1VisionModel (InternViT),
-    Idefics2VisionTransformer (Idefics3, SmolVLM), PixtralHFVisionModel (Mistral 3),
+    Idefics2VisionTransformer (Idefics3, SmolVLM), PixtralHFVisionModel (Mistral 3), Llama4VisionModel,
     Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer or Glm4vVisionTransformer
     (the Qwen-VL and GLM-4V towers share one attention layout)."""
     name = type(tower).__name__
@@ -79,6 +81,18 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
             scale=float(first.attn.scale),
             has_cls=False,
         )
+    if name == "Llama4VisionModel":  # Llama 4: the [CLS] token is appended after the patches
+        first = tower.model.layers[0].self_attn
+        return EncoderLayout(
+            attention=lambda i: tower.model.layers[i].self_attn.attn,
+            num_layers=len(tower.model.layers),
+            local_heads=int(first.num_local_heads),
+            total_heads=int(first.num_heads),
+            head_dim=int(first.head_dim),
+            scale=float(first.scaling),
+            has_cls=True,
+            cls_last=True,
+        )
     if name in ("CLIPVisionModel", "SiglipVisionModel"):
         layers = [layer.self_attn for layer in tower.vision_model.encoder.layers]
     elif name == "InternS1VisionModel":
@@ -88,7 +102,7 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
     else:
         raise ValueError(
             f"vtprune: unsupported vLLM vision tower {name} (supported: CLIPVisionModel, SiglipVisionModel, "
-            "InternS1VisionModel, Idefics2VisionTransformer, PixtralHFVisionModel, Qwen2VisionTransformer, Qwen2_5_VisionTransformer, "
+            "InternS1VisionModel, Idefics2VisionTransformer, PixtralHFVisionModel, Llama4VisionModel, Qwen2VisionTransformer, Qwen2_5_VisionTransformer, "
             "Qwen3_VisionTransformer, Glm4vVisionTransformer)"
         )
     first = layers[0]
@@ -137,7 +151,7 @@ class EncoderScoreCapture:
         if segments is not None and any(i not in segments for i in self.layers):
             raise ValueError(f"segments must be given for every scored layer {self.layers}")
         self.segments = None if segments is None else {i: [int(n) for n in segments[i]] for i in self.layers}
-        self._scores = ScoreAccumulator(query_rows, backend=backend)
+        self._scores = ScoreAccumulator(query_rows, backend=backend, cls_row=-1 if layout.cls_last else 0)
         self._handles: List = []
 
     def __enter__(self):

@@ -133,6 +133,19 @@ class EncoderPruning:
         return out
 
 
+def check_encoder_runs_eagerly(vllm_config, architecture: str) -> None:
+    """Engine-start refusal of a compiled encoder or an encoder CUDA graph (``compile_mm_encoder``,
+    ``cudagraph_mm_encoder``): either would run the unpruned encoder without the score capture."""
+    compilation = vllm_config.compilation_config
+    if compilation.compile_mm_encoder:
+        raise ValueError(f"{architecture}: the score capture runs eagerly; turn off compile_mm_encoder")
+    if getattr(compilation, "cudagraph_mm_encoder", False):
+        raise ValueError(
+            f"{architecture}: the encoder CUDA graph (cudagraph_mm_encoder) replays the unpruned encoder without the "
+            "score capture; turn it off"
+        )
+
+
 class _NoScores:
     def scores(self):
         return None

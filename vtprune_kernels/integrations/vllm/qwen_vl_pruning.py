@@ -28,6 +28,7 @@ from ...methods._device import from_host
 from ..qwen_tower import MergedGridItem
 from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 
+from .encoder_pruning import check_encoder_runs_eagerly
 from .mrope_positions import POSITION_CHANNELS, add_kept_offsets, decode_offsets, encode_offsets, shortened_runs
 from .switch import method_from_config
 
@@ -118,14 +119,7 @@ class PrunedFrameRuns:
 
 def check_engine_config(vllm_config, architecture: str) -> None:
     """Engine-start refusals of what the pruned Qwen-VL models cannot serve, with the reason."""
-    compilation = vllm_config.compilation_config
-    if compilation.compile_mm_encoder:
-        raise ValueError(f"{architecture}: the score capture runs eagerly; turn off compile_mm_encoder")
-    if getattr(compilation, "cudagraph_mm_encoder", False):
-        raise ValueError(
-            f"{architecture}: the encoder CUDA graph (cudagraph_mm_encoder) replays the unpruned encoder without the "
-            "score capture; turn it off"
-        )
+    check_encoder_runs_eagerly(vllm_config, architecture)
     mm_config = vllm_config.model_config.get_multimodal_config()
     if mm_config.enable_mm_embeds:
         raise ValueError(f"{architecture}: precomputed image/video embeddings (--enable-mm-embeds) cannot be pruned")

@@ -28,6 +28,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
     "Mistral3ForConditionalGeneration": "VTPruneMistral3ForConditionalGeneration",
+    "Llama4ForConditionalGeneration": "VTPruneLlama4ForConditionalGeneration",
     "Idefics3ForConditionalGeneration": "VTPruneIdefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration": "VTPruneSmolVLMForConditionalGeneration",
     "Qwen2VLForConditionalGeneration": "VTPruneQwen2VLForConditionalGeneration",
