@@ -791,3 +791,25 @@ def internvl_chat(path: str, seed: int = 0):
     tok.chat_template = CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN)
     tok.save_pretrained(path)
     return path, model
+
+
+def internvl_chat_processor(path: str):
+    """The processor of an ``internvl_chat`` checkpoint for the HF-native reference model: vLLM's own
+    InternVL processor (the checkpoint ships none; unpruned: T placeholders per tile) called like a
+    transformers processor, its tiles renamed ``pixel_values`` and the per-image tile counts dropped."""
+    from harness import ReferenceProcessor
+    from transformers import AutoTokenizer
+    from vllm.transformers_utils.processors.internvl import InternVLImageProcessor, InternVLProcessor
+
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    vision = config["vision_config"]
+    image_processor = InternVLImageProcessor(
+        image_size=config["force_image_size"], min_dynamic_patch=config["min_dynamic_patch"],
+        max_dynamic_patch=config["max_dynamic_patch"], dynamic_image_size=config["dynamic_image_size"],
+        use_thumbnail=config["use_thumbnail"],
+    )
+    tokens = int((config["force_image_size"] // vision["patch_size"]) ** 2 * config["downsample_ratio"] ** 2)
+    processor = InternVLProcessor(tokenizer=AutoTokenizer.from_pretrained(path), image_processor=image_processor,
+                                  image_seq_length=tokens)
+    return ReferenceProcessor(processor, drops=("image_num_patches",), renames={"pixel_values_flat": "pixel_values"})

@@ -15,6 +15,8 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="vtprune-vllm-cache-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# trust_remote_code (original-format InternVL) copies a checkpoint's configuration files here: not in $HOME
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="vtprune-hf-modules-"))
 
 sys.path.insert(0, os.path.dirname(__file__))
 

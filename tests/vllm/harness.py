@@ -89,17 +89,22 @@ class Engine:
         cleanup_dist_env_and_memory()
 
 
-class DroppingProcessor:
-    """A checkpoint's processor whose outputs leave the named entries out (Gemma 3's ``token_type_ids``:
-    transformers attends bidirectionally inside an image with them, vLLM's CPU attention does not)."""
+class ReferenceProcessor:
+    """A processor for the reference model whose outputs leave the named entries out (Gemma 3's
+    ``token_type_ids``: transformers attends bidirectionally inside an image with them, vLLM's CPU
+    attention does not) and rename others (``renames``: vLLM's own InternVL processor names the tiles
+    ``pixel_values_flat``, the HF-native model takes ``pixel_values``)."""
 
-    def __init__(self, processor, drops):
-        self._processor, self._drops = processor, drops
+    def __init__(self, processor, drops=(), renames=None):
+        self._processor, self._drops, self._renames = processor, drops, dict(renames or {})
 
     def __call__(self, *args, **kwargs):
         out = self._processor(*args, **kwargs)
         for name in self._drops:
             out.pop(name, None)
+        for old, new in self._renames.items():
+            if old in out:
+                out[new] = out.pop(old)
         return out
 
     def __getattr__(self, name):

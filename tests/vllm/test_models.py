@@ -14,12 +14,12 @@ budget of 32 per step, smaller than every prompt here: all prefills are chunked.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import pytest
 
 import checkpoints
-from harness import TOKEN_BUDGET, DroppingProcessor, Engine, image, reference, reference_logprobs, video
+from harness import TOKEN_BUDGET, ReferenceProcessor, Engine, image, reference, reference_logprobs, video
 from vtprune_kernels import Random, Uniform, VisPruner
 
 
@@ -42,6 +42,8 @@ class Case:
     # prompt tokens whose own log-probability is not compared: Mistral 3's pruned prompt in vLLM holds
     # [IMG] where apply()'s holds [IMG_BREAK] (the same embedding there, the encoder output; a different id)
     logprob_skips: Tuple[str, ...] = ()
+    processor: Optional[Callable] = None  # path -> the reference's processor (None: the checkpoint's AutoProcessor)
+    engine_args: dict = dataclasses.field(default_factory=dict)
 
 
 CASES = {
@@ -117,6 +119,12 @@ CASES = {
         checkpoints.llama4, "Llama4ForConditionalGeneration",
         {"method": "uniform", "keep": 3}, Uniform(keep=3), checkpoints.LLAMA4_IMAGE, [(150, 260), (220, 110), (100, 90)],
     ),
+    # the original format (InternVLChatModel, trust_remote_code), vLLM's own processor: tiles 1x2 + thumbnail, 1, 2x1
+    "internvl_chat-vispruner": Case(
+        checkpoints.internvl_chat, "InternVLChatModel",
+        {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), "<image>", [(168, 84), (84, 84), (84, 168)],
+        processor=checkpoints.internvl_chat_processor, engine_args={"trust_remote_code": True},
+    ),
     "internvl-vispruner": Case(
         checkpoints.internvl, "InternVLForConditionalGeneration",
         {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), "<IMG_CONTEXT>", [(168, 84), (84, 84), (84, 168)],
@@ -185,10 +193,10 @@ def served(request, checkpoint_dir):
     path, model = case.build(f"{checkpoint_dir}/{request.param}")
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(path)
+    processor = case.processor(path) if case.processor else AutoProcessor.from_pretrained(path)
     if case.reference_drops:
-        processor = DroppingProcessor(processor, case.reference_drops)
-    engine = Engine(path, hf_overrides(case.architecture, **case.config), max_videos=1 if case.videos else 0)
+        processor = ReferenceProcessor(processor, case.reference_drops)
+    engine = Engine(path, hf_overrides(case.architecture, **case.config), max_videos=1 if case.videos else 0, **case.engine_args)
     engine.selections()  # drop the start-up profiling's dummy images
     yield case, engine, model, processor
     engine.close()

@@ -1,6 +1,6 @@
 """Tensor parallelism (TP=2 on the CPU backend): each rank holds half of the vision tower's heads (CLIP;
 the packed towers of Qwen2-VL, Qwen2.5-VL and Qwen3-VL, scored per frame; Idefics3's; the SigLIP towers of LLaVA-OneVision and
-Gemma 3; Mistral 3's Pixtral tower; Llama 4's tower); the head-mean scores are
+Gemma 3; Mistral 3's Pixtral tower; Llama 4's tower; the InternViT of original-format InternVL); the head-mean scores are
 all-reduced, so both ranks keep the tokens ``apply()`` keeps, and the sharded merger/projector (and
 Qwen3-VL's DeepStack mergers) run on them."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import operator
 import pytest
 
 import checkpoints
-from harness import DroppingProcessor, Engine, image, reference
+from harness import ReferenceProcessor, Engine, image, reference
 from vtprune_kernels import VisPruner
 from vtprune_kernels.integrations.vllm import hf_overrides
 
@@ -29,8 +29,12 @@ CASES = {  # builder, stock architecture, prompt, image (width, height)
     "mistral3": (checkpoints.mistral3, "Mistral3ForConditionalGeneration", f"USER: {checkpoints.MISTRAL3_IMAGE}\n", (100, 70)),
     # Llama 4: [CLS] row last, 1x2 tiles + a global tile
     "llama4": (checkpoints.llama4, "Llama4ForConditionalGeneration", f"USER: {checkpoints.LLAMA4_IMAGE}\n", (220, 110)),
+    # original-format InternVL: vLLM's InternViT (its own attention class), 1x2 tiles + thumbnail
+    "internvl_chat": (checkpoints.internvl_chat, "InternVLChatModel", "USER: <image>\n", (168, 84)),
 }
 REFERENCE_DROPS = {"gemma3": ("token_type_ids",)}
+REFERENCE_PROCESSORS = {"internvl_chat": checkpoints.internvl_chat_processor}  # else the checkpoint's AutoProcessor
+ENGINE_ARGS = {"internvl_chat": {"trust_remote_code": True}}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -48,11 +52,12 @@ def test_tp2_ranks_select_like_apply(name, checkpoint_dir, monkeypatch):
 
     build, architecture, prefix, size = CASES[name]
     path, model = build(f"{checkpoint_dir}/tp2-{name}")
-    processor = AutoProcessor.from_pretrained(path)
+    processor = REFERENCE_PROCESSORS[name](path) if name in REFERENCE_PROCESSORS else AutoProcessor.from_pretrained(path)
     if name in REFERENCE_DROPS:
-        processor = DroppingProcessor(processor, REFERENCE_DROPS[name])
+        processor = ReferenceProcessor(processor, REFERENCE_DROPS[name])
     engine = Engine(
-        path, hf_overrides(architecture, "vispruner", 7, step=2), tensor_parallel_size=2, distributed_executor_backend="mp"
+        path, hf_overrides(architecture, "vispruner", 7, step=2), tensor_parallel_size=2, distributed_executor_backend="mp",
+        **ENGINE_ARGS.get(name, {}),
     )
     try:
         heads = engine.llm.apply_model(operator.attrgetter("vtprune.layout.local_heads", "vtprune.layout.total_heads"))

@@ -54,7 +54,8 @@ class EncoderLayout:
 
 
 def describe_encoder(tower: nn.Module) -> EncoderLayout:
-    """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, InternS1VisionModel (InternViT),
+    """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, InternS1VisionModel (InternViT), InternVisionModel
+    (InternViT of original-format InternVL),
     Idefics2VisionTransformer (Idefics3, SmolVLM), PixtralHFVisionModel (Mistral 3), Llama4VisionModel,
     Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer or Glm4vVisionTransformer
     (the Qwen-VL and GLM-4V towers share one attention layout)."""
@@ -81,6 +82,23 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
             scale=float(first.attn.scale),
             has_cls=False,
         )
+    if name == "InternVisionModel":  # InternViT of original-format InternVL checkpoints (InternVLChatModel)
+        first = tower.encoder.layers[0].attn
+        if first.dummy_dim != first.num_heads * first.head_dim:
+            raise ValueError(
+                f"vtprune: this InternViT pads {first.num_heads} heads with dummy heads to split them over the "
+                "tensor-parallel ranks; their (empty) attention would enter the head mean: serve with a tensor-parallel "
+                "size that divides the vision heads"
+            )
+        return EncoderLayout(
+            attention=lambda i: tower.encoder.layers[i].attn.attn,
+            num_layers=len(tower.encoder.layers),
+            local_heads=int(first.num_heads_per_partition),
+            total_heads=int(first.num_heads),
+            head_dim=int(first.head_dim),
+            scale=float(first.scale),
+            has_cls=True,
+        )
     if name == "Llama4VisionModel":  # Llama 4: the [CLS] token is appended after the patches
         first = tower.model.layers[0].self_attn
         return EncoderLayout(
@@ -102,7 +120,8 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
     else:
         raise ValueError(
             f"vtprune: unsupported vLLM vision tower {name} (supported: CLIPVisionModel, SiglipVisionModel, "
-            "InternS1VisionModel, Idefics2VisionTransformer, PixtralHFVisionModel, Llama4VisionModel, Qwen2VisionTransformer, Qwen2_5_VisionTransformer, "
+            "InternS1VisionModel, InternVisionModel, Idefics2VisionTransformer, PixtralHFVisionModel, Llama4VisionModel, "
+            "Qwen2VisionTransformer, Qwen2_5_VisionTransformer, "
             "Qwen3_VisionTransformer, Glm4vVisionTransformer)"
         )
     first = layers[0]

@@ -26,6 +26,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaNextForConditionalGeneration": "VTPruneLlavaNextForConditionalGeneration",
     "LlavaOnevisionForConditionalGeneration": "VTPruneLlavaOnevisionForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
+    "InternVLChatModel": "VTPruneInternVLChatModel",
     "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
     "Mistral3ForConditionalGeneration": "VTPruneMistral3ForConditionalGeneration",
     "Llama4ForConditionalGeneration": "VTPruneLlama4ForConditionalGeneration",
