@@ -136,6 +136,33 @@ def assert_pruned_forward_matches(model, method, inputs: dict, image_features, s
     assert handle.last_num_tokens == list(num_tokens)
 
 
+def assert_matches_unmodified(model, method, inputs: dict, expected_inputs: dict, *, real=None, generate: bool = False):
+    """``apply(model, method)`` on ``inputs`` against the UNMODIFIED model on ``expected_inputs`` (the
+    prompt pruned by hand, the kept features as ``mm_encoder_outputs``): logits within 1e-4 (at the
+    ``real`` positions, a bool [B, W], when given); with ``generate``, ``generate`` instead: the same 3
+    greedy tokens and per-step logits. Returns the handle (its ``last_selection`` etc. describe the call)."""
+    from vtprune_kernels import apply
+
+    with torch.no_grad():
+        if generate:
+            args = dict(max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
+            expected = model.generate(**expected_inputs, **args)
+            with apply(model, method, backend=BACKEND) as handle:
+                got = model.generate(**inputs, **args)
+            assert torch.equal(got.sequences[:, -3:], expected.sequences[:, -3:])
+            for a, b in zip(got.logits, expected.logits):
+                torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+            return handle
+        expected = model(**expected_inputs).logits
+        with apply(model, method, backend=BACKEND) as handle:
+            got = model(**inputs).logits
+    assert got.shape == expected.shape
+    if real is not None:
+        got, expected = got[real], expected[real]
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    return handle
+
+
 def hand_greedy_logits(model, input_ids, attention_mask, image_features, image_token_id, new_tokens: torch.Tensor):
     """Per step, logits [B, V] at the last position after appending the given new tokens [B, T] one by one."""
     steps = []

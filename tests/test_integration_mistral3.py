@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import tiny_models as tm
-from integration_oracles import BACKEND, eager_copy, method_keep, method_scores
+from integration_oracles import BACKEND, assert_matches_unmodified, eager_copy, method_keep, method_scores
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.methods.pixel_shuffle_pooling import pixel_shuffle_pool
 
@@ -153,12 +153,7 @@ def test_pruned_forward_matches_hand_pipeline(model, method_name):
     method = METHODS[method_name]()
     inputs = _inputs()
     keep = hand_keep(model, method, inputs)
-    with torch.no_grad():
-        expected = model(**hand_inputs(model, inputs, keep)).logits
-        with apply(model, method, backend=BACKEND) as handle:
-            got = model(**inputs).logits
-    assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    handle = assert_matches_unmodified(model, method, inputs, hand_inputs(model, inputs, keep))
     assert [s.tolist() for s in handle.last_selection] == [k.nonzero().flatten().tolist() for k in keep]
     assert handle.last_num_tokens == [r * c for r, c in GRIDS]
 
@@ -192,14 +187,7 @@ def test_generate_matches_hand_inputs(model):
     method = HIVTP(layers=(0, 1), region_ratio=0.5)  # rows shrink by different amounts (one and two images)
     inputs = _inputs()
     keep = hand_keep(model, method, inputs)
-    args = dict(max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
-    with torch.no_grad():
-        expected = model.generate(**hand_inputs(model, inputs, keep), **args)
-        with apply(model, method, backend=BACKEND):
-            got = model.generate(**inputs, **args)
-    assert torch.equal(got.sequences[:, -3:], expected.sequences[:, -3:])
-    for a, b in zip(got.logits, expected.logits):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert_matches_unmodified(model, method, inputs, hand_inputs(model, inputs, keep), generate=True)
 
 
 def test_right_padding(model):
@@ -207,12 +195,7 @@ def test_right_padding(model):
     inputs = _inputs(padding_side="right")
     keep = hand_keep(model, method, inputs)
     expected_inputs = hand_inputs(model, inputs, keep, padding_side="right")
-    with torch.no_grad():
-        expected = model(**expected_inputs).logits
-        with apply(model, method, backend=BACKEND):
-            got = model(**inputs).logits
-    real = expected_inputs["attention_mask"].bool()
-    torch.testing.assert_close(got[real], expected[real], atol=1e-4, rtol=1e-4)
+    assert_matches_unmodified(model, method, inputs, expected_inputs, real=expected_inputs["attention_mask"].bool())
 
 
 def test_bad_calls_are_clear_errors(model):

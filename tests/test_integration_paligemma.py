@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import tiny_models as tm
-from integration_oracles import BACKEND, eager_copy, method_keep, method_scores, tower_maps
+from integration_oracles import BACKEND, assert_matches_unmodified, eager_copy, method_keep, method_scores, tower_maps
 from vtprune_kernels import HIVTP, Random, Uniform, VisPruner, apply
 
 T = 36
@@ -62,12 +62,7 @@ def test_pruned_forward_matches_hand_pipeline(model, method_name):
     method = METHODS[method_name]()
     inputs = _inputs()
     keep = hand_keep(model, method, inputs["pixel_values"])
-    with torch.no_grad():
-        expected = model(**hand_inputs(model, inputs, keep)).logits
-        with apply(model, method, backend=BACKEND) as handle:
-            got = model(**inputs).logits
-    assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    handle = assert_matches_unmodified(model, method, inputs, hand_inputs(model, inputs, keep))
     assert [s.tolist() for s in handle.last_selection] == [k.nonzero().flatten().tolist() for k in keep]
 
 
@@ -83,11 +78,4 @@ def test_generate_matches_hand_inputs(model):
     method = HIVTP(layers=(0, 2), region_ratio=0.5)
     inputs = _inputs()
     keep = hand_keep(model, method, inputs["pixel_values"])
-    args = dict(max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
-    with torch.no_grad():
-        expected = model.generate(**hand_inputs(model, inputs, keep), **args)
-        with apply(model, method, backend=BACKEND):
-            got = model.generate(**inputs, **args)
-    assert torch.equal(got.sequences[:, -3:], expected.sequences[:, -3:])
-    for a, b in zip(got.logits, expected.logits):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert_matches_unmodified(model, method, inputs, hand_inputs(model, inputs, keep), generate=True)
