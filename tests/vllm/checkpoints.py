@@ -813,3 +813,43 @@ def internvl_chat_processor(path: str):
     processor = InternVLProcessor(tokenizer=AutoTokenizer.from_pretrained(path), image_processor=image_processor,
                                   image_seq_length=tokens)
     return ReferenceProcessor(processor, drops=("image_num_patches",), renames={"pixel_values_flat": "pixel_values"})
+
+
+def paligemma(path: str, seed: int = 0):
+    """PaliGemma (1): SigLIP 84 px / 14 px patches (6 x 6 = 36 tokens per image, no pooling head), a linear
+    projector, Gemma text (head_dim 64: vLLM's CPU attention minimum is 32); tied embeddings; one image per
+    prompt (vLLM's limit). A prompt holds no image placeholder: both processors put the image first and write
+    ``<image>`` x 36, ``<s>``, the text, then "\\n" (vLLM appends it unless the prompt ends with one; a prompt
+    without an image gets neither the BOS nor the newline from vLLM).
+    ``use_bidirectional_attention=False``: PaliGemmaConfig turns an unset value into True, and transformers'
+    Gemma attention then runs SDPA with ``is_causal=False`` whenever the causal mask is skipped (no padding,
+    no token_type_ids): every prompt token sees the whole prompt, even text-only. vLLM's Gemma ignores the
+    field and is causal. With False here, transformers (SDPA or eager) matches stock vLLM to ~1e-4 per
+    prompt token, provided the reference drops the processor's ``token_type_ids`` (all 0 for a prompt
+    without suffix: transformers then attends bidirectionally over the whole prefix, vLLM's CPU attention
+    does not) and ``labels``."""
+    from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+    from transformers import SiglipImageProcessor, SiglipVisionConfig
+
+    text = GemmaConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=64, max_position_embeddings=1024, use_bidirectional_attention=False,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=84, patch_size=14,
+        vision_use_head=False,
+    )
+    config = PaliGemmaConfig(
+        vision_config=vision, text_config=text, image_token_index=token_id(IMAGE_TOKEN), vocab_size=VOCAB_SIZE,
+        projection_dim=text.hidden_size, hidden_size=text.hidden_size,
+    )
+    torch.manual_seed(seed)
+    model = _finish(PaliGemmaForConditionalGeneration(config), seed)
+    image_processor = SiglipImageProcessor(size={"height": 84, "width": 84})
+    image_processor.image_seq_length = (84 // 14) ** 2  # PaliGemmaProcessor reads it (saved with the processor)
+    processor = PaliGemmaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer({"image_token": IMAGE_TOKEN}),
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", ""),
+    )
+    return _save(model, processor, path, hub_tower_prefix=True)

@@ -43,6 +43,7 @@ class Case:
     # [IMG] where apply()'s holds [IMG_BREAK] (the same embedding there, the encoder output; a different id)
     logprob_skips: Tuple[str, ...] = ()
     processor: Optional[Callable] = None  # path -> the reference's processor (None: the checkpoint's AutoProcessor)
+    images_per_prompt: int = 2  # PaliGemma: vLLM takes one image per prompt
     engine_args: dict = dataclasses.field(default_factory=dict)
 
 
@@ -120,6 +121,13 @@ CASES = {
         {"method": "uniform", "keep": 3}, Uniform(keep=3), checkpoints.LLAMA4_IMAGE, [(150, 260), (220, 110), (100, 90)],
     ),
     # the original format (InternVLChatModel, trust_remote_code), vLLM's own processor: tiles 1x2 + thumbnail, 1, 2x1
+    # every patch a token (6x6); vLLM puts the image first (no placeholder in the text), one per prompt; transformers
+    # attends bidirectionally over the prefix with token_type_ids, vLLM's CPU attention causally (see checkpoints.paligemma)
+    "paligemma-vispruner": Case(
+        checkpoints.paligemma, "PaliGemmaForConditionalGeneration",
+        {"method": "vispruner", "keep": 7, "step": 2}, VisPruner(keep=7, step=2), "", [(84, 84), (120, 60), (60, 120)],
+        reference_drops=("token_type_ids", "labels"), images_per_prompt=1,
+    ),
     "internvl_chat-vispruner": Case(
         checkpoints.internvl_chat, "InternVLChatModel",
         {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), "<image>", [(168, 84), (84, 84), (84, 168)],
@@ -196,7 +204,10 @@ def served(request, checkpoint_dir):
     processor = case.processor(path) if case.processor else AutoProcessor.from_pretrained(path)
     if case.reference_drops:
         processor = ReferenceProcessor(processor, case.reference_drops)
-    engine = Engine(path, hf_overrides(case.architecture, **case.config), max_videos=1 if case.videos else 0, **case.engine_args)
+    engine = Engine(
+        path, hf_overrides(case.architecture, **case.config), max_images=case.images_per_prompt,
+        max_videos=1 if case.videos else 0, **case.engine_args,
+    )
     engine.selections()  # drop the start-up profiling's dummy images
     yield case, engine, model, processor
     engine.close()
@@ -242,6 +253,8 @@ def test_announced_count_is_the_prompts(served):
 
 def test_two_images_in_one_prompt_match_apply(served):
     case, engine, model, processor = served
+    if case.images_per_prompt < 2:
+        pytest.skip(f"{case.architecture} takes one image per prompt")
     text, images = _prompt(case, 2), [image(*case.sizes[0], seed=20), image(*case.sizes[-1], seed=21)]
     ((tokens, _),) = engine.greedy([(text, images)])
     selections = engine.selections()
@@ -276,7 +289,7 @@ def test_prompt_logprobs_match_apply(served):
     and (where vLLM and apply() select alike) two images with text between them."""
     case, engine, model, processor = served
     requests = [(_prompt(case, 1), [image(*case.sizes[-1], seed=70)])]
-    if case.two_images:
+    if case.two_images and case.images_per_prompt >= 2:
         requests.append((_prompt(case, 2), [image(*case.sizes[0], seed=71), image(*case.sizes[1], seed=72)]))
     got = engine.prompt_logprobs(requests)
     engine.selections()  # these encodes are not the subject here

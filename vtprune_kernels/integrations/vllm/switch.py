@@ -28,6 +28,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "InternVLChatModel": "VTPruneInternVLChatModel",
     "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
+    "PaliGemmaForConditionalGeneration": "VTPrunePaliGemmaForConditionalGeneration",
     "Mistral3ForConditionalGeneration": "VTPruneMistral3ForConditionalGeneration",
     "Llama4ForConditionalGeneration": "VTPruneLlama4ForConditionalGeneration",
     "Idefics3ForConditionalGeneration": "VTPruneIdefics3ForConditionalGeneration",
