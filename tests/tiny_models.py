@@ -20,6 +20,8 @@ that build processor-style inputs: N image placeholders per image, optional left
   their own aspect ratio), 2x2 patch merger -> up to 4x4 tokens per image, Mistral text.
 - ``llama4()``: Llama4ForConditionalGeneration, 112 px tiles (8x8 patches, [CLS] appended last) pixel-shuffled
   0.5 -> 4x4 = 16 tokens per tile, a Llama 4 text model with one mixture-of-experts layer.
+- ``aya_vision()``: AyaVisionForConditionalGeneration, SigLIP 112 px tiles (8x8 patches) pixel-shuffled 2 -> 4x4 = 16
+  tokens per tile, SwiGLU projector, Cohere 2 text.
 - ``internvl(text="qwen2"|"llama")``: InternVLForConditionalGeneration, 84x84 tiles, pixel shuffle 0.5
   (6x6 grid -> 3x3 = 9 tokens per tile).
 """
@@ -239,6 +241,23 @@ def llama4(seed: int = 0, vision_layers: int = 3):
     )
     cfg = Llama4Config(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN)
     return _finish(Llama4ForConditionalGeneration(cfg), seed)
+
+
+def aya_vision(seed: int = 0, vision_layers: int = 3):
+    """Aya Vision: SigLIP 112 px tiles / 14 px patches (8x8), pixel shuffle 2 -> 4x4 = 16 tokens per tile."""
+    from transformers import AyaVisionConfig, AyaVisionForConditionalGeneration, Cohere2Config, SiglipVisionConfig
+
+    text = Cohere2Config(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=512, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], pad_token_id=PAD_TOKEN, bos_token_id=1, eos_token_id=2,
+    )
+    cfg = AyaVisionConfig(
+        vision_config=_small_vision(SiglipVisionConfig, vision_layers, 112), text_config=text, downsample_factor=2,
+        adapter_layer_norm_eps=1e-6, alignment_intermediate_size=128, image_token_index=IMAGE_TOKEN,
+        vision_feature_layer=-1, vision_feature_select_strategy="full",
+    )
+    return _finish(AyaVisionForConditionalGeneration(cfg), seed)
 
 
 def internvl(seed: int = 0, text: str = "qwen2", vision_layers: int = 3, qk_norm: bool = True):

@@ -68,6 +68,7 @@ _SUPPORTED = (
     "PaliGemmaForConditionalGeneration",
     "Mistral3ForConditionalGeneration (Mistral Small 3.1 / 3.2)",
     "Llama4ForConditionalGeneration (Llama 4 Scout / Maverick)",
+    "AyaVisionForConditionalGeneration",
     "Idefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration",
     "Qwen2VLForConditionalGeneration",
@@ -123,6 +124,10 @@ def _adapter_for(model):
         from .gemma3 import Gemma3Adapter
 
         return Gemma3Adapter(model)
+    if type(model).__name__ == "AyaVisionForConditionalGeneration":
+        from .aya_vision import AyaVisionAdapter
+
+        return AyaVisionAdapter(model)
     if type(model).__name__ == "Llama4ForConditionalGeneration":
         from .llama4 import Llama4Adapter
 
