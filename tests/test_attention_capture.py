@@ -192,6 +192,35 @@ def test_the_implementation_is_restored_exactly_even_after_an_error(own):
     assert config._attn_implementation_internal == own
 
 
+@pytest.mark.parametrize("own", ["sdpa", "eager"])
+def test_masks_built_while_captured_are_the_own_implementations(own):
+    """transformers builds attention masks by implementation name: under the capture a padded batch must
+    get the mask its own implementation gets (an unregistered name would get none)."""
+    from transformers import LlamaConfig, LlamaModel
+    from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+
+    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=2)
+    config._attn_implementation = own
+    module = LlamaModel(config).layers[0].self_attn
+    embeds = torch.zeros(2, 5, 16)
+    padding = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+
+    def masks():
+        return (
+            create_causal_mask(config=config, inputs_embeds=embeds, attention_mask=padding, cache=None,
+                               position_ids=torch.arange(5)[None]),
+            create_bidirectional_mask(config=config, inputs_embeds=embeds, attention_mask=padding),
+        )
+
+    expected = masks()
+    with AttentionCapture({0: module}, lambda call: None):
+        assert config._attn_implementation == CAPTURE_ATTENTION
+        got = masks()
+    for a, b in zip(got, expected):
+        assert a is not None and torch.equal(a, b)
+
+
 def test_two_models_are_independent_even_when_they_share_a_config():
     a, tower_a, px = _tower("internvl", seed=0)
     b, tower_b, _ = _tower("internvl", seed=1)

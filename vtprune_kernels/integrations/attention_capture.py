@@ -1,7 +1,10 @@
 """Capture the queries, keys and row log-sum-exp of chosen attention modules, inside their attention.
 
 One attention function, ``"vtprune_capture"``, is registered in transformers' ``AttentionInterface``
-once, at import; registering selects it for nothing. ``AttentionCapture(modules, sink)`` selects it
+once, at import, with a mask function of the same name in ``AttentionMaskInterface`` (transformers
+builds attention masks by implementation name: a switched config gets the mask of its own
+implementation, so padded towers and probed language models keep their masks); registering
+selects it for nothing. ``AttentionCapture(modules, sink)`` selects it
 only for the configs those attention modules read (for a vision tower: the model's vision
 sub-config), only while the context is active, and puts the config's own implementation back
 exactly on exit (the raw ``_attn_implementation_internal`` value, None included). Concurrent
@@ -98,11 +101,27 @@ def _capture_attention(module, query, key, value, attention_mask, **kwargs):
     return out, weights
 
 
+def _capture_mask(*args, config=None, **kwargs):
+    """The attention mask transformers' ``masking_utils`` builds for a config switched to the capture: the
+    one the config's own implementation gets (masks are built by implementation name, and an
+    unregistered name would get none: a padded tower, or a probed language model, would lose its mask)."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    switch = _SWITCHED.get(id(config)) if config is not None else None
+    own = switch.own if switch is not None else None
+    if own not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping or own == CAPTURE_ATTENTION:
+        return None  # what masking_utils gives an implementation without a mask function
+    return ALL_MASK_ATTENTION_FUNCTIONS[own](*args, config=config, **kwargs)
+
+
 def _register_once():
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
 
     if CAPTURE_ATTENTION not in AttentionInterface._global_mapping:
         AttentionInterface.register(CAPTURE_ATTENTION, _capture_attention)
+    if CAPTURE_ATTENTION not in AttentionMaskInterface._global_mapping:
+        AttentionMaskInterface.register(CAPTURE_ATTENTION, _capture_mask)
 
 
 _register_once()
