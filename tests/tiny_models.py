@@ -22,6 +22,8 @@ that build processor-style inputs: N image placeholders per image, optional left
   0.5 -> 4x4 = 16 tokens per tile, a Llama 4 text model with one mixture-of-experts layer.
 - ``aya_vision()``: AyaVisionForConditionalGeneration, SigLIP 112 px tiles (8x8 patches) pixel-shuffled 2 -> 4x4 = 16
   tokens per tile, SwiGLU projector, Cohere 2 text.
+- ``gemma4()``: Gemma4ForConditionalGeneration, 8 px patches at each image's own size (padded at the end),
+  pooled 2x2 into soft tokens; a sliding (bidirectional inside images) and a full text layer.
 - ``internvl(text="qwen2"|"llama")``: InternVLForConditionalGeneration, 84x84 tiles, pixel shuffle 0.5
   (6x6 grid -> 3x3 = 9 tokens per tile).
 """
@@ -258,6 +260,42 @@ def aya_vision(seed: int = 0, vision_layers: int = 3):
         vision_feature_layer=-1, vision_feature_select_strategy="full",
     )
     return _finish(AyaVisionForConditionalGeneration(cfg), seed)
+
+
+def gemma4(seed: int = 0, vision_layers: int = 3):
+    """Gemma 4: a vision tower on 8 px patches (flattened, (x, y) positions, padding last), pooled 2x2; Gemma 4 text
+    with a sliding layer (bidirectional inside images: ``mm_token_type_ids``) and a full one."""
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration, Gemma4TextConfig, Gemma4VisionConfig
+
+    vision = Gemma4VisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=vision_layers, num_attention_heads=4, num_key_value_heads=4,
+        head_dim=8, pooling_kernel_size=2, patch_size=8, position_embedding_size=64, standardize=True,
+    )
+    text = Gemma4TextConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+        vocab_size_per_layer_input=VOCAB, hidden_size_per_layer_input=8, use_bidirectional_attention="vision",
+        pad_token_id=PAD_TOKEN, bos_token_id=1, eos_token_id=2,
+    )
+    cfg = Gemma4Config(
+        text_config=text, vision_config=vision, audio_config=None, image_token_id=IMAGE_TOKEN, boi_token_id=START_IMAGE_TOKEN,
+        eoi_token_id=END_IMAGE_TOKEN, video_token_id=VIDEO_TOKEN, audio_token_id=88, boa_token_id=87, eoa_token_index=86,
+    )
+    return _finish(Gemma4ForConditionalGeneration(cfg), seed)
+
+
+def gemma4_patches(grids, max_patches: int, seed: int = 1):
+    """Gemma 4 processor-style inputs for images of (rows, columns) patch grids: pixel_values [n, max_patches, 192]
+    (random values in [0, 1)) and image_position_ids [n, max_patches, 2] ((x, y); (-1, -1) padding at the end)."""
+    gen = torch.Generator().manual_seed(seed)
+    pixel_values = torch.zeros(len(grids), max_patches, 3 * 8 * 8)
+    positions = torch.full((len(grids), max_patches, 2), -1, dtype=torch.long)
+    for i, (rows, cols) in enumerate(grids):
+        n = rows * cols
+        pixel_values[i, :n] = torch.rand(n, 3 * 8 * 8, generator=gen)
+        ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+        positions[i, :n, 0], positions[i, :n, 1] = xs.flatten(), ys.flatten()
+    return pixel_values, positions
 
 
 def internvl(seed: int = 0, text: str = "qwen2", vision_layers: int = 3, qk_norm: bool = True):

@@ -42,6 +42,9 @@ class VisionScoreCapture:
         block-diagonal mask (Pixtral), the images' token counts: each call's q/k are cut into these
         segments and each segment is scored alone (its queries over its keys: exactly the masked
         attention), segment i going to chunk i of ``chunk_scores()``.
+    row_lengths: for towers that attend over a batch of images padded at the END with a key mask
+        (Gemma 4), each row's number of real tokens: row b's first ``row_lengths[b]`` queries and keys
+        are scored alone (exactly the masked attention of its real tokens), going to chunk b.
     ``layers_with_lse``: how many captured attention calls reused the tower's log-sum-exp.
     Captures only calls made in the thread that entered the context.
     """
@@ -55,6 +58,7 @@ class VisionScoreCapture:
         backend: str = "auto",
         reuse_lse: bool = True,
         segments: Optional[Sequence[int]] = None,
+        row_lengths: Optional[Sequence[int]] = None,
     ):
         if query_rows == "cls" and not tower.has_cls:
             raise ValueError("query_rows='cls' needs a tower with a [CLS] token")
@@ -64,6 +68,7 @@ class VisionScoreCapture:
         self.tower = tower
         self.layers = tuple(sorted(set(int(i) for i in layers)))
         self.segments = None if segments is None else [int(n) for n in segments]
+        self.row_lengths = None if row_lengths is None else [int(n) for n in row_lengths]
         self.accumulator = ScoreAccumulator(query_rows, reuse_lse=reuse_lse, backend=backend, cls_row=tower.cls_row)
         self._capture = AttentionCapture({i: tower.attention_module(i) for i in self.layers}, self._add)
 
@@ -75,6 +80,12 @@ class VisionScoreCapture:
         return self._capture.__exit__(*exc)
 
     def _add(self, call: AttentionCall):
+        if self.row_lengths is not None:
+            if call.query.shape[0] != len(self.row_lengths):
+                raise RuntimeError(f"layer {call.layer} attended over {call.query.shape[0]} rows, row_lengths has {len(self.row_lengths)}")
+            for b, n in enumerate(self.row_lengths):  # a masked attention gives no lse: the op computes it
+                self.accumulator.add(call.query[b : b + 1, :, :n], call.key[b : b + 1, :, :n], scale=call.scale, chunk=b)
+            return
         if self.segments is None:
             self.accumulator.add(call.query, call.key, scale=call.scale, lse=call.lse, chunk=call.chunk)
             return

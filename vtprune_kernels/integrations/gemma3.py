@@ -39,6 +39,7 @@ class Gemma3Adapter(TowerAdapter):
     family = "Gemma3ForConditionalGeneration"
     consumed_kwargs = ("pixel_values",)
     host_inputs = ("token_type_ids",)
+    token_type_inputs = ("token_type_ids",)  # per-token tensors the pruned prompt gathers (``finish``)
 
     def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """[n, T, ...]: per-patch values x [n, P, ...] on the language model's token grid (the projector's
@@ -79,7 +80,9 @@ class Gemma3Adapter(TowerAdapter):
         )
 
     def finish(self, out: dict, inputs: dict, reads, layout) -> None:
-        """The pruned prompt's ``token_type_ids``: the surviving columns (image blocks stay blocks)."""
-        types = reads.get("token_type_ids")
-        if types is not None:
-            out["token_type_ids"] = from_host(layout.gather(types, 0), out["input_ids"].device)
+        """The pruned prompt's token types (``token_type_inputs``: ``token_type_ids``, Gemma 4's
+        ``mm_token_type_ids``): the surviving columns (image blocks stay blocks)."""
+        for name in self.token_type_inputs:
+            types = reads.get(name)
+            if types is not None:
+                out[name] = from_host(layout.gather(types, 0), out["input_ids"].device)

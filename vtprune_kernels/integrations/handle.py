@@ -69,6 +69,7 @@ _SUPPORTED = (
     "Mistral3ForConditionalGeneration (Mistral Small 3.1 / 3.2)",
     "Llama4ForConditionalGeneration (Llama 4 Scout / Maverick)",
     "AyaVisionForConditionalGeneration",
+    "Gemma4ForConditionalGeneration (images)",
     "Idefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration",
     "Qwen2VLForConditionalGeneration",
@@ -124,6 +125,10 @@ def _adapter_for(model):
         from .gemma3 import Gemma3Adapter
 
         return Gemma3Adapter(model)
+    if type(model).__name__ == "Gemma4ForConditionalGeneration":
+        from .gemma4 import Gemma4Adapter
+
+        return Gemma4Adapter(model)
     if type(model).__name__ == "AyaVisionForConditionalGeneration":
         from .aya_vision import AyaVisionAdapter
 
