@@ -22,6 +22,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
 - ``mistral3(path)``: Mistral 3 (Mistral-Small-3.1), Pixtral tower, 14 px patches merged 2x2 by the projector,
   images up to 112 px (4 x 4 merged tokens), each row of [IMG] ended by [IMG_BREAK], the last by [IMG_END].
 - ``llama4(path)``: Llama 4, 112 px tiles pixel-shuffled to 16 tokens, up to 4 tiles plus a global tile, MoE text.
+- ``gemma4(path)``: Gemma 4, 8 px patches pooled 3x3 by position, images resized to 70 soft tokens' worth and padded
+  to 630 patches, a sliding and a full text layer, untied head.
 - ``internvl_chat(path)``: InternVL in its original format (``InternVLChatModel``, loaded with trust_remote_code: the
   folder carries its two configuration files), the weights of ``internvl`` renamed to that layout.
 
@@ -47,6 +49,7 @@ SPECIAL = [
     "\n\n", "\n\n\n", "\n\n\n\n",  # never produced (characters are split), but vLLM's Gemma 3 looks them up
     "[IMG]", "[IMG_BREAK]", "[IMG_END]",  # Mistral 3 (Pixtral)
     "<|image_start|>", "<|image_end|>", "<|patch|>", "<|tile_x_separator|>", "<|tile_y_separator|>",  # Llama 4
+    "<|image>", "<image|>", "<|audio>", "<audio|>", "<|audio|>",  # Gemma 4 (with <|image|>, <|video|> above)
 ]
 CHARACTERS = ["\n"] + [chr(c) for c in range(32, 127)]
 VOCAB_SIZE = len(SPECIAL) + len(CHARACTERS)  # every id the model can emit decodes
@@ -853,3 +856,73 @@ def paligemma(path: str, seed: int = 0):
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", ""),
     )
     return _save(model, processor, path, hub_tower_prefix=True)
+
+
+GEMMA4_TOKENS = {
+    "image_token": "<|image|>", "boi_token": "<|image>", "eoi_token": "<image|>",
+    # Gemma4Processor raises on any prompt when the tokenizer lacks boa/eoa tokens, audio or not
+    "audio_token": "<|audio|>", "boa_token": "<|audio>", "eoa_token": "<audio|>",
+}
+GEMMA4_IMAGE = "<|image|>"
+
+
+def gemma4(path: str, seed: int = 0, bidirectional: bool = False):
+    """Gemma 4: a vision tower on 8 px patches (flattened, (x, y) positions, 2-D RoPE, padding last), average-pooled
+    3x3 by patch position, standardized; Gemma 4 text with a sliding-window (8) and a full-attention layer (head_dim 64
+    / global_head_dim 128: vLLM's CPU attention minimum is 32), per-layer inputs (PLE, 8 per layer), an untied lm_head
+    (tied, this random model predicts each prompt token as the next one, so greedy output ignores the images).
+    Images are always resized (aspect kept) to the budget of max_soft_tokens = 70 (the smallest value both processors
+    accept) x 9 patches: a square image becomes 192 x 192 px, 24 x 24 patches, 8 x 8 = 64 soft tokens; other aspect
+    ratios give up to 70 (vLLM computes the count from the vision config's ``default_output_length``, set to 70 as the
+    image processor's ``max_soft_tokens``). Every image is padded to 630 patches by the processor.
+    The prompt holds ``<|image|>`` once per image; both processors expand it to ``<|image>``, ``<|image|>`` x N,
+    ``<image|>``. No audio tower (the audio tokens and the default audio feature extractor are there only because
+    Gemma4Processor requires them).
+    ``bidirectional``: ``use_bidirectional_attention="vision"`` (as some released configs): transformers, given the
+    processor's ``mm_token_type_ids``, lets the soft tokens of an image attend to each other in the sliding layer;
+    vLLM turns on its mm-prefix mode, which its CPU attention ignores (causal): stock vLLM then matches transformers
+    only when the reference drops ``mm_token_type_ids`` (with them, prompt log-probs differ by nats). Default None:
+    causal everywhere in both, stock vLLM matches transformers to ~4e-5 per prompt token with or without them."""
+    from transformers import (
+        Gemma4AudioFeatureExtractor,
+        Gemma4Config,
+        Gemma4ForConditionalGeneration,
+        Gemma4ImageProcessor,
+        Gemma4Processor,
+        Gemma4TextConfig,
+        Gemma4VideoProcessor,
+        Gemma4VisionConfig,
+    )
+
+    text = Gemma4TextConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=64, global_head_dim=128, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], vocab_size_per_layer_input=VOCAB_SIZE,
+        hidden_size_per_layer_input=8, use_bidirectional_attention="vision" if bidirectional else None,
+        max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
+    )
+    vision = Gemma4VisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+        head_dim=8, pooling_kernel_size=3, patch_size=8, position_embedding_size=256, standardize=True,
+        default_output_length=70,
+    )
+    config = Gemma4Config(
+        text_config=text, vision_config=vision, audio_config=None, image_token_id=token_id("<|image|>"),
+        boi_token_id=token_id("<|image>"), eoi_token_id=token_id("<image|>"), video_token_id=token_id("<|video|>"),
+        audio_token_id=token_id("<|audio|>"), boa_token_id=token_id("<|audio>"), eoa_token_index=token_id("<audio|>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(Gemma4ForConditionalGeneration(config), seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # buffers _finish leaves at zeros / ones
+        tower = model.model.vision_tower
+        tower.std_bias.copy_(torch.randn(tower.std_bias.shape, generator=gen) * 0.5)
+        tower.std_scale.copy_(1.0 + torch.rand(tower.std_scale.shape, generator=gen))
+    patches = dict(patch_size=8, max_soft_tokens=70, pooling_kernel_size=3)
+    processor = Gemma4Processor(
+        feature_extractor=Gemma4AudioFeatureExtractor(), image_processor=Gemma4ImageProcessor(**patches),
+        video_processor=Gemma4VideoProcessor(**patches), tokenizer=tokenizer(GEMMA4_TOKENS), image_seq_length=70,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", GEMMA4_IMAGE),
+    )
+    return _save(model, processor, path, hub_tower_prefix=False)

@@ -121,6 +121,16 @@ CASES = {
         {"method": "uniform", "keep": 3}, Uniform(keep=3), checkpoints.LLAMA4_IMAGE, [(150, 260), (220, 110), (100, 90)],
     ),
     # the original format (InternVLChatModel, trust_remote_code), vLLM's own processor: tiles 1x2 + thumbnail, 1, 2x1
+    # images resized to the 70-soft-token budget (pooled grids of 63, 60, 65 tokens), padded to 630 patches; keep 20
+    "gemma4-vispruner": Case(
+        checkpoints.gemma4, "Gemma4ForConditionalGeneration",
+        {"method": "vispruner", "keep": 20, "step": 4}, VisPruner(keep=20, step=4), checkpoints.GEMMA4_IMAGE,
+        [(64, 48), (200, 120), (60, 150)],
+    ),
+    "gemma4-uniform": Case(
+        checkpoints.gemma4, "Gemma4ForConditionalGeneration",
+        {"method": "uniform", "keep": 16}, Uniform(keep=16), checkpoints.GEMMA4_IMAGE, [(200, 120), (60, 150), (64, 48)],
+    ),
     # every patch a token (6x6); vLLM puts the image first (no placeholder in the text), one per prompt; transformers
     # attends bidirectionally over the prefix with token_type_ids, vLLM's CPU attention causally (see checkpoints.paligemma)
     "paligemma-vispruner": Case(

@@ -42,9 +42,11 @@ class VisionScoreCapture:
         block-diagonal mask (Pixtral), the images' token counts: each call's q/k are cut into these
         segments and each segment is scored alone (its queries over its keys: exactly the masked
         attention), segment i going to chunk i of ``chunk_scores()``.
-    row_lengths: for towers that attend over a batch of images padded at the END with a key mask
-        (Gemma 4), each row's number of real tokens: row b's first ``row_lengths[b]`` queries and keys
-        are scored alone (exactly the masked attention of its real tokens), going to chunk b.
+    row_lengths: for towers that attend over batches of images padded at the END with a key mask
+        (Gemma 4), the number of real tokens of every row the tower will see, over all its calls in
+        call order (a tower run in several batches: vLLM): the r-th row's first ``row_lengths[r]``
+        queries and keys are scored alone (exactly the masked attention of its real tokens), going to
+        chunk r.
     ``layers_with_lse``: how many captured attention calls reused the tower's log-sum-exp.
     Captures only calls made in the thread that entered the context.
     """
@@ -69,6 +71,7 @@ class VisionScoreCapture:
         self.layers = tuple(sorted(set(int(i) for i in layers)))
         self.segments = None if segments is None else [int(n) for n in segments]
         self.row_lengths = None if row_lengths is None else [int(n) for n in row_lengths]
+        self._rows_seen = {}  # layer -> rows scored so far (row_lengths)
         self.accumulator = ScoreAccumulator(query_rows, reuse_lse=reuse_lse, backend=backend, cls_row=tower.cls_row)
         self._capture = AttentionCapture({i: tower.attention_module(i) for i in self.layers}, self._add)
 
@@ -81,10 +84,14 @@ class VisionScoreCapture:
 
     def _add(self, call: AttentionCall):
         if self.row_lengths is not None:
-            if call.query.shape[0] != len(self.row_lengths):
-                raise RuntimeError(f"layer {call.layer} attended over {call.query.shape[0]} rows, row_lengths has {len(self.row_lengths)}")
-            for b, n in enumerate(self.row_lengths):  # a masked attention gives no lse: the op computes it
-                self.accumulator.add(call.query[b : b + 1, :, :n], call.key[b : b + 1, :, :n], scale=call.scale, chunk=b)
+            first = self._rows_seen.get(call.layer, 0)
+            rows = call.query.shape[0]
+            if first + rows > len(self.row_lengths):
+                raise RuntimeError(f"layer {call.layer} attended over more rows than row_lengths holds ({len(self.row_lengths)})")
+            for b in range(rows):  # a masked attention gives no lse: the op computes it
+                n = self.row_lengths[first + b]
+                self.accumulator.add(call.query[b : b + 1, :, :n], call.key[b : b + 1, :, :n], scale=call.scale, chunk=first + b)
+            self._rows_seen[call.layer] = first + rows
             return
         if self.segments is None:
             self.accumulator.add(call.query, call.key, scale=call.scale, lse=call.lse, chunk=call.chunk)

@@ -21,7 +21,7 @@ import torch
 from ...methods import Random
 from ...methods.hivtp import PAPER_LAYERS
 from ..adapter import make_captured, score_layers, select
-from .encoder_capture import EncoderScoreCapture, describe_encoder
+from .encoder_capture import EncoderLayout, EncoderScoreCapture, describe_encoder
 from .switch import method_from_config
 
 # Encoded images whose selection ``selections()`` can still report (a bounded log, for plots and tests).
@@ -31,7 +31,8 @@ LOG_SIZE = 256
 class EncoderPruning:
     """Pruning of a vLLM model's images: built in the model's ``__init__`` (engine start).
 
-    method: the configured method object. layout: the tower's attention layout. needs: what the
+    method: the configured method object. layout: the tower's attention layout (``describe_encoder``,
+    or given: a tower whose scores another capture collects, Gemma 4's transformers tower). needs: what the
     method asks for. score_layers: the encoder layers scored, resolved as ``apply()`` resolves them
     (``adapter.score_layers``): the method's own (negative: counted from the end of the model's
     ``tower_depth``-layer tower), or by default the ``feature_layer`` (LLaVA, InternVL: the last
@@ -49,9 +50,10 @@ class EncoderPruning:
         feature_layer: Optional[int] = None,
         middle_layers: Sequence[int] = PAPER_LAYERS,
         backend: str = "auto",
+        layout: Optional[EncoderLayout] = None,
     ):
         self.method = method_from_config(hf_config, architecture)
-        self.layout = describe_encoder(tower)
+        self.layout = describe_encoder(tower) if layout is None else layout
         self.needs = self.method.needs(self.layout.has_cls)
         if self.needs.cls_embedding or self.needs.llm_probe_layer is not None:
             raise ValueError(f"{type(self.method).__name__} needs the prompt (an LLM probe): not supported by the vLLM plugin")

@@ -29,6 +29,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "InternVLChatModel": "VTPruneInternVLChatModel",
     "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
     "PaliGemmaForConditionalGeneration": "VTPrunePaliGemmaForConditionalGeneration",
+    "Gemma4ForConditionalGeneration": "VTPruneGemma4ForConditionalGeneration",
     "Mistral3ForConditionalGeneration": "VTPruneMistral3ForConditionalGeneration",
     "Llama4ForConditionalGeneration": "VTPruneLlama4ForConditionalGeneration",
     "Idefics3ForConditionalGeneration": "VTPruneIdefics3ForConditionalGeneration",
