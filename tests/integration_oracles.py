@@ -46,6 +46,21 @@ def received_attention(attentions: Sequence[torch.Tensor], layers: Sequence[int]
     return mean[:, 1:] if has_cls else mean
 
 
+def pooled_2x2(x: torch.Tensor, grid) -> torch.Tensor:
+    """[B, (h/2)*(w/2)]: per-patch scores [B, h*w] (raster order of the (h, w) patch grid) averaged over
+    every 2x2 block, in raster order of the block grid (what a 2x2 merger or pixel shuffle groups)."""
+    h, w = grid
+    return torch.nn.functional.avg_pool2d(x.reshape(-1, 1, h, w), 2).reshape(x.shape[0], (h // 2) * (w // 2))
+
+
+def blocks_2x2(x: torch.Tensor, grid) -> torch.Tensor:
+    """[B, T, 4C]: the four patches of every 2x2 block of per-patch features [B, h*w, C] concatenated
+    (cosine similarities do not see the channel order)."""
+    h, w = grid
+    B, _, C = x.shape
+    return x.reshape(B, h // 2, 2, w // 2, 2, C).permute(0, 1, 3, 2, 4, 5).reshape(B, (h // 2) * (w // 2), 4 * C)
+
+
 def method_keep(
     method, *, grid, cls_attn=None, received=None, features=None, batch=None, valid=None, backend=BACKEND, replay=True
 ):

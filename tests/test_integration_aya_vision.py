@@ -8,10 +8,9 @@ shortened prompt with those features as ``mm_encoder_outputs``.
 """
 import pytest
 import torch
-import torch.nn.functional as F
 
 import tiny_models as tm
-from integration_oracles import BACKEND, assert_matches_unmodified, eager_copy, method_keep, method_scores, tower_maps
+from integration_oracles import BACKEND, assert_matches_unmodified, blocks_2x2, eager_copy, method_keep, method_scores, pooled_2x2, tower_maps
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.methods.pixel_shuffle_pooling import pixel_shuffle_pool
 
@@ -37,23 +36,12 @@ def _inputs(padding_side="left"):
     return dict(input_ids=ids, attention_mask=mask, pixel_values=tm.pixels(sum(TILES_PER_ROW), 112, seed=4))
 
 
-def _pool(x):
-    """[n, T]: 2x2 average pooling of per-patch scores [n, P*P] in raster order."""
-    return F.avg_pool2d(x.reshape(-1, 1, P, P), 2).reshape(-1, T)
-
-
-def _blocks(x):
-    """[n, T, 4C]: the four patches of every 2x2 block concatenated (cosine does not see the channel order)."""
-    n, _, C = x.shape
-    return x.reshape(n, SIDE, 2, SIDE, 2, C).permute(0, 1, 3, 2, 4, 5).reshape(n, T, 4 * C)
-
-
 def hand_keep(model, method, pixel_values):
     hidden, attentions = tower_maps(eager_copy(model), pixel_values)
     last = model.config.vision_config.num_hidden_layers - 1
     _, received = method_scores(method, attentions, last, False)
-    return method_keep(method, grid=(SIDE, SIDE), received=None if received is None else _pool(received),
-                       features=_blocks(hidden[-1]), batch=pixel_values.shape[0])
+    return method_keep(method, grid=(SIDE, SIDE), received=None if received is None else pooled_2x2(received, (P, P)),
+                       features=blocks_2x2(hidden[-1], (P, P)), batch=pixel_values.shape[0])
 
 
 def hand_inputs(model, inputs, keep, padding_side="left"):

@@ -12,10 +12,9 @@ which has none: an upstream bug; the vLLM tests run the whole path on transforme
 """
 import pytest
 import torch
-import torch.nn.functional as F
 
 import tiny_models as tm
-from integration_oracles import BACKEND, eager_copy, method_keep
+from integration_oracles import BACKEND, blocks_2x2, eager_copy, method_keep, pooled_2x2
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.methods.pixel_shuffle_pooling import pixel_shuffle_pool
 
@@ -54,17 +53,6 @@ def _inputs(padding_side="left"):
     return dict(input_ids=ids, attention_mask=mask, pixel_values=tm.pixels(sum(TILES_PER_ROW), 112, seed=4))
 
 
-def _pool(x):
-    """[n, T]: 2x2 average pooling of per-patch scores [n, P*P] in raster order."""
-    return F.avg_pool2d(x.reshape(-1, 1, P, P), 2).reshape(-1, T)
-
-
-def _blocks(x):
-    """[n, T, 4C]: the four patches of every 2x2 block concatenated (cosine does not see the channel order)."""
-    n, _, C = x.shape
-    return x.reshape(n, SIDE, 2, SIDE, 2, C).permute(0, 1, 3, 2, 4, 5).reshape(n, T, 4 * C)
-
-
 def hand_keep(model, method, pixel_values):
     vision = eager_copy(model).vision_model
     with torch.no_grad():
@@ -73,11 +61,11 @@ def hand_keep(model, method, pixel_values):
     cls_attn = received = None
     if isinstance(method, VisPruner):
         layer = last if method.score_layer is None else method.score_layer
-        cls_attn = _pool(attentions[layer][:, :, -1, :-1].mean(1))  # the [CLS] (last) row, patches only
+        cls_attn = pooled_2x2(attentions[layer][:, :, -1, :-1].mean(1), (P, P))  # the [CLS] (last) row, patches only
     elif isinstance(method, HIVTP):
-        received = _pool(torch.stack([attentions[i].mean(dim=(1, 2)) for i in method.layers]).mean(0)[:, :-1])
+        received = pooled_2x2(torch.stack([attentions[i].mean(dim=(1, 2)) for i in method.layers]).mean(0)[:, :-1], (P, P))
     with torch.no_grad():
-        features = _blocks(model.vision_model.layernorm_post(out.hidden_states[-1])[:, :-1])
+        features = blocks_2x2(model.vision_model.layernorm_post(out.hidden_states[-1])[:, :-1], (P, P))
     return method_keep(method, grid=(SIDE, SIDE), cls_attn=cls_attn, received=received, features=features,
                        batch=pixel_values.shape[0])
 

@@ -10,10 +10,9 @@ kept [IMG] tokens and its break), with those features passed as ``mm_encoder_out
 """
 import pytest
 import torch
-import torch.nn.functional as F
 
 import tiny_models as tm
-from integration_oracles import BACKEND, assert_matches_unmodified, eager_copy, method_keep, method_scores
+from integration_oracles import BACKEND, assert_matches_unmodified, blocks_2x2, eager_copy, method_keep, method_scores, pooled_2x2
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.methods.pixel_shuffle_pooling import pixel_shuffle_pool
 
@@ -73,20 +72,6 @@ def _inputs(padding_side="left"):
     return dict(input_ids=ids, attention_mask=mask, pixel_values=pixel_values, image_sizes=torch.tensor(SIZES))
 
 
-def _pool(x, grid):
-    """[1, T]: 2x2 average pooling of per-patch scores x [1, h*w] in raster order."""
-    rows, cols = grid
-    return F.avg_pool2d(x.reshape(1, 1, 2 * rows, 2 * cols), 2).reshape(1, rows * cols)
-
-
-def _blocks(x, grid):
-    """[1, T, 4C]: every 2x2 block of per-patch features x [h*w, C] concatenated (channel-major, as unfold)."""
-    rows, cols = grid
-    C = x.shape[-1]
-    blocks = x.reshape(rows, 2, cols, 2, C).permute(0, 2, 4, 1, 3)  # [i, j, c, di, dj]
-    return blocks.reshape(1, rows * cols, 4 * C)
-
-
 def hand_keep(model, method, inputs):
     """Per image, bool [T]: the method's own selection on scores and features computed by hand."""
     eager = eager_copy(model)
@@ -105,10 +90,10 @@ def hand_keep(model, method, inputs):
             ).attentions
         _, received = method_scores(method, attentions, last, False)
         n = (h // PATCH) * (w // PATCH)
-        features = _blocks(normed[first : first + n], grid)
+        features = blocks_2x2(normed[None, first : first + n], (2 * grid[0], 2 * grid[1]))
         first += n
         keep.append(method_keep(
-            fresh, grid=grid, received=None if received is None else _pool(received, grid), features=features, batch=1,
+            fresh, grid=grid, received=None if received is None else pooled_2x2(received, (2 * grid[0], 2 * grid[1])), features=features, batch=1,
             replay=False,
         )[0])
     return keep

@@ -398,8 +398,9 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
 
     model: LlavaForConditionalGeneration (CLIP/SigLIP/DINOv2 tower), LlavaNextForConditionalGeneration,
         LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Gemma3ForConditionalGeneration,
-        PaliGemmaForConditionalGeneration, Idefics3ForConditionalGeneration, SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration,
-        Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
+        Gemma4ForConditionalGeneration (images), PaliGemmaForConditionalGeneration, Mistral3ForConditionalGeneration,
+        Llama4ForConditionalGeneration, AyaVisionForConditionalGeneration, Idefics3ForConditionalGeneration,
+        SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
         Glm4vForConditionalGeneration or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.
         backend: forwarded to ``vtprune_kernels.ops.attention_scores`` ("auto", "cpu", "reference",

@@ -83,10 +83,11 @@ class Mistral3Adapter(TowerAdapter):
             )
         grids = []
         for height, width in image_sizes.tolist():
-            if not (self.patch * self.merge <= height <= pixel_values.shape[2] and self.patch * self.merge <= width <= pixel_values.shape[3]):
+            smallest = self.patch * self.merge
+            if not (smallest <= height <= pixel_values.shape[2] and smallest <= width <= pixel_values.shape[3]):
                 raise ValueError(
                     f"image_sizes: an image of {height} x {width} px does not fit pixel_values "
-                    f"{tuple(pixel_values.shape[2:])} or is smaller than one merged token ({self.patch * self.merge} px)"
+                    f"{tuple(pixel_values.shape[2:])} or is smaller than one merged token ({smallest} px)"
                 )
             grids.append((height // self.patch, width // self.patch))
         return grids
