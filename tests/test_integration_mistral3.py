@@ -20,7 +20,7 @@ PATCH = 8
 # (height, width) in pixels of the images, in call order; rows of the batch hold IMAGES_PER_ROW images
 SIZES = [(64, 48), (32, 64), (48, 48)]
 IMAGES_PER_ROW = [1, 2]
-GRIDS = [(h // PATCH // 2, w // PATCH // 2) for h, w in SIZES]  # merged (rows, columns) per image
+GRIDS = [(h // PATCH // 2, w // PATCH // 2) for h, w in SIZES]  # Mistral 3's merged (rows, columns) per image
 METHODS = {
     "vispruner": lambda: VisPruner(keep=5, step=2),
     "vispruner-layer": lambda: VisPruner(keep=4, step=1, important_ratio=0.3, score_layer=0),
@@ -30,9 +30,20 @@ METHODS = {
 }
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tm.mistral3()
+@pytest.fixture(scope="module", params=["mistral3", "llava_pixtral"])
+def model(request):
+    """Mistral 3 (2x2 patch merger) and Pixtral in its LLaVA form (every patch a token), one plan."""
+    return {"mistral3": tm.mistral3, "llava_pixtral": tm.llava_pixtral}[request.param]()
+
+
+def _merge(model) -> int:
+    return int(getattr(model.config, "spatial_merge_size", 1))
+
+
+def _grids(model):
+    """(rows, columns) of tokens per image."""
+    m = _merge(model)
+    return [(h // PATCH // m, w // PATCH // m) for h, w in SIZES]
 
 
 def _image_ids(grid, keep=None):
@@ -45,13 +56,13 @@ def _image_ids(grid, keep=None):
     return ids
 
 
-def _prompt(keep=None, padding_side="left"):
+def _prompt(grids, keep=None, padding_side="left"):
     """input_ids, attention_mask: text, the row's images (each followed by a text token), text."""
     rows, image = [], 0
     for b, n in enumerate(IMAGES_PER_ROW):
         row = [3 + b, 4, 5 + b]
         for _ in range(n):
-            row += _image_ids(GRIDS[image], None if keep is None else keep[image]) + [6 + image]
+            row += _image_ids(grids[image], None if keep is None else keep[image]) + [6 + image]
             image += 1
         rows.append(row + [7, 8, 9])
     width = max(map(len, rows))
@@ -63,8 +74,8 @@ def _prompt(keep=None, padding_side="left"):
     return ids, mask
 
 
-def _inputs(padding_side="left"):
-    ids, mask = _prompt(padding_side=padding_side)
+def _inputs(model, padding_side="left"):
+    ids, mask = _prompt(_grids(model), padding_side=padding_side)
     pixel_values = torch.zeros(len(SIZES), 3, 64, 64)
     noise = tm.pixels(len(SIZES), 64, seed=4)
     for i, (h, w) in enumerate(SIZES):  # the processor pads each image to the batch's largest
@@ -76,26 +87,28 @@ def hand_keep(model, method, inputs):
     """Per image, bool [T]: the method's own selection on scores and features computed by hand."""
     eager = eager_copy(model)
     last = model.config.vision_config.num_hidden_layers - 1
+    merge = _merge(model)
     with torch.no_grad():
         hidden = model.model.vision_tower(
             inputs["pixel_values"], image_sizes=inputs["image_sizes"], output_hidden_states=True
         ).hidden_states[-1][0]
-        normed = model.model.multi_modal_projector.norm(hidden)
+        if merge == 2:  # Mistral 3 compares its merger's input: the projector's norm, 2x2 blocks
+            hidden = model.model.multi_modal_projector.norm(hidden)
     fresh = Random(method.keep, seed=method.seed) if isinstance(method, Random) else method
     keep, first = [], 0
-    for i, ((h, w), grid) in enumerate(zip(SIZES, GRIDS)):
+    for i, ((h, w), grid) in enumerate(zip(SIZES, _grids(model))):
         with torch.no_grad():
             attentions = eager.model.vision_tower(
                 inputs["pixel_values"][i : i + 1], image_sizes=inputs["image_sizes"][i : i + 1], output_attentions=True
             ).attentions
         _, received = method_scores(method, attentions, last, False)
         n = (h // PATCH) * (w // PATCH)
-        features = blocks_2x2(normed[None, first : first + n], (2 * grid[0], 2 * grid[1]))
+        features, scores = hidden[None, first : first + n], received
+        if merge == 2:
+            features = blocks_2x2(features, (2 * grid[0], 2 * grid[1]))
+            scores = None if received is None else pooled_2x2(received, (2 * grid[0], 2 * grid[1]))
         first += n
-        keep.append(method_keep(
-            fresh, grid=grid, received=None if received is None else pooled_2x2(received, (2 * grid[0], 2 * grid[1])), features=features, batch=1,
-            replay=False,
-        )[0])
+        keep.append(method_keep(fresh, grid=grid, received=scores, features=features, batch=1, replay=False)[0])
     return keep
 
 
@@ -104,16 +117,22 @@ def hand_inputs(model, inputs, keep, padding_side="left"):
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     with torch.no_grad():
-        full = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).pooler_output
-    ids, mask = _prompt(keep, padding_side)
+        if _merge(model) == 2:
+            full = model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"]).pooler_output
+        else:
+            full = model.model.get_image_features(
+                inputs["pixel_values"], vision_feature_layer=-1, vision_feature_select_strategy="full",
+                image_sizes=inputs["image_sizes"],
+            ).pooler_output
+    ids, mask = _prompt(_grids(model), keep, padding_side)
     kept = [f[k] for f, k in zip(full, keep)]
     return dict(input_ids=ids, attention_mask=mask, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=kept)})
 
 
-def test_merger_groups_2x2_blocks_in_raster_order(model):
+def test_merger_groups_2x2_blocks_in_raster_order():
     """The model's own patch merger on a tracer (channel 0 = patch index): each merged token's four
     patches are the ones ``pixel_shuffle_pool`` (and the pruning's scores) average."""
-    projector = model.model.multi_modal_projector
+    projector = tm.mistral3().model.multi_modal_projector
     seen = []
     handle = projector.patch_merger.merging_layer.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     hidden = torch.zeros(sum((h // PATCH) * (w // PATCH) for h, w in SIZES), projector.norm.weight.shape[0])
@@ -136,32 +155,33 @@ def test_merger_groups_2x2_blocks_in_raster_order(model):
 @pytest.mark.parametrize("method_name", list(METHODS))
 def test_pruned_forward_matches_hand_pipeline(model, method_name):
     method = METHODS[method_name]()
-    inputs = _inputs()
+    inputs = _inputs(model)
     keep = hand_keep(model, method, inputs)
     handle = assert_matches_unmodified(model, method, inputs, hand_inputs(model, inputs, keep))
     assert [s.tolist() for s in handle.last_selection] == [k.nonzero().flatten().tolist() for k in keep]
-    assert handle.last_num_tokens == [r * c for r, c in GRIDS]
+    assert handle.last_num_tokens == [r * c for r, c in _grids(model)]
 
 
 def test_rows_keep_their_breaks(model):
     """The pruned prompt: every image row keeps its kept [IMG] tokens and its [IMG_BREAK] / [IMG_END],
     also a row where nothing is kept (Uniform keeps 1 of 12 tokens)."""
-    inputs = _inputs()
+    inputs = _inputs(model)
     with torch.no_grad(), apply(model, Uniform(keep=1), backend=BACKEND) as handle:
         pruned = handle.prepare_inputs(**inputs)
-    keep = [torch.zeros(r * c, dtype=torch.bool).index_fill_(0, s, True) for s, (r, c) in zip(handle.last_selection, GRIDS)]
-    assert any(bool((~k.view(g)).all(1).any()) for k, g in zip(keep, GRIDS))  # some row keeps nothing
-    ids, mask = _prompt(keep)
+    grids = _grids(model)
+    keep = [torch.zeros(r * c, dtype=torch.bool).index_fill_(0, s, True) for s, (r, c) in zip(handle.last_selection, grids)]
+    assert any(bool((~k.view(g)).all(1).any()) for k, g in zip(keep, grids))  # some row keeps nothing
+    ids, mask = _prompt(grids, keep)
     assert torch.equal(pruned["input_ids"], ids) and torch.equal(pruned["attention_mask"], mask)
     breaks = (pruned["input_ids"] == tm.MISTRAL3_BREAK_TOKEN).sum() + (pruned["input_ids"] == tm.MISTRAL3_END_TOKEN).sum()
-    assert int(breaks) == sum(r for r, _ in GRIDS)
+    assert int(breaks) == sum(r for r, _ in grids)
 
 
 def test_keeping_everything_gives_the_unpruned_logits(model):
-    inputs = _inputs()
+    inputs = _inputs(model)
     with torch.no_grad():
         unpruned = model(**inputs).logits
-        for method in (VisPruner(keep=16, step=2), Uniform(keep=16)):
+        for method in (VisPruner(keep=64, step=2), Uniform(keep=64)):
             with apply(model, method, backend=BACKEND):
                 assert torch.equal(model(**inputs).logits, unpruned), method
                 as_list = {**inputs, "image_sizes": [list(s) for s in SIZES]}  # the model takes a list too
@@ -170,21 +190,21 @@ def test_keeping_everything_gives_the_unpruned_logits(model):
 
 def test_generate_matches_hand_inputs(model):
     method = HIVTP(layers=(0, 1), region_ratio=0.5)  # rows shrink by different amounts (one and two images)
-    inputs = _inputs()
+    inputs = _inputs(model)
     keep = hand_keep(model, method, inputs)
     assert_matches_unmodified(model, method, inputs, hand_inputs(model, inputs, keep), generate=True)
 
 
 def test_right_padding(model):
     method = VisPruner(keep=4, step=2)
-    inputs = _inputs(padding_side="right")
+    inputs = _inputs(model, padding_side="right")
     keep = hand_keep(model, method, inputs)
     expected_inputs = hand_inputs(model, inputs, keep, padding_side="right")
     assert_matches_unmodified(model, method, inputs, expected_inputs, real=expected_inputs["attention_mask"].bool())
 
 
 def test_bad_calls_are_clear_errors(model):
-    inputs = _inputs()
+    inputs = _inputs(model)
     with apply(model, PTP(vision_layer=1, llm_layer=0)):
         with pytest.raises(ValueError, match="PTP"):
             model(**inputs)

@@ -24,6 +24,7 @@ that build processor-style inputs: N image placeholders per image, optional left
   tokens per tile, SwiGLU projector, Cohere 2 text.
 - ``gemma4()``: Gemma4ForConditionalGeneration, 8 px patches at each image's own size (padded at the end),
   pooled 2x2 into soft tokens; a sliding (bidirectional inside images) and a full text layer.
+- ``llava_pixtral()``: LlavaForConditionalGeneration with ``mistral3``'s Pixtral tower, every patch a token.
 - ``internvl(text="qwen2"|"llama")``: InternVLForConditionalGeneration, 84x84 tiles, pixel shuffle 0.5
   (6x6 grid -> 3x3 = 9 tokens per tile).
 """
@@ -203,6 +204,19 @@ def idefics3(seed: int = 0, vision_layers: int = 3, smolvlm: bool = False):
         scale_factor=2, image_token_id=IMAGE_TOKEN,
     )
     return _finish(Model(cfg), seed)
+
+
+def llava_pixtral(seed: int = 0, vision_layers: int = 3):
+    """Pixtral in its LLaVA form (Pixtral-12B shape): the Pixtral tower of ``mistral3``, no merger (every patch a
+    token), LLaVA's projector on the last layer (strategy "full"), Mistral text."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    donor = mistral3(seed, vision_layers).config
+    cfg = LlavaConfig(
+        vision_config=donor.vision_config, text_config=donor.text_config, image_token_index=IMAGE_TOKEN,
+        vision_feature_layer=-1, vision_feature_select_strategy="full", projector_hidden_act="gelu",
+    )
+    return _finish(LlavaForConditionalGeneration(cfg), seed)
 
 
 MISTRAL3_BREAK_TOKEN = 91  # [IMG_BREAK] (ends every row of an image but the last)

@@ -60,7 +60,7 @@ from .unpruned_copy import unpruned_deepcopy
 _INSTALLED = ("forward", "generate", "__deepcopy__")
 
 _SUPPORTED = (
-    "LlavaForConditionalGeneration (CLIP or SigLIP vision tower)",
+    "LlavaForConditionalGeneration (CLIP, SigLIP, DINOv2 or Pixtral vision tower)",
     "LlavaNextForConditionalGeneration (CLIP vision tower)",
     "LlavaOnevisionForConditionalGeneration (images and videos)",
     "InternVLForConditionalGeneration",
@@ -109,6 +109,10 @@ def _adapter_for(model):
         from .llava_onevision import LlavaOnevisionAdapter
 
         return LlavaOnevisionAdapter(model)
+    if isinstance(model, LlavaForConditionalGeneration) and type(model.model.vision_tower).__name__ == "PixtralVisionModel":
+        from .mistral3 import PixtralLlavaAdapter
+
+        return PixtralLlavaAdapter(model)
     if isinstance(model, LlavaForConditionalGeneration):
         from .llava import LlavaAdapter
 

@@ -28,7 +28,16 @@ import torch
 
 from ..methods._device import from_host
 from ..methods.pixel_shuffle_pooling import pixel_shuffle_pool
-from .adapter import PrunedImages, TowerAdapter, config_or_call, make_captured, require_vision_only, score_layers, select
+from .adapter import (
+    PrunedImages,
+    TowerAdapter,
+    check_strategy,
+    config_or_call,
+    make_captured,
+    require_vision_only,
+    score_layers,
+    select,
+)
 from .capture import VisionScoreCapture
 from .vision_runner import run_tower
 
@@ -99,6 +108,7 @@ class Mistral3Adapter(TowerAdapter):
         sizes = reads.get("image_sizes")  # host copy of a tensor; a list as given
         grids = self.patch_grids(torch.as_tensor(kwargs["image_sizes"] if sizes is None else sizes), pixel_values)
         layer = self.tower.hidden_state_layer(config_or_call(kwargs, "vision_feature_layer", self.model.config))
+        self.check_call(kwargs)
         needs = method.needs(self.tower.has_cls)
         require_vision_only(needs, method, self.family)  # before resolving PTP's LLM layer
         needs = self.resolved(needs, method)
@@ -117,7 +127,7 @@ class Mistral3Adapter(TowerAdapter):
                     self.tower, pixel_values, feature_layer=layer, last_layer=max(layer, *layers), tower_kwargs=tower_kwargs
                 )["features"]
             scores = [merged_scores(s, grid, m) for s, grid in zip(capture.chunk_scores(), grids)]
-        projected, merger_input = projected_with_merger_input(self.inner.multi_modal_projector, hidden[0], kwargs["image_sizes"])
+        projected, merger_input = self.project(hidden[0], kwargs["image_sizes"])
 
         masks, first = [], 0
         for s, grid in zip(scores, merged):
@@ -135,3 +145,32 @@ class Mistral3Adapter(TowerAdapter):
             selection=[k.nonzero().flatten() for k in keep],
             num_tokens=[t_h * t_w for t_h, t_w in merged],
         )
+
+    def check_call(self, kwargs: dict) -> None:
+        """Per-call checks beyond the shared ones (none for Mistral 3)."""
+
+    def project(self, hidden: torch.Tensor, image_sizes):
+        """(the projector's output [sum T, D], the features VisPruner compares [sum T, F]) for the tower's
+        packed output ``hidden`` [S, C]: Mistral 3's projector and its patch merger's input."""
+        return projected_with_merger_input(self.inner.multi_modal_projector, hidden, image_sizes)
+
+
+class PixtralLlavaAdapter(Mistral3Adapter):
+    """Pixtral in its LLaVA form (``LlavaForConditionalGeneration`` with a Pixtral tower, e.g. Pixtral-12B):
+    Mistral 3's plan without a merger (every patch a token, ``[IMG_BREAK]`` rows of patches), LLaVA's
+    projector on the feature layer; VisPruner compares the tower's features."""
+
+    family = "LlavaForConditionalGeneration (Pixtral tower)"
+    consumed_kwargs = ("pixel_values", "image_sizes", "vision_feature_layer", "vision_feature_select_strategy")
+
+    def __init__(self, model):
+        TowerAdapter.__init__(self, model)
+        self.merge = 1
+        self.patch = int(model.config.vision_config.patch_size)
+
+    def check_call(self, kwargs: dict) -> None:
+        check_strategy(config_or_call(kwargs, "vision_feature_select_strategy", self.model.config), False, self.family)
+
+    def project(self, hidden: torch.Tensor, image_sizes):
+        return self.inner.multi_modal_projector(hidden), hidden
+
