@@ -33,6 +33,27 @@ from .gemma3 import Gemma3Adapter
 from .vision_runner import VisionTower
 
 
+def pooled_scores(pooler, chunks, positions: torch.Tensor, length: int) -> torch.Tensor:
+    """float32 [n, length]: per-patch scores (one [1, n_b] chunk per image, its real patches) pooled with the
+    tower's own position pooling (``pooler``; padding counts zero, as the pooler counts its zeroed
+    features); ``positions`` [n, P, 2]. Shared by ``apply()`` and the vLLM plugin."""
+    n, P = positions.shape[:2]
+    padded = torch.zeros(n, P, 1, dtype=torch.float32, device=chunks[0].device)
+    for b, chunk in enumerate(chunks):
+        padded[b, : chunk.shape[1], 0] = chunk[0]
+    out, _ = pooler._avg_pool_by_positions(padded, positions, length)
+    return out[..., 0]
+
+
+def pooled_grid(positions: torch.Tensor, kernel: int, tokens: int, family: str):
+    """(rows, columns) of an image's pooled grid from its real patches' HOST positions [n_b, 2] (x, y), pooled
+    ``kernel`` x ``kernel``; a clear error when the tower's ``tokens`` soft tokens are not that grid."""
+    rows, cols = (int(positions[:, 1].max()) + 1) // kernel, (int(positions[:, 0].max()) + 1) // kernel
+    if rows * cols != tokens:
+        raise ValueError(f"{family}: an image's {tokens} soft tokens are not its {rows} x {cols} pooled grid")
+    return rows, cols
+
+
 class Gemma4Adapter(Gemma3Adapter):
     """Prunes the images of one ``Gemma4ForConditionalGeneration`` call."""
 
@@ -91,14 +112,14 @@ class Gemma4Adapter(Gemma3Adapter):
                 capture = VisionScoreCapture(self.tower, layers, needs.query_rows, backend=backend, row_lengths=lengths)
                 with capture:
                     features = self.inner.get_image_features(pixel_values, kwargs["image_position_ids"]).pooler_output
-                scores = self.pooled_scores(capture.chunk_scores(), kwargs["image_position_ids"], pooled["mask"].shape[1])
+                scores = pooled_scores(tower.pooler, capture.chunk_scores(), kwargs["image_position_ids"], pooled["mask"].shape[1])
         finally:
             hook.remove()
 
         masks = []
         for b, image in enumerate(features):
             T = image.shape[0]
-            grid = self.pooled_grid(positions[b, : lengths[b]], T)
+            grid = pooled_grid(positions[b, : lengths[b]], int(tower.config.pooling_kernel_size), T, self.family)
             image_scores = None if scores is None else scores[b : b + 1, pooled["mask"][b]]
             image_features = pooled["features"][b : b + 1, pooled["mask"][b]] if needs.features else None
             captured = make_captured(needs, grid, image_scores, image_features, batch_size=1, device=image.device)
@@ -116,21 +137,3 @@ class Gemma4Adapter(Gemma3Adapter):
             num_tokens=[image.shape[0] for image in features],
             encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=tuple(kept))},
         )
-
-    def pooled_scores(self, chunks, positions: torch.Tensor, length: int) -> torch.Tensor:
-        """float32 [n, length]: per-patch scores (one [1, n_b] chunk per image) pooled with the tower's own
-        position pooling (padding patches count zero, as the pooler counts their zeroed features)."""
-        n, P = positions.shape[:2]
-        padded = torch.zeros(n, P, 1, dtype=torch.float32, device=chunks[0].device)
-        for b, chunk in enumerate(chunks):
-            padded[b, : chunk.shape[1], 0] = chunk[0]
-        out, _ = self.inner.vision_tower.pooler._avg_pool_by_positions(padded, positions, length)
-        return out[..., 0]
-
-    def pooled_grid(self, positions: torch.Tensor, tokens: int):
-        """(rows, columns) of an image's pooled grid from its real patches' host positions [n_b, 2] (x, y)."""
-        k = int(self.inner.vision_tower.config.pooling_kernel_size)
-        rows, cols = (int(positions[:, 1].max()) + 1) // k, (int(positions[:, 0].max()) + 1) // k
-        if rows * cols != tokens:
-            raise ValueError(f"{self.family}: an image's {tokens} soft tokens are not its {rows} x {cols} pooled grid")
-        return rows, cols

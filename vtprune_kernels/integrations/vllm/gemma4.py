@@ -28,6 +28,7 @@ from vllm.model_executor.models.gemma4_mm import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from ..capture import VisionScoreCapture
+from ..gemma4 import pooled_grid, pooled_scores
 from ..vision_runner import VisionTower
 from .encoder_capture import EncoderLayout
 from .encoder_pruning import EncoderPruning, check_encoder_runs_eagerly
@@ -114,7 +115,10 @@ class VTPruneGemma4ForConditionalGeneration(Gemma4ForConditionalGeneration):
                 pooled.append(output)
 
         needs = self.vtprune.needs
-        real = [int((positions[i] != -1).all(-1).sum()) for i in order]  # real patches (padding last) per encoded row
+        # one host copy of every image's patch positions (vLLM's own pooling reads them on the host too)
+        host_positions = list(torch.cat(list(positions)).cpu().split([p.shape[0] for p in positions]))
+        real_of = [int((p != -1).all(-1).sum()) for p in host_positions]  # real patches (padding last)
+        real = [real_of[i] for i in order]  # per encoded row
         hook = pooler.register_forward_hook(keep_pooled)
         try:
             if needs.query_rows == "none":
@@ -135,27 +139,16 @@ class VTPruneGemma4ForConditionalGeneration(Gemma4ForConditionalGeneration):
                 scores[i] = row
 
         out, keeps = [], []
+        kernel = int(self.config.vision_config.pooling_kernel_size)
         for i, image in enumerate(embeddings):
             features, mask = pooled[i]
-            pos = positions[i][None]
-            grid = self.vtprune_grid(pos[0], image.shape[0])
+            grid = pooled_grid(host_positions[i][: real_of[i]], kernel, image.shape[0], ARCHITECTURE)
             image_scores = None
             if scores[i] is not None:
-                padded = scores[i].new_zeros(1, pos.shape[1], 1)
-                padded[0, : scores[i].shape[0], 0] = scores[i]
-                image_scores = pooler._avg_pool_by_positions(padded, pos, features.shape[1])[0][:, mask[0], 0]
+                image_scores = pooled_scores(pooler, [scores[i][None]], positions[i][None], features.shape[1])[:, mask[0]]
             image_features = self.vtprune.selection_features(lambda: features[:, mask[0]], 1, image.shape[0], image)
             keep = self.vtprune.select(image_scores, image_features, grid, [1])
             keeps.append(keep)
             out.append(image[torch.nonzero_static(keep[0], size=min(self.vtprune.keep, image.shape[0]))[:, 0]])
         self.vtprune.record(keeps)
         return out
-
-    def vtprune_grid(self, positions: torch.Tensor, tokens: int):
-        """(rows, columns) of an image's pooled grid from its patch positions [P, 2] (x, y)."""
-        k = int(self.config.vision_config.pooling_kernel_size)
-        real = positions[(positions != -1).all(-1)]
-        rows, cols = (int(real[:, 1].max()) + 1) // k, (int(real[:, 0].max()) + 1) // k
-        if rows * cols != tokens:
-            raise ValueError(f"{ARCHITECTURE}: an image's {tokens} soft tokens are not its {rows} x {cols} pooled grid")
-        return rows, cols

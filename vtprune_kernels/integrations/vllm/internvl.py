@@ -82,10 +82,22 @@ class VTPruneInternVLChatProcessingInfo(KeptPerTileInfo, InternVLProcessingInfo)
 
 class TilePruning:
     """Model mixin: the pruned encoder step of both InternVL classes. Subclasses set
-    ``vtprune_architecture`` and call ``vtprune_setup(tower)`` in ``__init__``; ``vtprune_tiles``
-    encodes and prunes the tiles, ``projector`` being the model's own (mlp1 / multi_modal_projector)."""
+    ``vtprune_architecture`` and ``vtprune_pixels`` (the image input's tiles key), call
+    ``vtprune_setup(tower)`` in ``__init__`` and name their tower and projector (``vtprune_parts``)."""
 
     vtprune_architecture = ""
+    vtprune_pixels = "pixel_values"
+
+    def vtprune_parts(self):
+        """(the vision tower, the projector) of this model class."""
+        raise NotImplementedError
+
+    def _process_vision_input(self, image_input):
+        if image_input["type"] in ("image_embeds", "video_embeds"):
+            return super()._process_vision_input(image_input)  # precomputed embeddings: nothing to prune
+        tiles = [int(t) for t in image_input["num_patches"].tolist()]  # kept on the CPU by vLLM
+        tower, projector = self.vtprune_parts()
+        return self.vtprune_tiles(tower, projector, image_input[self.vtprune_pixels], tiles)
 
     def vtprune_setup(self, tower):
         self.vtprune = EncoderPruning(self.config, self.vtprune_architecture, tower)
@@ -128,11 +140,8 @@ class VTPruneInternVLForConditionalGeneration(TilePruning, InternS1ForConditiona
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self.vtprune_setup(self.vision_tower)
 
-    def _process_vision_input(self, image_input):
-        if image_input["type"] in ("image_embeds", "video_embeds"):
-            return super()._process_vision_input(image_input)  # precomputed embeddings: nothing to prune
-        tiles = [int(t) for t in image_input["num_patches"].tolist()]  # kept on the CPU by vLLM
-        return self.vtprune_tiles(self.vision_tower, self.multi_modal_projector, image_input["pixel_values"], tiles)
+    def vtprune_parts(self):
+        return self.vision_tower, self.multi_modal_projector
 
 
 @MULTIMODAL_REGISTRY.register_processor(
@@ -142,6 +151,7 @@ class VTPruneInternVLChatModel(TilePruning, InternVLChatModel):
     """vLLM's InternVL (original-format checkpoints) with every tile pruned by the configured method."""
 
     vtprune_architecture = CHAT_ARCHITECTURE
+    vtprune_pixels = "pixel_values_flat"
 
     def __init__(self, *, vllm_config, prefix: str = ""):
         super().__init__(vllm_config=vllm_config, prefix=prefix)
@@ -155,8 +165,5 @@ class VTPruneInternVLChatModel(TilePruning, InternVLChatModel):
         check_encoder_runs_eagerly(vllm_config, CHAT_ARCHITECTURE)
         self.vtprune_setup(self.vision_model)
 
-    def _process_vision_input(self, image_input):
-        if image_input["type"] in ("image_embeds", "video_embeds"):
-            return super()._process_vision_input(image_input)  # precomputed embeddings: nothing to prune
-        tiles = [int(t) for t in image_input["num_patches"].tolist()]  # kept on the CPU by vLLM
-        return self.vtprune_tiles(self.vision_model, self.mlp1, image_input["pixel_values_flat"], tiles)
+    def vtprune_parts(self):
+        return self.vision_model, self.mlp1

@@ -104,7 +104,9 @@ class VTPruneMistral3ForConditionalGeneration(Mistral3ForConditionalGeneration):
         self.vtprune_patch = int(self.config.vision_config.patch_size)
         self.vtprune_merge = int(self.config.spatial_merge_size)
         info = MULTIMODAL_REGISTRY.create_processor(vllm_config.model_config).info
-        self.vtprune_break = int(info.get_tokenizer().get_vocab()[info.get_hf_processor().image_break_token])
+        break_id = int(info.get_tokenizer().get_vocab()[info.get_hf_processor().image_break_token])
+        # [1] on the model's device (moves with it): no upload per encode
+        self.register_buffer("vtprune_break", torch.tensor([break_id]), persistent=False)
 
     def vtprune_selections(self, clear: bool = False):
         """Kept indices of the images encoded so far (see the module doc)."""
@@ -112,8 +114,7 @@ class VTPruneMistral3ForConditionalGeneration(Mistral3ForConditionalGeneration):
 
     def _break_embedding(self, like: torch.Tensor) -> torch.Tensor:
         """[1, D]: the language model's own embedding of ``[IMG_BREAK]``."""
-        ids = torch.tensor([self.vtprune_break], device=like.device)
-        return self.get_language_model().embed_input_ids(ids).to(like.dtype)
+        return self.get_language_model().embed_input_ids(self.vtprune_break.to(like.device)).to(like.dtype)
 
     def _process_image_input(self, image_input):
         if image_input["type"] == "image_embeds":
