@@ -93,14 +93,16 @@ def method_scores(method, attentions, feature_layer: int, has_cls: bool):
 
 
 def hand_logits(
-    model, input_ids, attention_mask, image_features: List[torch.Tensor], image_token_id: int, other_runs=None
+    model, input_ids, attention_mask, image_features: List[torch.Tensor], image_token_id: int, other_runs=None, tail=None
 ):
     """Logits [B, W, V] and mask [B, W] of the language model on the hand-built shortened prompt.
 
     Each row's real tokens are walked in order; every maximal run of image placeholders is
     replaced by the next image's kept features (so an image's run must be contiguous and images
     must be separated by text, as processors do). ``other_runs`` ({token id: [features]}) does the
-    same for other placeholder tokens (videos). Rows are left-padded with zero embeddings.
+    same for other placeholder tokens (videos). ``tail`` [B, T]: tokens appended to every row as text
+    (generated tokens, even one that happens to be a placeholder id). Rows are left-padded with zero
+    embeddings.
     """
     embed = model.get_input_embeddings()
     runs = {image_token_id: list(image_features), **(other_runs or {})}
@@ -119,6 +121,8 @@ def hand_logits(
             else:
                 pieces.append(embed(torch.tensor([ids[j]]))[0:1])
                 j += 1
+        if tail is not None:
+            pieces.append(embed(tail[b]))
         rows.append(torch.cat([p.reshape(-1, p.shape[-1]) for p in pieces]))
     assert all(used[t] == len(f) for t, f in runs.items()), "prompt runs and images do not match"
     width = max(r.shape[0] for r in rows)
@@ -181,13 +185,9 @@ def assert_matches_unmodified(model, method, inputs: dict, expected_inputs: dict
 def hand_greedy_logits(model, input_ids, attention_mask, image_features, image_token_id, new_tokens: torch.Tensor):
     """Per step, logits [B, V] at the last position after appending the given new tokens [B, T] one by one."""
     steps = []
-    ids, mask = input_ids, attention_mask
     for t in range(new_tokens.shape[1] + 1):
-        logits, _ = hand_logits(model, ids, mask, image_features, image_token_id)
+        logits, _ = hand_logits(model, input_ids, attention_mask, image_features, image_token_id, tail=new_tokens[:, :t])
         steps.append(logits[:, -1])
-        if t < new_tokens.shape[1]:
-            ids = torch.cat([ids, new_tokens[:, t : t + 1]], 1)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
     return steps[:-1]
 
 

@@ -144,6 +144,16 @@ def _calls():
         ids, mask = tm.make_prompts([[f.shape[0]] for f in full])
         return dict(input_ids=ids, attention_mask=mask, pixel_values=px, image_sizes=next_sizes)
 
+    def next_video_inputs(model):
+        """One image (LLaVA-NeXT tiles) in the first row, a 2-frame video in the second."""
+        px, sizes = tm.pixels(1, 84, tiles=3, seed=4), torch.tensor([[84, 160]])
+        videos = tm.pixels(1, 84, tiles=2, seed=5)
+        with torch.no_grad():
+            (image,) = model.model.get_image_features(pixel_values=px, image_sizes=sizes).pooler_output
+        ids, mask = tm.make_prompts([[image.shape[0]], [18]])
+        ids[1][ids[1] == tm.IMAGE_TOKEN] = tm.VIDEO_TOKEN
+        return dict(input_ids=ids, attention_mask=mask, pixel_values=px, image_sizes=sizes, pixel_values_videos=videos)
+
     def qwen_inputs(model):
         images, videos = [(1, 6, 10), (1, 4, 6)], [(2, 4, 4)]
         rows = [[("image", images[0])], [("image", images[1]), ("video", videos[0])]]
@@ -161,6 +171,7 @@ def _calls():
         ("llava-next", "hivtp", tm.llava_next, lambda: HIVTP(layers=(0, 1)), next_inputs, 1),  # on the unpadded rectangles
         ("llava-next", "uniform", tm.llava_next, lambda: Uniform(keep=4), next_inputs, 1),
         ("llava-next", "random", tm.llava_next, lambda: Random(keep=4), next_inputs, 1),
+        ("llava-next-video", "vispruner", tm.llava_next_video, lambda: VisPruner(keep=4, step=2), next_video_inputs, 1),
         ("internvl", "uniform", tm.internvl, lambda: Uniform(keep=4), internvl_inputs, 1),
         ("internvl", "hivtp", tm.internvl, lambda: HIVTP(layers=(0, 1), region_ratio=0.5), internvl_inputs, 1),
         ("internvl", "ptp", tm.internvl, lambda: PTP(vision_layer=1, llm_layer=1), internvl_inputs, 2),

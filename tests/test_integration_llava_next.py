@@ -65,17 +65,20 @@ def surviving_tokens(model, n_tiles, image_sizes, tokens_per_tile):
     return survives, newlines
 
 
-def _hand_pruned(model, method, px, n_tiles):
-    """(per-image packed kept features, per-image expected selection)."""
+def hand_pruned_images(model, method, px, n_tiles, image_sizes=IMAGE_SIZES, replay=True):
+    """(per-image packed kept features, per-image expected selection) by hand (``replay``: see
+    ``method_keep``)."""
     flat = torch.cat([p[:t] for p, t in zip(px, n_tiles)])
     hidden, attentions = tower_maps(eager_copy(model), flat)
     feature_layer = model.config.vision_feature_layer % (model.config.vision_config.num_hidden_layers + 1) - 1
     features = hidden[feature_layer + 1][:, 1:]
     N = features.shape[1]
     cls_attn, received = method_scores(method, attentions, feature_layer, True)
-    valid, _ = surviving_tokens(model, n_tiles, IMAGE_SIZES, N)
+    valid, _ = surviving_tokens(model, n_tiles, image_sizes, N)
+    side = int(N**0.5)
     keep = method_keep(
-        method, grid=(3, 3), cls_attn=cls_attn, received=received, features=features, batch=flat.shape[0], valid=valid
+        method, grid=(side, side), cls_attn=cls_attn, received=received, features=features, batch=flat.shape[0],
+        valid=valid, replay=replay,
     )
     projected = model.model.multi_modal_projector(features)
     source = torch.arange(flat.shape[0] * N, dtype=torch.float32).view(-1, N, 1)
@@ -85,7 +88,7 @@ def _hand_pruned(model, method, px, n_tiles):
         per_image.append(torch.cat([projected[first : first + t], keep[first : first + t, :, None].float(), local], -1))
         first += t
     newline = torch.cat([model.model.image_newline, torch.tensor([1.0, -1.0])])
-    packed, _ = model.model.pack_image_features(per_image, IMAGE_SIZES, "default", image_newline=newline)
+    packed, _ = model.model.pack_image_features(per_image, image_sizes, "default", image_newline=newline)
     kept_features, selections = [], []
     for p in packed:
         kept = p[p[:, -2] == 1]
@@ -98,7 +101,7 @@ def _hand_pruned(model, method, px, n_tiles):
 def test_pruned_forward_matches_hand_pipeline(model, method_name):
     method = METHODS[method_name]()
     ids, mask, px, n_tiles = _inputs(model)
-    kept_features, selections = _hand_pruned(model, method, px, n_tiles)
+    kept_features, selections = hand_pruned_images(model, method, px, n_tiles)
     inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=px, image_sizes=IMAGE_SIZES)
     assert_pruned_forward_matches(model, method, inputs, kept_features, selections, [t * 9 for t in n_tiles])
 
@@ -124,7 +127,7 @@ def test_vispruner_keeps_exactly_keep_among_survivors_and_all_newlines(model):
 def test_generate_batch(model):
     method = VisPruner(keep=3, step=2)
     ids, mask, px, n_tiles = _inputs(model)
-    kept_features, _ = _hand_pruned(model, method, px, n_tiles)
+    kept_features, _ = hand_pruned_images(model, method, px, n_tiles)
     with torch.no_grad(), apply(model, method, backend=BACKEND):
         gen = model.generate(
             input_ids=ids, attention_mask=mask, pixel_values=px, image_sizes=IMAGE_SIZES, max_new_tokens=3,

@@ -142,6 +142,26 @@ def llava_next(seed: int = 0, vision_layers: int = 3, tile: int = 42):
     return _finish(LlavaNextForConditionalGeneration(cfg), seed)
 
 
+def llava_next_video(seed: int = 0, vision_layers: int = 3, tile: int = 84, pool_mode: str = "average"):
+    """LLaVA-NeXT-Video with tile x tile tiles ((tile/14)^2 tokens; 84: 6x6), pinpoints up to 2x3 tiles,
+    video frames pooled 2x2 by ``pool_mode`` (6x6 -> 3x3)."""
+    from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+
+    pinpoints = [[1, 2], [2, 1], [2, 2], [2, 3], [3, 2]]
+    cfg = LlavaNextVideoConfig(
+        vision_config=_clip_vision(vision_layers, image_size=tile),
+        text_config=text_config("llama"),
+        image_token_index=IMAGE_TOKEN,
+        video_token_index=VIDEO_TOKEN,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_grid_pinpoints=[[tile * a, tile * b] for a, b in pinpoints],
+        spatial_pool_mode=pool_mode,
+        spatial_pool_stride=2,
+    )
+    return _finish(LlavaNextVideoForConditionalGeneration(cfg), seed)
+
+
 def llava_onevision(seed: int = 0, vision_layers: int = 3, tile: int = 70, aspect: str = "anyres_max_2"):
     """LLaVA-OneVision with tile x tile tiles of (tile/14)^2 tokens (70: 5x5), pinpoints up to 2x3 tiles,
     ``vision_aspect_ratio=aspect`` (anyres_max_2: a big grid over 2.4 tiles' worth of tokens is downsized)."""

@@ -4,6 +4,7 @@ tokenizer with the models' special tokens, an image processor and a chat templat
 - ``llava(path, tower="clip"|"siglip")``: LLaVA-1.5 shape (CLIP with [CLS], feature layer -2,
   strategy "default") or a SigLIP tower (no [CLS], feature layer -1, strategy "full").
 - ``llava_next(path)``: LLaVA-NeXT, 42 x 42 tiles (3 x 3 patches), anyres pinpoints up to 84 x 126.
+- ``llava_next_video(path)``: LLaVA-NeXT-Video, 56 x 56 frames (8 x 8 patches of 7 px) average-pooled 2x2 to 4 x 4.
 - ``llava_onevision(path)``: LLaVA-OneVision, SigLIP tower, 42 x 42 tiles (3 x 3 patches), pinpoints up to
   4 x 4 tiles (big grids over 9 tiles' worth of tokens are bilinearly downsized); video frames pool to 2 x 2.
 - ``gemma3(path)``: Gemma 3, SigLIP 112 px (8 x 8 patches) pooled 2x2 to 16 tokens per image.
@@ -115,12 +116,12 @@ def tiny_text_config(kind: str):
     )
 
 
-def _clip(image_size: int, layers: int = 3):
+def _clip(image_size: int, layers: int = 3, patch_size: int = 14):
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
-        image_size=image_size, patch_size=14, projection_dim=32,
+        image_size=image_size, patch_size=patch_size, projection_dim=32,
     )
 
 
@@ -197,6 +198,34 @@ def llava_next(path: str, seed: int = 0):
     processor = LlavaNextProcessor(
         image_processor=image_processor, tokenizer=tokenizer(), patch_size=14, vision_feature_select_strategy="default",
         num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN),
+    )
+    return _save(model, processor, path, hub_tower_prefix=True)
+
+
+def llava_next_video(path: str, seed: int = 0):
+    """56 px frames of 7 px patches (vLLM's resampler needs image_size >= patch_size ** 2, as 336 >= 14 ** 2)."""
+    from transformers import (
+        LlavaNextImageProcessor,
+        LlavaNextVideoConfig,
+        LlavaNextVideoForConditionalGeneration,
+        LlavaNextVideoProcessor,
+        LlavaNextVideoVideoProcessor,
+    )
+
+    config = LlavaNextVideoConfig(
+        vision_config=_clip(56, patch_size=7), text_config=tiny_text_config("llama"),
+        image_token_index=token_id(IMAGE_TOKEN), video_token_index=token_id("<video>"), vision_feature_layer=-2,
+        vision_feature_select_strategy="default", image_grid_pinpoints=[[56 * a, 56 * b] for a, b in [(1, 2), (2, 1), (2, 2)]],
+        spatial_pool_mode="average", spatial_pool_stride=2,
+    )
+    torch.manual_seed(seed)
+    model = _finish(LlavaNextVideoForConditionalGeneration(config), seed)
+    size, crop = {"shortest_edge": 56}, {"height": 56, "width": 56}
+    processor = LlavaNextVideoProcessor(
+        video_processor=LlavaNextVideoVideoProcessor(size=size, crop_size=crop),
+        image_processor=LlavaNextImageProcessor(size=size, crop_size=crop, image_grid_pinpoints=config.image_grid_pinpoints),
+        tokenizer=tokenizer(), patch_size=7, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN),
     )
     return _save(model, processor, path, hub_tower_prefix=True)
 

@@ -62,6 +62,7 @@ _INSTALLED = ("forward", "generate", "__deepcopy__")
 _SUPPORTED = (
     "LlavaForConditionalGeneration (CLIP, SigLIP, DINOv2 or Pixtral vision tower)",
     "LlavaNextForConditionalGeneration (CLIP vision tower)",
+    "LlavaNextVideoForConditionalGeneration (images and videos, CLIP vision tower)",
     "LlavaOnevisionForConditionalGeneration (images and videos)",
     "InternVLForConditionalGeneration",
     "Gemma3ForConditionalGeneration",
@@ -105,6 +106,10 @@ def _adapter_for(model):
         from .llava_next import LlavaNextAdapter
 
         return LlavaNextAdapter(model)
+    if type(model).__name__ == "LlavaNextVideoForConditionalGeneration":
+        from .llava_next_video import LlavaNextVideoAdapter
+
+        return LlavaNextVideoAdapter(model)
     if isinstance(model, LlavaOnevisionForConditionalGeneration):
         from .llava_onevision import LlavaOnevisionAdapter
 
@@ -401,7 +406,7 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
     """Prune the visual tokens of ``model`` with ``method`` until the handle is removed.
 
     model: LlavaForConditionalGeneration (CLIP/SigLIP/DINOv2 tower), LlavaNextForConditionalGeneration,
-        LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Gemma3ForConditionalGeneration,
+        LlavaNextVideoForConditionalGeneration, LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Gemma3ForConditionalGeneration,
         Gemma4ForConditionalGeneration (images), PaliGemmaForConditionalGeneration, Mistral3ForConditionalGeneration,
         Llama4ForConditionalGeneration, AyaVisionForConditionalGeneration, Idefics3ForConditionalGeneration,
         SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,

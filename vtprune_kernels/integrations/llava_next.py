@@ -24,10 +24,27 @@ Selection indices: tile * (h*w) + patch, over the image's tiles in the tower's o
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import List
+
 import torch
 
 from ..methods._device import from_host
 from .adapter import PrunedImages, TowerAdapter, capture_vision, make_captured, select, square_grid, stacked_tiles
+
+
+@dataclasses.dataclass
+class TileSelection:
+    """One call's images after the selection, before the host read: keep bool [tiles, N] on the device,
+    tiles per image, per image the packed sources (``packed_sources``), the surviving tokens (host bool
+    [tiles, N]), the tower's features [tiles, N, C], the method's name (for errors)."""
+
+    keep: torch.Tensor
+    tiles: List[int]
+    sources: List[torch.Tensor]
+    survives: torch.Tensor
+    features: torch.Tensor
+    method_name: str
 
 
 class LlavaNextAdapter(TowerAdapter):
@@ -76,13 +93,18 @@ class LlavaNextAdapter(TowerAdapter):
         return survives[:total].view(sum(tiles), tokens_per_tile)
 
     def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
+        _, layer, needs = self.vision_setup(kwargs, method)
+        images = self.image_selection(kwargs, method, backend, reads, needs, layer)
+        (keep,) = reads.fetch(images.keep)  # the call's host synchronisation: kept counts decide the prompt
+        return self.gather_images(images, keep)
+
+    def image_selection(self, kwargs: dict, method, backend: str, reads, needs, layer: int) -> TileSelection:
+        """The call's images scored, packed on the host and selected (``keep`` still on the device)."""
         pixel_values = kwargs["pixel_values"]
         if kwargs.get("image_sizes") is None:
             raise ValueError(f"{self.family}: pruning needs image_sizes with pixel_values")
         # tile counts decide which tiles the tower sees: host values (one early sync if on the GPU)
         image_sizes = reads.get("image_sizes")
-        _, layer, needs = self.vision_setup(kwargs, method)
-
         tiles = self.tiles_per_image(image_sizes)
         pixel_values = stacked_tiles(pixel_values, tiles)
 
@@ -94,18 +116,23 @@ class LlavaNextAdapter(TowerAdapter):
         survives = self.surviving_tokens(sources, tiles, N)
         captured = make_captured(needs, square_grid(N, self.family), scores, features, valid=survives)
         keep = select(method, captured, (n_tiles, N), backend)
-        (keep,) = reads.fetch(keep)  # the call's host synchronisation: kept counts decide the prompt
-        if bool((keep & ~survives).any()):
+        return TileSelection(keep, tiles, sources, survives, features, type(method).__name__)
+
+    def gather_images(self, images: TileSelection, keep: torch.Tensor) -> PrunedImages:
+        """Every image's kept tokens, projected and packed as the model packs them (its newlines included),
+        from ``keep`` [tiles, N] read on the host."""
+        if bool((keep & ~images.survives).any()):
             raise RuntimeError(
-                f"{type(method).__name__} kept tokens outside captured.valid (tokens the model's unpadding removes): "
+                f"{images.method_name} kept tokens outside captured.valid (tokens the model's unpadding removes): "
                 "on LLaVA-NeXT a method must select among captured.valid"
             )
-
+        features = images.features
+        N = features.shape[1]
         newline = self.inner.image_newline
         flat_features, flat_keep = features.reshape(-1, features.shape[-1]), keep.reshape(-1)
-        pooler, placeholder_keep, selection, num_tokens, num_newlines = [], [], [], [], []
+        result = PrunedImages(pooler_output=[], placeholder_keep=[], selection=[], num_tokens=[], num_newlines=[])
         offset = 0
-        for t, src in zip(tiles, sources):
+        for t, src in zip(images.tiles, images.sources):
             # host bookkeeping of the packed order; the device only gathers and scatters by index
             is_newline = src < 0
             kept_here = is_newline | flat_keep[offset + src.clamp(min=0)]
@@ -114,16 +141,10 @@ class LlavaNextAdapter(TowerAdapter):
             projected = self.inner.multi_modal_projector(flat_features[from_host(offset + kept_src, features.device)])
             image = newline.to(projected.dtype).expand(int(kept_here.sum()), -1).clone()
             image[from_host(token_slots, image.device)] = projected
-            pooler.append(image)
-            placeholder_keep.append(kept_here)
-            selection.append(kept_src.sort().values)
-            num_tokens.append(t * N)
-            num_newlines.append(int(is_newline.sum()))
+            result.pooler_output.append(image)
+            result.placeholder_keep.append(kept_here)
+            result.selection.append(kept_src.sort().values)
+            result.num_tokens.append(t * N)
+            result.num_newlines.append(int(is_newline.sum()))
             offset += t * N
-        return PrunedImages(
-            pooler_output=pooler,
-            placeholder_keep=placeholder_keep,
-            selection=selection,
-            num_tokens=num_tokens,
-            num_newlines=num_newlines,
-        )
+        return result

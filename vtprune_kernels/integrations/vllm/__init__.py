@@ -1,14 +1,15 @@
-"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision, InternVL (both checkpoint formats), Gemma 3, Gemma 4, PaliGemma, Mistral 3, Llama 4, Idefics3, SmolVLM, Qwen2-VL, Qwen2.5-VL,
+"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL (both checkpoint formats), Gemma 3, Gemma 4, PaliGemma, Mistral 3, Llama 4, Idefics3, SmolVLM, Qwen2-VL, Qwen2.5-VL,
 Qwen3-VL (and -MoE), Qwen3.5 (and -MoE) and GLM-4.1V / 4.5V (docs/design.md section 4).
 
 ``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
-process it starts. It only adds twenty architectures to vLLM's model registry, by name (the classes
+process it starts. It only adds twenty-one architectures to vLLM's model registry, by name (the classes
 are imported when a model asks for them):
 
 | stock architecture                  | pruned architecture                        |
 |-------------------------------------|--------------------------------------------|
 | LlavaForConditionalGeneration       | VTPruneLlavaForConditionalGeneration       |
 | LlavaNextForConditionalGeneration   | VTPruneLlavaNextForConditionalGeneration   |
+| LlavaNextVideoForConditionalGeneration (videos) | VTPruneLlavaNextVideoForConditionalGeneration |
 | LlavaOnevisionForConditionalGeneration | VTPruneLlavaOnevisionForConditionalGeneration |
 | InternVLForConditionalGeneration    | VTPruneInternVLForConditionalGeneration    |
 | InternVLChatModel                   | VTPruneInternVLChatModel                   |
@@ -43,6 +44,7 @@ from .switch import CONFIG_KEY, PRUNED_ARCHITECTURES, hf_overrides, method_from_
 _CLASSES = {
     "VTPruneLlavaForConditionalGeneration": "llava",
     "VTPruneLlavaNextForConditionalGeneration": "llava_next",
+    "VTPruneLlavaNextVideoForConditionalGeneration": "llava_next_video",
     "VTPruneLlavaOnevisionForConditionalGeneration": "llava_onevision",
     "VTPruneInternVLForConditionalGeneration": "internvl",
     "VTPruneInternVLChatModel": "internvl",

@@ -24,6 +24,7 @@ CONFIG_KEY = "vtprune"
 PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaForConditionalGeneration": "VTPruneLlavaForConditionalGeneration",
     "LlavaNextForConditionalGeneration": "VTPruneLlavaNextForConditionalGeneration",
+    "LlavaNextVideoForConditionalGeneration": "VTPruneLlavaNextVideoForConditionalGeneration",
     "LlavaOnevisionForConditionalGeneration": "VTPruneLlavaOnevisionForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "InternVLChatModel": "VTPruneInternVLChatModel",
