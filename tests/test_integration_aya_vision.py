@@ -1,4 +1,6 @@
-"""apply() on Aya Vision: SigLIP tiles (8x8 patches here) pixel-shuffled 2 -> 4x4 tokens, a SwiGLU projector.
+"""apply() on Aya Vision and Cohere2 Vision (Command A Vision): SigLIP tiles (8x8 patches here) pixel-shuffled
+2 -> 4x4 tokens, a SwiGLU projector; Cohere2 Vision's projector reads the tower's last_hidden_state (after
+SigLIP's post_layernorm), Aya Vision's the last layer's raw output.
 
 The hand pipeline: received attention from an eager copy's attention maps pooled 2x2 with
 ``avg_pool2d`` written here; features: the feature layer's output with every 2x2 block
@@ -26,9 +28,16 @@ METHODS = {
 }
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tm.aya_vision()
+@pytest.fixture(scope="module", params=["aya_vision", "cohere2_vision"])
+def model(request):
+    return getattr(tm, request.param)()
+
+
+def projector_input(model, last_hidden):
+    """What the model's projector takes from the tower's last layer output [n, P*P, C]."""
+    if type(model).__name__ == "Cohere2VisionForConditionalGeneration":
+        return model.model.vision_tower.post_layernorm(last_hidden)
+    return last_hidden
 
 
 def _inputs(padding_side="left"):
@@ -41,7 +50,7 @@ def hand_keep(model, method, pixel_values):
     last = model.config.vision_config.num_hidden_layers - 1
     _, received = method_scores(method, attentions, last, False)
     return method_keep(method, grid=(SIDE, SIDE), received=None if received is None else pooled_2x2(received, (P, P)),
-                       features=blocks_2x2(hidden[-1], (P, P)), batch=pixel_values.shape[0])
+                       features=blocks_2x2(projector_input(model, hidden[-1]), (P, P)), batch=pixel_values.shape[0])
 
 
 def hand_inputs(model, inputs, keep, padding_side="left"):
@@ -103,5 +112,6 @@ def test_bad_calls_are_clear_errors(model):
     with apply(model, Uniform(keep=2)):
         with pytest.raises(ValueError, match="pixel_values must be"):
             model(**{**inputs, "pixel_values": inputs["pixel_values"][None]})
-        with pytest.raises(ValueError, match="vision_feature_select_strategy='default'"):
-            model(**inputs, vision_feature_select_strategy="default")
+        if type(model).__name__ == "AyaVisionForConditionalGeneration":
+            with pytest.raises(ValueError, match="vision_feature_select_strategy='default'"):
+                model(**inputs, vision_feature_select_strategy="default")

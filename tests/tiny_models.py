@@ -296,6 +296,23 @@ def aya_vision(seed: int = 0, vision_layers: int = 3):
     return _finish(AyaVisionForConditionalGeneration(cfg), seed)
 
 
+def cohere2_vision(seed: int = 0, vision_layers: int = 3):
+    """Cohere2 Vision (Command A Vision): SigLIP 112 px tiles / 14 px patches (8x8), the projector reads the
+    tower's last_hidden_state (after post_layernorm), pixel shuffle 2 -> 4x4 = 16 tokens per tile."""
+    from transformers import Cohere2Config, Cohere2VisionConfig, Cohere2VisionForConditionalGeneration, SiglipVisionConfig
+
+    text = Cohere2Config(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=512, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], pad_token_id=PAD_TOKEN, bos_token_id=1, eos_token_id=2,
+    )
+    cfg = Cohere2VisionConfig(
+        vision_config=_small_vision(SiglipVisionConfig, vision_layers, 112), text_config=text, downsample_factor=2,
+        alignment_intermediate_size=128, image_token_id=IMAGE_TOKEN,
+    )
+    return _finish(Cohere2VisionForConditionalGeneration(cfg), seed)
+
+
 def gemma4(seed: int = 0, vision_layers: int = 3):
     """Gemma 4: a vision tower on 8 px patches (flattened, (x, y) positions, padding last), pooled 2x2; Gemma 4 text
     with a sliding layer (bidirectional inside images: ``mm_token_type_ids``) and a full one."""

@@ -7,6 +7,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
 - ``llava_next_video(path)``: LLaVA-NeXT-Video, 56 x 56 frames (8 x 8 patches of 7 px) average-pooled 2x2 to 4 x 4.
 - ``llava_onevision(path)``: LLaVA-OneVision, SigLIP tower, 42 x 42 tiles (3 x 3 patches), pinpoints up to
   4 x 4 tiles (big grids over 9 tiles' worth of tokens are bilinearly downsized); video frames pool to 2 x 2.
+- ``cohere2_vision(path)``: Cohere2 Vision (Command A Vision), SigLIP 128 px tiles (8 x 8 patches of 16 px), pixel
+  shuffle 2 -> 16 tokens per tile, up to 4 tiles plus a thumbnail.
 - ``gemma3(path)``: Gemma 3, SigLIP 112 px (8 x 8 patches) pooled 2x2 to 16 tokens per image.
 - ``idefics3(path, smolvlm=False)``: Idefics3 (SmolVLM), 84 px tiles (6 x 6 patches), images split in
   tiles of up to 2 x 2 plus the global image, pixel shuffle 2 -> 9 tokens per tile.
@@ -261,6 +263,70 @@ def llava_onevision(path: str, seed: int = 0):
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN), vision_aspect_ratio="anyres_max_9",
     )
     return _save(model, processor, path, hub_tower_prefix=True)
+
+
+COHERE2_VISION_TOKENS = {  # the character tokenizer's specials stand in for Command A Vision's
+    "image_token": IMAGE_TOKEN,  # <|IMG_PATCH|>
+    "boi_token": "<start_of_image>",  # <|START_OF_IMG|>
+    "eoi_token": "<end_of_image>",  # <|END_OF_IMG|>
+    "img_line_break_token": "[IMG_BREAK]",  # <|IMG_LINE_BREAK|>
+}
+
+
+def cohere2_vision(path: str, seed: int = 0):
+    """Cohere2 Vision: SigLIP 128 px tiles / 16 px patches (8 x 8, post_layernorm applied), pixel shuffle 2 -> 16
+    tokens per tile, up to 4 tiles plus a thumbnail; Cohere2 text with a sliding and a full layer.
+
+    ``logit_scale`` 1: transformers' Cohere2VisionForConditionalGeneration never applies it, vLLM's Cohere2 does.
+    ``sliding_window`` 1024 > max_model_len: transformers lets a token see ``sliding_window`` tokens, vLLM's Cohere2
+    ``sliding_window + 1``. The image processor exists only with torchvision (the vLLM venv has it)."""
+    from safetensors.torch import load_file, save_file
+    from transformers import (
+        Cohere2Config,
+        Cohere2VisionConfig,
+        Cohere2VisionForConditionalGeneration,
+        Cohere2VisionImageProcessor,
+        Cohere2VisionProcessor,
+        SiglipVisionConfig,
+    )
+
+    text = Cohere2Config(
+        vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=1024, sliding_window=1024,
+        layer_types=["sliding_attention", "full_attention"], pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        logit_scale=1.0, tie_word_embeddings=True,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=128, patch_size=16,
+        vision_use_head=False,
+    )
+    config = Cohere2VisionConfig(
+        vision_config=vision, text_config=text, downsample_factor=2, image_token_id=token_id(IMAGE_TOKEN),
+        alignment_intermediate_size=128, tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = _finish(Cohere2VisionForConditionalGeneration(config), seed)
+    model.save_pretrained(path)
+    image_processor = Cohere2VisionImageProcessor(
+        size={"height": 128, "width": 128}, crop_to_patches=True, min_patches=1, max_patches=4, patch_size=4,
+    )  # patch_size: tokens per tile side
+    Cohere2VisionProcessor(
+        image_processor=image_processor, tokenizer=tokenizer(COHERE2_VISION_TOKENS),
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN),
+    ).save_pretrained(path)
+    weights = os.path.join(path, "model.safetensors")  # vLLM loads model.vision_tower.vision_model.*
+    prefix = "model.vision_tower."
+    state = {
+        (prefix + "vision_model." + k[len(prefix):] if k.startswith(prefix) else k): v for k, v in load_file(weights).items()
+    }
+    save_file(state, weights, metadata={"format": "pt"})
+    with open(os.path.join(path, "config.json")) as f:
+        saved = json.load(f)
+    saved["torch_dtype"] = "float32"
+    saved["text_config"]["architectures"] = ["Cohere2ForCausalLM"]  # vLLM builds the text model from it
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(saved, f, indent=1)
+    return path, model
 
 
 GEMMA3_TOKENS = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}

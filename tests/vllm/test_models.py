@@ -80,6 +80,11 @@ CASES = {
         {"method": "uniform", "keep": 2}, Uniform(keep=2), "<image>", [(120, 70), (168, 126), (40, 40)],
     ),
     # the projector's 2x2 pooled grid (8x8 patches -> 4x4 tokens): keep 5 of 16 per image
+    # 1, 2 x 2 + thumbnail, 1 x 2 + thumbnail tiles of 16 tokens
+    "cohere2_vision-vispruner": Case(
+        checkpoints.cohere2_vision, "Cohere2VisionForConditionalGeneration",
+        {"method": "vispruner", "keep": 6, "step": 2}, VisPruner(keep=6, step=2), "<image>", [(128, 128), (250, 260), (256, 120)],
+    ),
     "gemma3-vispruner": Case(
         checkpoints.gemma3, "Gemma3ForConditionalGeneration",
         {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), checkpoints.GEMMA3_IMAGE,

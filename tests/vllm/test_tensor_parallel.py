@@ -24,6 +24,7 @@ CASES = {  # builder, stock architecture, prompt, image (width, height)
     "idefics3": (checkpoints.idefics3, "Idefics3ForConditionalGeneration", "USER: <image>\n", (120, 70)),
     "llava-onevision": (checkpoints.llava_onevision, "LlavaOnevisionForConditionalGeneration", "USER: <image>\n", (168, 168)),
     # Gemma 3's pooled grid (SigLIP); its reference leaves token_type_ids out, as in test_models.py
+    "cohere2_vision": (checkpoints.cohere2_vision, "Cohere2VisionForConditionalGeneration", "USER: <image>\n", (250, 260)),
     "gemma3": (checkpoints.gemma3, "Gemma3ForConditionalGeneration", f"USER: {checkpoints.GEMMA3_IMAGE}\n", (112, 84)),
     # Mistral 3's Pixtral tower; the row breaks are the sharded language model's own embedding
     "mistral3": (checkpoints.mistral3, "Mistral3ForConditionalGeneration", f"USER: {checkpoints.MISTRAL3_IMAGE}\n", (100, 70)),

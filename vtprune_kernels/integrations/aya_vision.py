@@ -30,22 +30,27 @@ class AyaVisionAdapter(TowerAdapter):
     consumed_kwargs = ("pixel_values", "vision_feature_layer", "vision_feature_select_strategy")
     host_inputs = ()
 
+    def patch_features(self, kwargs: dict, method, backend: str):
+        """(what the projector takes [tiles, h*w, C], float32 scores [tiles, h*w] or None, the method's needs):
+        the feature layer's output, [CLS] dropped."""
+        _, layer, needs = self.vision_setup(kwargs, method)
+        vis = capture_vision(self.tower, kwargs["pixel_values"], needs, feature_layer=layer, backend=backend)
+        start = 1 if self.tower.has_cls else 0
+        return vis.features[:, start:], None if vis.scores is None else vis.scores[:, start:], needs
+
     def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         pixel_values = kwargs["pixel_values"]
         if pixel_values.dim() != 4:
             raise ValueError(f"pixel_values must be [num_tiles, C, H, W], got shape {tuple(pixel_values.shape)}")
-        _, layer, needs = self.vision_setup(kwargs, method)
-        vis = capture_vision(self.tower, pixel_values, needs, feature_layer=layer, backend=backend)
-        start = 1 if self.tower.has_cls else 0
-        features = vis.features[:, start:]  # [tiles, h*w, C]
+        features, scores, needs = self.patch_features(kwargs, method, backend)
         projector = self.inner.multi_modal_projector
         factor = int(projector.downsample_factor)
         patch_grid = square_grid(features.shape[1], self.family)
         grid = (patch_grid[0] // factor, patch_grid[1] // factor)
         n, T = features.shape[0], grid[0] * grid[1]
-        scores = None if vis.scores is None else pixel_shuffle_pool(vis.scores[:, start:], patch_grid, factor)
+        scores = None if scores is None else pixel_shuffle_pool(scores, patch_grid, factor)
         shuffled = projector.pixel_shuffle(features).reshape(n, T, -1) if needs.features else None
         captured = make_captured(needs, grid, scores, shuffled, batch_size=n, device=features.device)
         keep = select(method, captured, (n, T), backend)

@@ -70,6 +70,7 @@ _SUPPORTED = (
     "Mistral3ForConditionalGeneration (Mistral Small 3.1 / 3.2)",
     "Llama4ForConditionalGeneration (Llama 4 Scout / Maverick)",
     "AyaVisionForConditionalGeneration",
+    "Cohere2VisionForConditionalGeneration (Command A Vision)",
     "Gemma4ForConditionalGeneration (images)",
     "Idefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration",
@@ -142,6 +143,10 @@ def _adapter_for(model):
         from .aya_vision import AyaVisionAdapter
 
         return AyaVisionAdapter(model)
+    if type(model).__name__ == "Cohere2VisionForConditionalGeneration":
+        from .cohere2_vision import Cohere2VisionAdapter
+
+        return Cohere2VisionAdapter(model)
     if type(model).__name__ == "Llama4ForConditionalGeneration":
         from .llama4 import Llama4Adapter
 
@@ -408,7 +413,8 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
     model: LlavaForConditionalGeneration (CLIP/SigLIP/DINOv2 tower), LlavaNextForConditionalGeneration,
         LlavaNextVideoForConditionalGeneration, LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Gemma3ForConditionalGeneration,
         Gemma4ForConditionalGeneration (images), PaliGemmaForConditionalGeneration, Mistral3ForConditionalGeneration,
-        Llama4ForConditionalGeneration, AyaVisionForConditionalGeneration, Idefics3ForConditionalGeneration,
+        Llama4ForConditionalGeneration, AyaVisionForConditionalGeneration, Cohere2VisionForConditionalGeneration,
+        Idefics3ForConditionalGeneration,
         SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
         Glm4vForConditionalGeneration or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.

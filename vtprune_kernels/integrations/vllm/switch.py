@@ -26,6 +26,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaNextForConditionalGeneration": "VTPruneLlavaNextForConditionalGeneration",
     "LlavaNextVideoForConditionalGeneration": "VTPruneLlavaNextVideoForConditionalGeneration",
     "LlavaOnevisionForConditionalGeneration": "VTPruneLlavaOnevisionForConditionalGeneration",
+    "Cohere2VisionForConditionalGeneration": "VTPruneCohere2VisionForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "InternVLChatModel": "VTPruneInternVLChatModel",
     "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
