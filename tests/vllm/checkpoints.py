@@ -24,6 +24,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
   the same tower without DeepStack and a hybrid (linear-attention) language model, served in bfloat16.
 - ``mistral3(path)``: Mistral 3 (Mistral-Small-3.1), Pixtral tower, 14 px patches merged 2x2 by the projector,
   images up to 112 px (4 x 4 merged tokens), each row of [IMG] ended by [IMG_BREAK], the last by [IMG_END].
+- ``llava_pixtral(path)``: Pixtral-12B's LLaVA form: the Pixtral tower of ``mistral3`` without a merger, images up
+  to 70 px (5 x 5 tokens) written row by row.
 - ``llama4(path)``: Llama 4, 112 px tiles pixel-shuffled to 16 tokens, up to 4 tiles plus a global tile, MoE text.
 - ``gemma4(path)``: Gemma 4, 8 px patches pooled 3x3 by position, images resized to 70 soft tokens' worth and padded
   to 630 patches, a sliding and a full text layer, untied head.
@@ -651,6 +653,29 @@ def mistral3(path: str, seed: int = 0):
     processor = PixtralProcessor(
         image_processor=PixtralImageProcessor(size={"longest_edge": 112}, patch_size={"height": 14, "width": 14}),
         tokenizer=tokenizer(MISTRAL3_TOKENS), patch_size=14, spatial_merge_size=2,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", MISTRAL3_IMAGE),
+    )
+    return _save(model, processor, path, hub_tower_prefix=False)
+
+
+def llava_pixtral(path: str, seed: int = 0):
+    """Pixtral-12B's LLaVA form: ``mistral3``'s Pixtral tower and text without the merger (every 14 px patch a
+    token), LLaVA's projector on the last layer (strategy "full"); images resized to fit 70 px (up to 5 x 5
+    tokens), written row by row as Mistral 3's."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, PixtralImageProcessor, PixtralProcessor
+
+    donor = mistral3(os.path.join(path, "donor"), seed)[1].config
+    donor.vision_config.image_size = 70  # vLLM counts an image's rows from the tower's size, the processor resizes
+    config = LlavaConfig(
+        vision_config=donor.vision_config, text_config=donor.text_config, image_token_index=token_id("[IMG]"),
+        vision_feature_layer=-1, vision_feature_select_strategy="full", projector_hidden_act="gelu",
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(LlavaForConditionalGeneration(config), seed)
+    processor = PixtralProcessor(
+        image_processor=PixtralImageProcessor(size={"longest_edge": 70}, patch_size={"height": 14, "width": 14}),
+        tokenizer=tokenizer(MISTRAL3_TOKENS), patch_size=14, spatial_merge_size=1,
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", MISTRAL3_IMAGE),
     )
     return _save(model, processor, path, hub_tower_prefix=False)

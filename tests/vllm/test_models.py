@@ -110,6 +110,12 @@ CASES = {
         {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), checkpoints.MISTRAL3_IMAGE,
         [(100, 70), (60, 90), (112, 112)], logprob_skips=("[IMG]", "[IMG_BREAK]"),
     ),
+    # Pixtral-12B's LLaVA form: every patch a token (5 x 4, 3 x 5, 5 x 5 tokens)
+    "llava_pixtral-vispruner": Case(
+        checkpoints.llava_pixtral, "LlavaForConditionalGeneration",
+        {"method": "vispruner", "keep": 6, "step": 2}, VisPruner(keep=6, step=2), checkpoints.MISTRAL3_IMAGE,
+        [(70, 56), (40, 66), (70, 70)], logprob_skips=("[IMG]", "[IMG_BREAK]"),
+    ),
     "mistral3-random": Case(
         checkpoints.mistral3, "Mistral3ForConditionalGeneration",
         {"method": "random", "keep": 3, "seed": 3}, Random(keep=3, seed=3), checkpoints.MISTRAL3_IMAGE,

@@ -61,8 +61,9 @@ class VTPruneMistral3ProcessingInfo(Mistral3ProcessingInfo):
         return placeholders(self.merged_grid(image_width, image_height), self.vtprune_keep)
 
 
-class VTPruneMistral3MultiModalProcessor(Mistral3MultiModalProcessor):
-    """Writes each image as kept + rows - 1 ``[IMG]`` placeholders and ``[IMG_END]``."""
+class KeptRowsPrompt:
+    """Processor mixin (before vLLM's Pixtral-style processor): each image written as kept + rows - 1 ``[IMG]``
+    placeholders and ``[IMG_END]``. The processing info gives ``merged_grid`` and ``vtprune_keep``."""
 
     def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
         processor = self.info.get_hf_processor(**hf_processor_mm_kwargs)
@@ -75,6 +76,10 @@ class VTPruneMistral3MultiModalProcessor(Mistral3MultiModalProcessor):
             return PromptUpdateDetails.select_token_id([image_token] * placeholders(grid, self.info.vtprune_keep) + [end], image_token)
 
         return [PromptReplacement(modality="image", target=[image_token], replacement=replacement)]
+
+
+class VTPruneMistral3MultiModalProcessor(KeptRowsPrompt, Mistral3MultiModalProcessor):
+    """Writes each image as kept + rows - 1 ``[IMG]`` placeholders and ``[IMG_END]``."""
 
 
 def row_layout(keep: torch.Tensor, grid: Tuple[int, int], count: int) -> torch.Tensor:
@@ -90,19 +95,16 @@ def row_layout(keep: torch.Tensor, grid: Tuple[int, int], count: int) -> torch.T
     return torch.where(col < cols, row * cols + col, rows * cols)
 
 
-@MULTIMODAL_REGISTRY.register_processor(
-    VTPruneMistral3MultiModalProcessor, info=VTPruneMistral3ProcessingInfo, dummy_inputs=Mistral3DummyInputsBuilder
-)
-class VTPruneMistral3ForConditionalGeneration(Mistral3ForConditionalGeneration):
-    """vLLM's Mistral 3 with every image pruned by the configured method."""
+class PixtralRowsPruning:
+    """Model mixin: the pruned image step of a Pixtral tower whose images are written row by row (Mistral 3:
+    2x2 merger; Pixtral-12B in LLaVA: every patch a token). ``vtprune_setup`` in ``__init__``."""
 
-    def __init__(self, *, vllm_config, prefix: str = ""):
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
+    def vtprune_setup(self, vllm_config, architecture: str, merge: int) -> None:
         if not isinstance(self.config.vision_feature_layer, int):
-            raise ValueError(f"{ARCHITECTURE}: vision_feature_layer must be one layer, got {self.config.vision_feature_layer!r}")
-        self.vtprune = EncoderPruning(self.config, ARCHITECTURE, self.vision_tower)
+            raise ValueError(f"{architecture}: vision_feature_layer must be one layer, got {self.config.vision_feature_layer!r}")
+        self.vtprune = EncoderPruning(self.config, architecture, self.vision_tower)
         self.vtprune_patch = int(self.config.vision_config.patch_size)
-        self.vtprune_merge = int(self.config.spatial_merge_size)
+        self.vtprune_merge = merge
         info = MULTIMODAL_REGISTRY.create_processor(vllm_config.model_config).info
         break_id = int(info.get_tokenizer().get_vocab()[info.get_hf_processor().image_break_token])
         # [1] on the model's device (moves with it): no upload per encode
@@ -116,16 +118,16 @@ class VTPruneMistral3ForConditionalGeneration(Mistral3ForConditionalGeneration):
         """[1, D]: the language model's own embedding of ``[IMG_BREAK]``."""
         return self.get_language_model().embed_input_ids(self.vtprune_break.to(like.device)).to(like.dtype)
 
-    def _process_image_input(self, image_input):
-        if image_input["type"] == "image_embeds":
-            return super()._process_image_input(image_input)  # precomputed embeddings: nothing to prune
-        images = image_input["pixel_values"]
+    def vtprune_images(self, images, tower_output, project) -> tuple:
+        """Per image, its embeddings in prompt order (kept tokens, a break after each row but the last).
+        images: per image [C, H, W]; tower_output(images) -> per image [h*w, C]; project(hidden [sum h*w, C],
+        sizes) -> (projected [sum T, D], what the selection de-duplicates [sum T, C'])."""
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         grids = [(h // self.vtprune_patch, w // self.vtprune_patch) for h, w in sizes]
         with self.vtprune.capture(segments=lambda layer: [h * w for h, w in grids]) as capture:
-            hidden = torch.cat(self.vision_tower(images))  # [sum h*w, C], images in order
+            hidden = torch.cat(tower_output(images))  # [sum h*w, C], images in order
         scores = capture.scores()
-        projected, merger_input = projected_with_merger_input(self.multi_modal_projector, hidden, sizes)
+        projected, merger_input = project(hidden, sizes)
 
         breaks = self._break_embedding(projected)
         m, out, keeps = self.vtprune_merge, [], []
@@ -145,3 +147,22 @@ class VTPruneMistral3ForConditionalGeneration(Mistral3ForConditionalGeneration):
             token_first += T
         self.vtprune.record(keeps)
         return tuple(out)
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    VTPruneMistral3MultiModalProcessor, info=VTPruneMistral3ProcessingInfo, dummy_inputs=Mistral3DummyInputsBuilder
+)
+class VTPruneMistral3ForConditionalGeneration(PixtralRowsPruning, Mistral3ForConditionalGeneration):
+    """vLLM's Mistral 3 with every image pruned by the configured method."""
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self.vtprune_setup(vllm_config, ARCHITECTURE, int(self.config.spatial_merge_size))
+
+    def _process_image_input(self, image_input):
+        if image_input["type"] == "image_embeds":
+            return super()._process_image_input(image_input)  # precomputed embeddings: nothing to prune
+        return self.vtprune_images(
+            image_input["pixel_values"], self.vision_tower,
+            lambda hidden, sizes: projected_with_merger_input(self.multi_modal_projector, hidden, sizes),
+        )
