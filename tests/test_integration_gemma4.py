@@ -145,5 +145,107 @@ def test_bad_calls_are_clear_errors(model):
             model(**{**inputs, "image_position_ids": shuffled})
         with pytest.raises(ValueError, match="image_position_ids must be"):
             model(**{**inputs, "image_position_ids": inputs["image_position_ids"][:, :4]})
-        with pytest.raises(ValueError, match="images only"):
-            model(**inputs, pixel_values_videos=inputs["pixel_values"])
+        with pytest.raises(ValueError, match="input_features"):
+            model(**inputs, input_features=torch.zeros(1, 4, 8))
+
+
+# --- videos: two videos (2 frames of 4x6 patches, 1 frame of 6x4), every frame padded like an image ---------
+VIDEO_FRAMES = [2, 1]
+FRAME_GRIDS = [(4, 6), (4, 6), (6, 4)]
+FRAME_POOLED = [(r // 2, c // 2) for r, c in FRAME_GRIDS]
+
+
+def _video_call(image_keep=None, frame_keep=None):
+    """A call's inputs: row 0 holds image 0 then video 0, row 1 images 1, 2 then video 1; with ``image_keep`` /
+    ``frame_keep`` (per image / frame bool masks) the prompt is the pruned one."""
+    base = _inputs()
+    videos, video_positions = tm.gemma4_patches(FRAME_GRIDS, MAX_PATCHES, seed=6)
+    image_counts = [r * c for r, c in POOLED] if image_keep is None else [int(k.sum()) for k in image_keep]
+    frame_counts = [r * c for r, c in FRAME_POOLED] if frame_keep is None else [int(k.sum()) for k in frame_keep]
+    runs = [[(image_counts[0], False), (frame_counts[0], True), (frame_counts[1], True)],
+            [(image_counts[1], False), (image_counts[2], False), (frame_counts[2], True)]]
+    ids, mask = tm.make_prompts([[c for c, _ in row] for row in runs], wrap_images=True)
+    for b, row in enumerate(runs):  # relabel the video frames' runs
+        run, j, real = -1, 0, ids[b].tolist()
+        while j < len(real):
+            if real[j] == tm.IMAGE_TOKEN:
+                run += 1
+                while j < len(real) and real[j] == tm.IMAGE_TOKEN:
+                    if row[run][1]:
+                        ids[b, j] = tm.VIDEO_TOKEN
+                    j += 1
+            else:
+                j += 1
+    types = (ids == tm.IMAGE_TOKEN).long() + 2 * (ids == tm.VIDEO_TOKEN).long()
+    inputs = dict(input_ids=ids, attention_mask=mask, mm_token_type_ids=types, pixel_values=base["pixel_values"],
+                  image_position_ids=base["image_position_ids"], pixel_values_videos=videos,
+                  video_position_ids=video_positions, num_frames_per_video=torch.tensor(VIDEO_FRAMES))
+    return inputs
+
+
+def hand_frame_keep(model, method, pixel_values, positions, grids, fresh):
+    """Per image / frame, the method's keep mask computed on its real patches alone (``hand_keep``'s pipeline)."""
+    tower = eager_copy(model).model.vision_tower
+    last = model.config.vision_config.num_hidden_layers - 1
+    keep = []
+    for i, grid in enumerate(grids):
+        n = grid[0] * grid[1]
+        outputs = []
+        hook = tower.encoder.layers[-1].register_forward_hook(lambda m, a, o: outputs.append(o[0] if isinstance(o, tuple) else o))
+        with torch.no_grad():
+            out = tower(pixel_values[i : i + 1, :n], positions[i : i + 1, :n], output_attentions=True)
+        hook.remove()
+        _, received = method_scores(method, out.attentions, last, False)
+        pooled = (grid[0] // 2, grid[1] // 2)
+        keep.append(method_keep(
+            fresh, grid=pooled, received=None if received is None else _pool(received, grid),
+            features=_pool(outputs[0], grid), batch=1, replay=False,
+        )[0])
+    return keep
+
+
+@pytest.mark.parametrize("method_name", ["vispruner", "hivtp", "random", "uniform"])
+def test_images_and_videos_match_hand_pipeline(model, method_name):
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    method = METHODS[method_name]()
+    inputs = _video_call()
+    fresh = Random(method.keep, seed=method.seed) if isinstance(method, Random) else method  # images first, then frames
+    image_keep = hand_frame_keep(model, method, inputs["pixel_values"], inputs["image_position_ids"], GRIDS, fresh)
+    frame_keep = hand_frame_keep(model, method, inputs["pixel_values_videos"], inputs["video_position_ids"], FRAME_GRIDS, fresh)
+    with torch.no_grad():
+        images = model.model.get_image_features(inputs["pixel_values"], inputs["image_position_ids"]).pooler_output
+        videos = model.model.get_video_features(
+            inputs["pixel_values_videos"], inputs["video_position_ids"], num_frames_per_video=inputs["num_frames_per_video"]
+        ).pooler_output
+    video_keep = [torch.cat(frame_keep[:2]), frame_keep[2]]
+    expected = _video_call(image_keep, frame_keep)
+    for name in ("pixel_values", "image_position_ids", "pixel_values_videos", "video_position_ids", "num_frames_per_video"):
+        expected.pop(name)
+    expected["mm_encoder_outputs"] = {
+        "image": BaseModelOutputWithPooling(pooler_output=tuple(f[k] for f, k in zip(images, image_keep))),
+        "video": BaseModelOutputWithPooling(pooler_output=tuple(f[k] for f, k in zip(videos, video_keep))),
+    }
+    handle = assert_matches_unmodified(model, method, inputs, expected)
+    assert [s.tolist() for s in handle.last_selection] == [k.nonzero().flatten().tolist() for k in image_keep + video_keep]
+    assert handle.last_num_tokens == [r * c for r, c in POOLED] + [12, 6]
+
+
+def test_keeping_everything_in_videos_gives_the_unpruned_logits(model):
+    inputs = _video_call()
+    with torch.no_grad():
+        unpruned = model(**inputs).logits
+        for method in (VisPruner(keep=16, step=2), Uniform(keep=16)):
+            with apply(model, method, backend=BACKEND):
+                assert torch.equal(model(**inputs).logits, unpruned), method
+
+
+def test_bad_video_calls_are_clear_errors(model):
+    inputs = _video_call()
+    with apply(model, Uniform(keep=2)):
+        with pytest.raises(ValueError, match="num_frames_per_video"):
+            model(**{**inputs, "num_frames_per_video": None})
+        with pytest.raises(ValueError, match="num_frames_per_video sums to 4"):
+            model(**{**inputs, "num_frames_per_video": torch.tensor([2, 2])})
+        with pytest.raises(ValueError, match="video_position_ids must be"):
+            model(**{**inputs, "video_position_ids": inputs["video_position_ids"][:, :4]})

@@ -71,7 +71,7 @@ _SUPPORTED = (
     "Llama4ForConditionalGeneration (Llama 4 Scout / Maverick)",
     "AyaVisionForConditionalGeneration",
     "Cohere2VisionForConditionalGeneration (Command A Vision)",
-    "Gemma4ForConditionalGeneration (images)",
+    "Gemma4ForConditionalGeneration (images and videos)",
     "Idefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration",
     "Qwen2VLForConditionalGeneration",
@@ -412,7 +412,7 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
 
     model: LlavaForConditionalGeneration (CLIP/SigLIP/DINOv2 tower), LlavaNextForConditionalGeneration,
         LlavaNextVideoForConditionalGeneration, LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Gemma3ForConditionalGeneration,
-        Gemma4ForConditionalGeneration (images), PaliGemmaForConditionalGeneration, Mistral3ForConditionalGeneration,
+        Gemma4ForConditionalGeneration (images, videos), PaliGemmaForConditionalGeneration, Mistral3ForConditionalGeneration,
         Llama4ForConditionalGeneration, AyaVisionForConditionalGeneration, Cohere2VisionForConditionalGeneration,
         Idefics3ForConditionalGeneration,
         SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
