@@ -57,20 +57,26 @@ def _pool(x, grid):
 
 
 def hand_keep(model, method, inputs):
+    fresh = Random(method.keep, seed=method.seed) if isinstance(method, Random) else method
+    return hand_frame_keep(model, method, inputs["pixel_values"], inputs["image_position_ids"], GRIDS, fresh)
+
+
+def hand_frame_keep(model, method, pixel_values, positions, grids, fresh):
+    """Per image / frame, the method's keep mask computed on its real patches alone (the tower run on them,
+    eager attention maps, the last encoder layer's output; both pooled by hand); ``fresh``: the selector."""
     tower = eager_copy(model).model.vision_tower
     last = model.config.vision_config.num_hidden_layers - 1
-    fresh = Random(method.keep, seed=method.seed) if isinstance(method, Random) else method
     keep = []
-    for i, grid in enumerate(GRIDS):
+    for i, grid in enumerate(grids):
         n = grid[0] * grid[1]
         outputs = []  # the last encoder layer's output (hidden_states[-1] is the pooled one)
         hook = tower.encoder.layers[-1].register_forward_hook(lambda m, a, o: outputs.append(o[0] if isinstance(o, tuple) else o))
         with torch.no_grad():
-            out = tower(inputs["pixel_values"][i : i + 1, :n], inputs["image_position_ids"][i : i + 1, :n], output_attentions=True)
+            out = tower(pixel_values[i : i + 1, :n], positions[i : i + 1, :n], output_attentions=True)
         hook.remove()
         _, received = method_scores(method, out.attentions, last, False)
         keep.append(method_keep(
-            fresh, grid=POOLED[i], received=None if received is None else _pool(received, grid),
+            fresh, grid=(grid[0] // 2, grid[1] // 2), received=None if received is None else _pool(received, grid),
             features=_pool(outputs[0], grid), batch=1, replay=False,
         )[0])
     return keep
@@ -181,27 +187,6 @@ def _video_call(image_keep=None, frame_keep=None):
                   image_position_ids=base["image_position_ids"], pixel_values_videos=videos,
                   video_position_ids=video_positions, num_frames_per_video=torch.tensor(VIDEO_FRAMES))
     return inputs
-
-
-def hand_frame_keep(model, method, pixel_values, positions, grids, fresh):
-    """Per image / frame, the method's keep mask computed on its real patches alone (``hand_keep``'s pipeline)."""
-    tower = eager_copy(model).model.vision_tower
-    last = model.config.vision_config.num_hidden_layers - 1
-    keep = []
-    for i, grid in enumerate(grids):
-        n = grid[0] * grid[1]
-        outputs = []
-        hook = tower.encoder.layers[-1].register_forward_hook(lambda m, a, o: outputs.append(o[0] if isinstance(o, tuple) else o))
-        with torch.no_grad():
-            out = tower(pixel_values[i : i + 1, :n], positions[i : i + 1, :n], output_attentions=True)
-        hook.remove()
-        _, received = method_scores(method, out.attentions, last, False)
-        pooled = (grid[0] // 2, grid[1] // 2)
-        keep.append(method_keep(
-            fresh, grid=pooled, received=None if received is None else _pool(received, grid),
-            features=_pool(outputs[0], grid), batch=1, replay=False,
-        )[0])
-    return keep
 
 
 @pytest.mark.parametrize("method_name", ["vispruner", "hivtp", "random", "uniform"])
