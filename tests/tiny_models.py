@@ -313,6 +313,39 @@ def cohere2_vision(seed: int = 0, vision_layers: int = 3):
     return _finish(Cohere2VisionForConditionalGeneration(cfg), seed)
 
 
+def lfm2_vl(seed: int = 0, vision_layers: int = 3):
+    """LFM2-VL: a SigLIP2 NaFlex tower (8 px patches, tiles padded to 64 patches, post_layernorm applied), pixel
+    unshuffle 2, LayerNorm + MLP projector; LFM2 text (a conv and an attention layer)."""
+    from transformers import Lfm2Config, Lfm2VlConfig, Lfm2VlForConditionalGeneration, Siglip2VisionConfig
+
+    text = Lfm2Config(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, conv_L_cache=3, block_auto_adjust_ff_dim=False,
+        layer_types=["conv", "full_attention"], pad_token_id=PAD_TOKEN, bos_token_id=1, eos_token_id=2,
+    )
+    vision = Siglip2VisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=vision_layers, num_attention_heads=4, patch_size=8,
+        num_patches=64, vision_use_head=False,
+    )
+    cfg = Lfm2VlConfig(
+        vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, projector_hidden_size=64,
+        projector_use_layernorm=True, downsample_factor=2,
+    )
+    return _finish(Lfm2VlForConditionalGeneration(cfg), seed)
+
+
+def lfm2_vl_patches(grids, max_patches: int = 64, seed: int = 1):
+    """LFM2-VL processor-style inputs for tiles of (rows, columns) patch grids: pixel_values [n, max_patches, 192]
+    (random values in [-1, 1)), spatial_shapes [n, 2], pixel_attention_mask [n, max_patches] (padding at the end)."""
+    gen = torch.Generator().manual_seed(seed)
+    pixel_values = torch.zeros(len(grids), max_patches, 3 * 8 * 8)
+    mask = torch.zeros(len(grids), max_patches, dtype=torch.long)
+    for i, (rows, cols) in enumerate(grids):
+        pixel_values[i, : rows * cols] = torch.rand(rows * cols, 3 * 8 * 8, generator=gen) * 2 - 1
+        mask[i, : rows * cols] = 1
+    return pixel_values, torch.tensor(grids), mask
+
+
 def gemma4(seed: int = 0, vision_layers: int = 3):
     """Gemma 4: a vision tower on 8 px patches (flattened, (x, y) positions, padding last), pooled 2x2; Gemma 4 text
     with a sliding layer (bidirectional inside images: ``mm_token_type_ids``) and a full one."""

@@ -71,6 +71,7 @@ _SUPPORTED = (
     "Llama4ForConditionalGeneration (Llama 4 Scout / Maverick)",
     "AyaVisionForConditionalGeneration",
     "Cohere2VisionForConditionalGeneration (Command A Vision)",
+    "Lfm2VlForConditionalGeneration (LFM2-VL)",
     "Gemma4ForConditionalGeneration (images and videos)",
     "Idefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration",
@@ -147,6 +148,10 @@ def _adapter_for(model):
         from .cohere2_vision import Cohere2VisionAdapter
 
         return Cohere2VisionAdapter(model)
+    if type(model).__name__ == "Lfm2VlForConditionalGeneration":
+        from .lfm2_vl import Lfm2VlAdapter
+
+        return Lfm2VlAdapter(model)
     if type(model).__name__ == "Llama4ForConditionalGeneration":
         from .llama4 import Llama4Adapter
 
@@ -414,7 +419,7 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
         LlavaNextVideoForConditionalGeneration, LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Gemma3ForConditionalGeneration,
         Gemma4ForConditionalGeneration (images, videos), PaliGemmaForConditionalGeneration, Mistral3ForConditionalGeneration,
         Llama4ForConditionalGeneration, AyaVisionForConditionalGeneration, Cohere2VisionForConditionalGeneration,
-        Idefics3ForConditionalGeneration,
+        Lfm2VlForConditionalGeneration, Idefics3ForConditionalGeneration,
         SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
         Glm4vForConditionalGeneration or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.

@@ -70,10 +70,10 @@ class VisionTower:
 
 
 def describe_tower(tower: nn.Module) -> VisionTower:
-    """The ``VisionTower`` of a CLIP, SigLIP, InternViT, DINOv2, Idefics3 / SmolVLM, Pixtral or Llama 4 vision
+    """The ``VisionTower`` of a CLIP, SigLIP (1 or 2), InternViT, DINOv2, Idefics3 / SmolVLM, Pixtral or Llama 4 vision
     model; a clear error otherwise."""
     name = type(tower).__name__
-    if name in ("CLIPVisionModel", "SiglipVisionModel"):
+    if name in ("CLIPVisionModel", "SiglipVisionModel", "Siglip2VisionModel"):
         layers, attention, final_norm = tower.encoder.layers, "self_attn", None
     elif name == "InternVLVisionModel":
         layers, attention, final_norm = tower.encoder.layer, "attention", tower.layernorm
@@ -93,7 +93,7 @@ def describe_tower(tower: nn.Module) -> VisionTower:
         layers, attention, final_norm = tower.encoder.layer, "attention", None
     else:
         raise ValueError(
-            f"unsupported vision tower {name}: vtprune_kernels supports CLIPVisionModel, SiglipVisionModel, "
+            f"unsupported vision tower {name}: vtprune_kernels supports CLIPVisionModel, SiglipVisionModel, Siglip2VisionModel, "
             "InternVLVisionModel, Dinov2Model, PixtralVisionModel, Llama4VisionModel and the Idefics3 / SmolVLM towers"
         )
     return VisionTower(
