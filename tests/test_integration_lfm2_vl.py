@@ -77,6 +77,14 @@ def hand_inputs(model, inputs, keep, padding_side="left"):
     return dict(input_ids=ids, attention_mask=mask, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=kept)})
 
 
+def test_unshuffled_tokens_are_the_projectors_pixel_unshuffle(model):
+    from vtprune_kernels.integrations.lfm2_vl import unshuffled_tokens
+
+    x = torch.randn(6 * 4, 32)
+    expected = model.model.multi_modal_projector.pixel_unshuffle(x.reshape(1, 6, 4, 32)).reshape(-1, 4 * 32)
+    assert torch.equal(unshuffled_tokens(x, (6, 4), 2), expected)
+
+
 @pytest.mark.parametrize("method_name", list(METHODS))
 def test_pruned_forward_matches_hand_pipeline(model, method_name):
     method = METHODS[method_name]()

@@ -9,6 +9,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
   4 x 4 tiles (big grids over 9 tiles' worth of tokens are bilinearly downsized); video frames pool to 2 x 2.
 - ``cohere2_vision(path)``: Cohere2 Vision (Command A Vision), SigLIP 128 px tiles (8 x 8 patches of 16 px), pixel
   shuffle 2 -> 16 tokens per tile, up to 4 tiles plus a thumbnail.
+- ``lfm2_vl(path)``: LFM2-VL, SigLIP2 NaFlex tiles of 8 x 8 patches (16 tokens after the unshuffle), 2 to 4 tiles plus
+  a thumbnail for larger images, smaller ones at their own size; LFM2 hybrid text with one attention head.
 - ``gemma3(path)``: Gemma 3, SigLIP 112 px (8 x 8 patches) pooled 2x2 to 16 tokens per image.
 - ``idefics3(path, smolvlm=False)``: Idefics3 (SmolVLM), 84 px tiles (6 x 6 patches), images split in
   tiles of up to 2 x 2 plus the global image, pixel shuffle 2 -> 9 tokens per tile.
@@ -326,6 +328,77 @@ def cohere2_vision(path: str, seed: int = 0):
         saved = json.load(f)
     saved["torch_dtype"] = "float32"
     saved["text_config"]["architectures"] = ["Cohere2ForCausalLM"]  # vLLM builds the text model from it
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(saved, f, indent=1)
+    return path, model
+
+
+LFM2_VL_TILE_MARKERS = [f"<|img_row_{r}_col_{c}|>" for r in range(1, 5) for c in range(1, 5)]
+LFM2_VL_TOKENS = {
+    "image_token": IMAGE_TOKEN, "image_start_token": "<|image_start|>", "image_end_token": "<|image_end|>",
+    "image_thumbnail_token": "<|img_thumbnail|>",
+}
+
+
+def lfm2_vl(path: str, seed: int = 0, heads: int = 1):
+    """LFM2-VL: a SigLIP2 NaFlex tower (8 px patches, 3 layers, post_layernorm), pixel unshuffle 2, LayerNorm + MLP;
+    64 px tiles (8 x 8 patches -> 16 tokens), 2 to 4 tiles plus a thumbnail of at most 16 tokens for images over half
+    the 16-token budget, smaller images at their own size (4 to 16 tokens); every tile padded to 64 patches. LFM2
+    text: conv, attention, conv, attention layers.
+
+    - ONE attention head of 128 (``heads``): vLLM's CPU rotary kernel mis-rotates the [tokens, heads, head_dim]
+      queries LFM2's attention gives it when there are several heads (the prompt log-probabilities drift by ~0.7
+      from stock transformers' otherwise); with more heads, serve with
+      ``compilation_config={"custom_ops": ["-rotary_embedding"]}`` (vLLM's native rotary).
+    - ``max_pixels_tolerance`` 0.5 (released: 2.0): vLLM sizes its encoder cache from a profiling image of the
+      token budget, which is then itself tiled (80 tokens, the most an image gets here); at 2.0 it is not, and a
+      tiled image would not fit the cache of the tests' 32-token steps.
+    - ``block_auto_adjust_ff_dim`` off (transformers and vLLM round the adjusted size differently); the text config
+      carries ``block_dim`` / ``conv_dim``, which vLLM reads; tied embeddings (vLLM always ties).
+    - The thumbnail and tile markers are added after the character vocabulary (every other id unchanged).
+    The image processor exists only with torchvision (the vLLM venv has it)."""
+    from safetensors.torch import load_file, save_file
+    from transformers import Lfm2Config, Lfm2VlConfig, Lfm2VlForConditionalGeneration, Siglip2VisionConfig
+    from transformers.models.lfm2_vl import Lfm2VlImageProcessor, Lfm2VlProcessor
+
+    tok = tokenizer(LFM2_VL_TOKENS)
+    tok.add_tokens(["<|img_thumbnail|>"] + LFM2_VL_TILE_MARKERS, special_tokens=True)
+    text = Lfm2Config(
+        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=heads,
+        num_key_value_heads=heads, max_position_embeddings=1024, norm_eps=1e-5, conv_bias=False, conv_L_cache=3,
+        block_auto_adjust_ff_dim=False, block_multiple_of=256, block_ffn_dim_multiplier=1.0,
+        layer_types=["conv", "full_attention", "conv", "full_attention"], tie_word_embeddings=True,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    vision = Siglip2VisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, patch_size=8, num_patches=64,
+        vision_use_head=False, layer_norm_eps=1e-6,
+    )
+    config = Lfm2VlConfig(
+        vision_config=vision, text_config=text, image_token_id=token_id(IMAGE_TOKEN), projector_hidden_act="gelu",
+        projector_hidden_size=64, projector_bias=True, projector_use_layernorm=True, downsample_factor=2,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = _finish(Lfm2VlForConditionalGeneration(config), seed)
+    image_processor = Lfm2VlImageProcessor(
+        downsample_factor=2, encoder_patch_size=8, tile_size=64, min_tiles=2, max_tiles=4, use_thumbnail=True,
+        do_image_splitting=True, min_image_tokens=4, max_image_tokens=16, max_pixels_tolerance=0.5,
+    )
+    chat_template = CHAT_TEMPLATE.replace("{{ image_token }}", IMAGE_TOKEN)
+    model.save_pretrained(path)
+    Lfm2VlProcessor(image_processor=image_processor, tokenizer=tok, chat_template=chat_template).save_pretrained(path)
+    weights = os.path.join(path, "model.safetensors")  # vLLM loads model.vision_tower.vision_model.*
+    prefix = "model.vision_tower."
+    state = {
+        (prefix + "vision_model." + k[len(prefix):] if k.startswith(prefix) and not k.startswith(prefix + "vision_model.") else k): v
+        for k, v in load_file(weights).items()
+    }
+    save_file(state, weights, metadata={"format": "pt"})
+    with open(os.path.join(path, "config.json")) as f:
+        saved = json.load(f)
+    saved["torch_dtype"] = "float32"
+    saved["text_config"].update(architectures=["Lfm2ForCausalLM"], block_dim=128, conv_dim=128)  # read by vLLM's LFM2
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(saved, f, indent=1)
     return path, model

@@ -85,6 +85,16 @@ CASES = {
         checkpoints.cohere2_vision, "Cohere2VisionForConditionalGeneration",
         {"method": "vispruner", "keep": 6, "step": 2}, VisPruner(keep=6, step=2), "<image>", [(128, 128), (250, 260), (256, 120)],
     ),
+    # 2 x 2 tiles + a 3 x 4 thumbnail (128x96), one image of 3 x 2 tokens (48x32), 4 x 1 tiles + thumbnail (220x60)
+    "lfm2_vl-vispruner": Case(
+        checkpoints.lfm2_vl, "Lfm2VlForConditionalGeneration",
+        {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), "<image>", [(128, 96), (48, 32), (220, 60)],
+    ),
+    "lfm2_vl-random": Case(
+        checkpoints.lfm2_vl, "Lfm2VlForConditionalGeneration",
+        {"method": "random", "keep": 4, "seed": 3}, Random(keep=4, seed=3), "<image>", [(220, 60), (128, 96), (48, 32)],
+        two_images=False,
+    ),
     "gemma3-vispruner": Case(
         checkpoints.gemma3, "Gemma3ForConditionalGeneration",
         {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), checkpoints.GEMMA3_IMAGE,
@@ -286,7 +296,7 @@ def test_two_images_in_one_prompt_match_apply(served):
     else:
         # Random: vLLM selects each image on its own, i.e. as apply() on that image alone (one call
         # with both would draw the second image's tokens from row 1 of the generator)
-        alone = [reference(model, processor, case.method, _prompt(case, 1), [picture])[1][0] for picture in images]
+        alone = [sel for picture in images for sel in reference(model, processor, case.method, _prompt(case, 1), [picture])[1]]
         assert selections == alone
         assert engine.greedy([(text, images)])[0][0] == tokens  # deterministic
 

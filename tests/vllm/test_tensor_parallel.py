@@ -25,6 +25,8 @@ CASES = {  # builder, stock architecture, prompt, image (width, height)
     "llava-onevision": (checkpoints.llava_onevision, "LlavaOnevisionForConditionalGeneration", "USER: <image>\n", (168, 168)),
     # Gemma 3's pooled grid (SigLIP); its reference leaves token_type_ids out, as in test_models.py
     "cohere2_vision": (checkpoints.cohere2_vision, "Cohere2VisionForConditionalGeneration", "USER: <image>\n", (250, 260)),
+    # LFM2-VL's SigLIP2 tiles packed in one sequence: 2 x 2 tiles + a thumbnail (2 text heads to split; see ENGINE_ARGS)
+    "lfm2_vl": (lambda p: checkpoints.lfm2_vl(p, heads=2), "Lfm2VlForConditionalGeneration", "USER: <image>\n", (128, 96)),
     "gemma3": (checkpoints.gemma3, "Gemma3ForConditionalGeneration", f"USER: {checkpoints.GEMMA3_IMAGE}\n", (112, 84)),
     # Mistral 3's Pixtral tower; the row breaks are the sharded language model's own embedding
     "mistral3": (checkpoints.mistral3, "Mistral3ForConditionalGeneration", f"USER: {checkpoints.MISTRAL3_IMAGE}\n", (100, 70)),
@@ -35,7 +37,11 @@ CASES = {  # builder, stock architecture, prompt, image (width, height)
 }
 REFERENCE_DROPS = {"gemma3": ("token_type_ids",)}
 REFERENCE_PROCESSORS = {"internvl_chat": checkpoints.internvl_chat_processor}  # else the checkpoint's AutoProcessor
-ENGINE_ARGS = {"internvl_chat": {"trust_remote_code": True}}
+ENGINE_ARGS = {
+    "internvl_chat": {"trust_remote_code": True},
+    # vLLM's CPU rotary kernel mis-rotates LFM2's multi-head queries: its native rotary instead (checkpoints.lfm2_vl)
+    "lfm2_vl": {"compilation_config": {"custom_ops": ["-rotary_embedding"]}},
+}
 
 
 @pytest.mark.parametrize("name", list(CASES))

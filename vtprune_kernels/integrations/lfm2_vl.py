@@ -21,7 +21,7 @@ Selection per tile on its unshuffled grid, min(keep, tokens) per tile:
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 import torch
 
@@ -29,6 +29,15 @@ from ..methods._device import from_host
 from ..methods.pixel_shuffle_pooling import pixel_shuffle_pool
 from .adapter import PrunedImages, TowerAdapter, make_captured, require_vision_only, score_layers, select
 from .capture import VisionScoreCapture
+
+
+def unshuffled_tokens(hidden: torch.Tensor, grid: Tuple[int, int], factor: int) -> torch.Tensor:
+    """[T, factor^2 * C]: one tile's tower output [h*w, C] (raster order) with each factor x factor block of patches
+    concatenated into one token ((row offset, column offset, C) order, as the projector's pixel unshuffle), tokens
+    in raster order of the (h/factor) x (w/factor) grid. Shared by ``apply()`` and the vLLM plugin."""
+    h, w = grid
+    blocks = hidden.reshape(h // factor, factor, w // factor, factor, hidden.shape[-1]).permute(0, 2, 1, 3, 4)
+    return blocks.reshape((h // factor) * (w // factor), -1)
 
 
 class Lfm2VlAdapter(TowerAdapter):
@@ -75,15 +84,13 @@ class Lfm2VlAdapter(TowerAdapter):
                 out = self.inner.get_image_features(*args)
             chunks = capture.chunk_scores()  # per tile [1, h*w], its real patches
 
-        projector, factor = self.inner.multi_modal_projector, int(self.model.config.downsample_factor)
+        factor = int(self.model.config.downsample_factor)
         masks = []
         for b, (h, w) in enumerate(grids):
             grid = (h // factor, w // factor)
             T = grid[0] * grid[1]
             scores = None if chunks is None else pixel_shuffle_pool(chunks[b], (h, w), factor)
-            features = None
-            if needs.features:
-                features = projector.pixel_unshuffle(out.last_hidden_state[b : b + 1, : h * w].reshape(1, h, w, -1)).reshape(1, T, -1)
+            features = unshuffled_tokens(out.last_hidden_state[b, : h * w], (h, w), factor)[None] if needs.features else None
             captured = make_captured(needs, grid, scores, features, batch_size=1, device=out.last_hidden_state.device)
             masks.append(select(method, captured, (1, T), backend))
         keep = [mask[0] for mask in reads.fetch(*masks)]  # the call's host synchronisation: kept counts decide the prompt

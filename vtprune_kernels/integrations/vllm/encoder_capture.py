@@ -54,7 +54,7 @@ class EncoderLayout:
 
 
 def describe_encoder(tower: nn.Module) -> EncoderLayout:
-    """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, InternS1VisionModel (InternViT), InternVisionModel
+    """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, Siglip2Model (LFM2-VL), InternS1VisionModel (InternViT), InternVisionModel
     (InternViT of original-format InternVL),
     Idefics2VisionTransformer (Idefics3, SmolVLM), PixtralHFVisionModel (Mistral 3), Llama4VisionModel,
     Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer or Glm4vVisionTransformer
@@ -115,12 +115,14 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
         layers = [layer.self_attn for layer in tower.vision_model.encoder.layers]
     elif name == "InternS1VisionModel":
         layers = [layer.attention for layer in tower.encoder.layer]
+    elif name == "Siglip2Model":  # LFM2-VL's SigLIP2 NaFlex tower (tiles packed in one sequence: segments)
+        layers = [layer.self_attn for layer in tower.vision_model.encoder.layers]
     elif name == "Idefics2VisionTransformer":  # Idefics3's and SmolVLM's tower (no encoder mask: MMEncoderAttention)
         layers = [layer.self_attn for layer in tower.encoder.layers]
     else:
         raise ValueError(
             f"vtprune: unsupported vLLM vision tower {name} (supported: CLIPVisionModel, SiglipVisionModel, "
-            "InternS1VisionModel, InternVisionModel, Idefics2VisionTransformer, PixtralHFVisionModel, Llama4VisionModel, "
+            "InternS1VisionModel, InternVisionModel, Idefics2VisionTransformer, Siglip2Model, PixtralHFVisionModel, Llama4VisionModel, "
             "Qwen2VisionTransformer, Qwen2_5_VisionTransformer, "
             "Qwen3_VisionTransformer, Glm4vVisionTransformer)"
         )

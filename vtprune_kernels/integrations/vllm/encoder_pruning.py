@@ -88,13 +88,16 @@ class EncoderPruning:
         grid: Tuple[int, int],
         tiles_per_image: Sequence[int],
         valid: Optional[torch.Tensor] = None,
+        method=None,
     ) -> torch.Tensor:
         """bool [T, N] keep mask of T = sum(tiles_per_image) tiles, min(keep, N) per tile (min(keep,
         valid tokens) among the valid ones with ``valid``, a host bool [T, N]).
 
-        scores float32 [T, N] ([CLS] column dropped) or None; features [T, N, C]; grid (h, w)."""
+        scores float32 [T, N] ([CLS] column dropped) or None; features [T, N, C]; grid (h, w).
+        method: the method object to select with (``image_method()``: one image whose tiles, of
+        different grids, are selected in several calls); None: the configured one, a fresh Random per image."""
         T, N = features.shape[:2]
-        if isinstance(self.method, Random):
+        if method is None and isinstance(self.method, Random):  # a fresh generator per image: the selection depends on the image alone
             groups: List[Tuple[int, int]] = []
             first = 0
             for t in tiles_per_image:
@@ -104,17 +107,19 @@ class EncoderPruning:
             groups = [(0, T)]
         keeps = []
         for a, b in groups:
-            method = self.method
-            if isinstance(method, Random):  # a fresh generator per image: the selection depends on the image alone
-                method = Random(method.keep, seed=method.seed)
             captured = make_captured(
                 self.needs, grid, None if scores is None else scores[a:b],
                 features[a:b] if self.needs.features else None, batch_size=b - a,
                 valid=None if valid is None else valid[a:b],
             )
             captured.device = features.device
-            keeps.append(select(method, captured, (b - a, N), self.backend))
+            keeps.append(select(self.image_method() if method is None else method, captured, (b - a, N), self.backend))
         return keeps[0] if len(keeps) == 1 else torch.cat(keeps)
+
+    def image_method(self):
+        """The method one image selects with: a fresh ``Random(keep, seed)`` (its draws depend on the image
+        alone), else the configured method."""
+        return Random(self.method.keep, seed=self.method.seed) if isinstance(self.method, Random) else self.method
 
     def selection_features(self, make: Callable[[], torch.Tensor], rows: int, tokens: int, like: torch.Tensor) -> torch.Tensor:
         """``make()`` ([rows, tokens, C] features) when the method compares features (VisPruner), else an

@@ -27,6 +27,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaNextVideoForConditionalGeneration": "VTPruneLlavaNextVideoForConditionalGeneration",
     "LlavaOnevisionForConditionalGeneration": "VTPruneLlavaOnevisionForConditionalGeneration",
     "Cohere2VisionForConditionalGeneration": "VTPruneCohere2VisionForConditionalGeneration",
+    "Lfm2VlForConditionalGeneration": "VTPruneLfm2VLForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "InternVLChatModel": "VTPruneInternVLChatModel",
     "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
