@@ -22,6 +22,9 @@ import torch
 from integration_oracles import BACKEND, method_keep
 from vtprune_kernels.methods import HIVTP, Random, Uniform, VisPruner
 
+# GLM-4V classes (GLM-4.1V / 4.5V / 4.6V): each video frame is written and encoded as an image
+GLM_CLASSES = ("Glm4v", "Glm46V")
+
 
 def _rotary(model):
     return sys.modules[type(model.model.visual.blocks[0].attn).__module__].apply_rotary_pos_emb_vision
@@ -107,7 +110,7 @@ def hand_keep(model, method, media: List[dict]) -> List[torch.Tensor]:
     for e, item in enumerate(media):
         t, h, w = item["grid"].tolist()
         grid = item["grid"][None]
-        if item["kind"] == "video" and type(model).__name__.startswith("Glm4v"):
+        if item["kind"] == "video" and type(model).__name__.startswith(GLM_CLASSES):
             grid = torch.tensor([[1, h, w]] * t)  # GLM-4V's tower encodes each video frame as an image
         scores = eager_patch_scores(model, item["pixels"], grid, layers) if layers else None
         merged_scores = None if scores is None else scores.view(-1, 4).mean(-1)
@@ -131,7 +134,7 @@ def hand_keep(model, method, media: List[dict]) -> List[torch.Tensor]:
 
 def placeholder_tokens(model):
     """((modality, placeholder token id), ...): GLM-4V writes video frames with the image token."""
-    video = model.config.image_token_id if type(model).__name__.startswith("Glm4v") else model.config.video_token_id
+    video = model.config.image_token_id if type(model).__name__.startswith(GLM_CLASSES) else model.config.video_token_id
     return (("image", model.config.image_token_id), ("video", video))
 
 

@@ -553,10 +553,11 @@ def qwen3_5(seed: int = 0, depth: int = 4, text_layers: int = 4, moe: bool = Fal
     return _finish(Qwen3_5ForConditionalGeneration(cfg), seed)
 
 
-def glm4v(seed: int = 0, depth: int = 4, moe: bool = False):
+def glm4v(seed: int = 0, depth: int = 4, moe: bool = False, glm46v: bool = False):
     """GLM-4.1V: a Qwen-VL-style packed tower (14 px patches, 2x2 blocks, full attention) whose 2x2
     blocks are merged by a norm, a 2x2 convolution and an MLP; M-RoPE text. ``moe``: GLM-4.5V (the
-    same tower, mixture-of-experts text blocks after the first)."""
+    same tower, mixture-of-experts text blocks after the first). ``glm46v``: GLM-4.6V's class
+    (``Glm46VForConditionalGeneration``: the same tower and text model, built from their configs)."""
     from transformers import Glm4vConfig, Glm4vForConditionalGeneration, Glm4vMoeConfig, Glm4vMoeForConditionalGeneration
 
     vision = dict(
@@ -567,6 +568,13 @@ def glm4v(seed: int = 0, depth: int = 4, moe: bool = False):
     text["rope_parameters"]["partial_rotary_factor"] = 1.0
     tokens = dict(image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN, image_start_token_id=VISION_START_TOKEN,
                   image_end_token_id=VISION_END_TOKEN)
+    if glm46v:
+        from transformers import Glm46VConfig, Glm46VForConditionalGeneration
+
+        config = Glm46VConfig(
+            vision_config=dict(vision, model_type="glm4v_vision"), text_config=dict(text, model_type="glm4v_text"), **tokens
+        )
+        return _finish(Glm46VForConditionalGeneration(config), seed)
     if moe:
         text.update(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1)
         return _finish(Glm4vMoeForConditionalGeneration(Glm4vMoeConfig(vision_config=vision, text_config=text, **tokens)), seed)

@@ -79,7 +79,7 @@ _SUPPORTED = (
     "Qwen2_5_VLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration (and Qwen3VLMoe)",
     "Qwen3_5ForConditionalGeneration (and Qwen3_5Moe)",
-    "Glm4vForConditionalGeneration (and Glm4vMoe)",
+    "Glm4vForConditionalGeneration (and Glm4vMoe, Glm46V)",
 )
 
 
@@ -92,6 +92,7 @@ QWEN_VL_CLASSES = (
     "Qwen3_5MoeForConditionalGeneration",
     "Glm4vForConditionalGeneration",
     "Glm4vMoeForConditionalGeneration",
+    "Glm46VForConditionalGeneration",
 )
 
 
