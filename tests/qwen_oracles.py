@@ -14,6 +14,7 @@ Nothing here uses ``vtprune_kernels.integrations``:
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import Dict, List, Sequence, Tuple
 
@@ -53,7 +54,10 @@ def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.
         hidden, kwargs = seen[l]
         attn = visual.blocks[l].attn
         S = hidden.shape[0]
-        q, k, _ = attn.qkv(hidden).reshape(S, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        if hasattr(attn, "qkv"):
+            q, k, _ = attn.qkv(hidden).reshape(S, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        else:  # Qwen2.5-Omni: separate q, k, v projections
+            q, k = attn.q(hidden).reshape(S, attn.num_heads, -1), attn.k(hidden).reshape(S, attn.num_heads, -1)
         q, k = rotate(q, k, *kwargs["position_embeddings"])
         bounds = kwargs["cu_seqlens"].tolist()
         received = []
@@ -142,9 +146,12 @@ def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: tor
     """(logits [B, S', V], kept column mask [B, S]) of the hand-pruned prompt; ``extra_tokens`` [B, T]
     appended after the prompt (generation steps) at positions max + 1, max + 2, ... per row."""
     inner = model.model
-    ids, mask, types = inputs["input_ids"], inputs["attention_mask"], inputs["mm_token_type_ids"]
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
     with torch.no_grad():
         embeds = inner.get_input_embeddings()(ids)
+        if inputs.get("input_features") is not None:  # Qwen2.5-Omni's audio, scattered as the model does
+            audio = inner.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
+            embeds[ids == model.config.audio_token_id] = audio.to(embeds.dtype)
         outputs = {}
         if inputs.get("pixel_values") is not None:
             outputs["image"] = inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
@@ -156,13 +163,7 @@ def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: tor
                 where = ids == token
                 embeds[where] = torch.cat(outputs[modality].pooler_output).to(embeds.dtype)
                 visual |= where
-        rope_args = dict(
-            input_ids=ids, mm_token_type_ids=types, image_grid_thw=inputs.get("image_grid_thw"),
-            video_grid_thw=inputs.get("video_grid_thw"), attention_mask=mask,
-        )
-        if inputs.get("second_per_grid_ts") is not None:
-            rope_args["second_per_grid_ts"] = inputs["second_per_grid_ts"]
-        positions, _ = inner.get_rope_index(**rope_args)
+        positions = unpruned_positions(inner, inputs)
     # the kept columns: real text, and the kept placeholders (images first, then videos, flat order)
     survive = mask.bool().clone()
     flat_keep = []
@@ -208,6 +209,27 @@ def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: tor
     with torch.no_grad():
         hidden = inner.language_model(inputs_embeds=new_embeds, attention_mask=new_mask, position_ids=new_pos, **kwargs).last_hidden_state
         return model.lm_head(hidden), new_mask
+
+
+def unpruned_positions(inner, inputs: dict) -> torch.Tensor:
+    """[3, B, S]: the model's own ``get_rope_index`` on the unpruned prompt (Qwen-VL's arguments, or
+    Qwen2.5-Omni's: audio lengths, ``use_audio_in_video``, seconds per video grid)."""
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    if "mm_token_type_ids" not in inspect.signature(inner.get_rope_index).parameters:
+        audio = inputs.get("feature_attention_mask")
+        positions, _ = inner.get_rope_index(
+            ids, inputs.get("image_grid_thw"), inputs.get("video_grid_thw"), mask, bool(inputs.get("use_audio_in_video")),
+            None if audio is None else audio.sum(1), inputs.get("video_second_per_grid"),
+        )
+        return positions
+    rope_args = dict(
+        input_ids=ids, mm_token_type_ids=inputs["mm_token_type_ids"], image_grid_thw=inputs.get("image_grid_thw"),
+        video_grid_thw=inputs.get("video_grid_thw"), attention_mask=mask,
+    )
+    if inputs.get("second_per_grid_ts") is not None:
+        rope_args["second_per_grid_ts"] = inputs["second_per_grid_ts"]
+    positions, _ = inner.get_rope_index(**rope_args)
+    return positions
 
 
 def hand_greedy_logits(model, inputs, keep, new_tokens: torch.Tensor):

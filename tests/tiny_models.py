@@ -511,6 +511,32 @@ def qwen2_5_vl(seed: int = 0, depth: int = 4, fullatt=(1, 3), window_size: int =
     return _finish(Qwen2_5_VLForConditionalGeneration(cfg), seed)
 
 
+AUDIO_TOKEN, AUDIO_START_TOKEN, AUDIO_END_TOKEN = 86, 87, 88  # Qwen2.5-Omni's <|AUDIO|>, <|audio_bos|>, <|audio_eos|>
+
+
+def qwen2_5_omni(seed: int = 0, depth: int = 4, fullatt=(1, 3)):
+    """Qwen2.5-Omni's thinker (``Qwen2_5OmniThinkerForConditionalGeneration``): Qwen2.5-VL's tower (windows of
+    56 px in every layer except ``fullatt``), a 2-layer audio tower on 16 mel bins, Qwen2-style M-RoPE text."""
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    vision = dict(
+        depth=depth, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, fullatt_block_indexes=list(fullatt),
+        window_size=56, patch_size=QWEN_PATCH, spatial_merge_size=2, temporal_patch_size=2,
+    )
+    audio = dict(
+        num_mel_bins=16, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, d_model=32, output_dim=64,
+        n_window=4, max_source_positions=64,
+    )
+    text = _qwen_text()
+    cfg = Qwen2_5OmniThinkerConfig(
+        vision_config=vision, audio_config=audio, text_config=text, image_token_index=IMAGE_TOKEN,
+        video_token_index=VIDEO_TOKEN, audio_token_index=AUDIO_TOKEN, audio_start_token_id=AUDIO_START_TOKEN,
+        audio_end_token_id=AUDIO_END_TOKEN, vision_start_token_id=VISION_START_TOKEN,
+        vision_end_token_id=VISION_END_TOKEN, position_id_per_seconds=25, seconds_per_chunk=2,
+    )
+    return _finish(Qwen2_5OmniThinkerForConditionalGeneration(cfg), seed)
+
+
 _TINY_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)  # the MoE variants' text blocks
 
 

@@ -51,6 +51,7 @@ from .stop_tower import StopTower, stopped_early
 TOWER_CLASSES = (
     "Qwen2VisionTransformerPretrainedModel",
     "Qwen2_5_VisionTransformerPretrainedModel",
+    "Qwen2_5OmniVisionEncoder",
     "Qwen3VLVisionModel",
     "Qwen3VLMoeVisionModel",
     "Qwen3_5VisionModel",

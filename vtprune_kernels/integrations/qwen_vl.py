@@ -207,7 +207,7 @@ class QwenVLAdapter(TowerAdapter):
             types[input_ids == self.token_ids["image"]] = 1
             if inputs.get("pixel_values_videos") is not None:  # (GLM-4V: a call has images or videos, not both)
                 types[input_ids == self.token_ids["video"]] = 2
-        positions = self.unpruned_positions(input_ids, types, reads, inputs.get("second_per_grid_ts"))
+        positions = self.unpruned_positions(input_ids, types, reads, inputs)
         kept = layout.gather(positions, 0)
         device = out["input_ids"].device
         new_mask = layout.attention_mask() if layout.masked else None
@@ -217,8 +217,9 @@ class QwenVLAdapter(TowerAdapter):
         # decoding steps without position_ids (a hand-written loop) continue from the unpruned max + 1
         self.inner.rope_deltas = from_host(mrope_position_deltas(kept, new_mask), device)
 
-    def unpruned_positions(self, input_ids, types, reads, second_per_grid_ts=None) -> torch.Tensor:
-        """int64 [3, B, S]: the model's own ``get_rope_index`` on the unpruned prompt (host tensors)."""
+    def unpruned_positions(self, input_ids, types, reads, inputs: dict) -> torch.Tensor:
+        """int64 [3, B, S]: the model's own ``get_rope_index`` on the unpruned prompt (host tensors;
+        ``inputs``: the call's arguments)."""
         args = dict(
             input_ids=input_ids,
             mm_token_type_ids=types,
@@ -228,6 +229,6 @@ class QwenVLAdapter(TowerAdapter):
         )
         if "second_per_grid_ts" in inspect.signature(self.inner.get_rope_index).parameters:
             seconds = reads.get("second_per_grid_ts")
-            args["second_per_grid_ts"] = second_per_grid_ts if seconds is None else seconds
+            args["second_per_grid_ts"] = inputs.get("second_per_grid_ts") if seconds is None else seconds
         positions, _ = self.inner.get_rope_index(**args)
         return positions
