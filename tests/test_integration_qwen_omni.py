@@ -1,4 +1,5 @@
-"""apply() on Qwen2.5-Omni's thinker: Qwen2.5-VL's images and videos pruned, audio passed through.
+"""apply() on the Omni thinkers (Qwen2.5-Omni: Qwen2.5-VL's tower; Qwen3-Omni: Qwen3-VL's tower with DeepStack,
+MoE text, float M-RoPE positions): images and videos pruned, audio passed through.
 
 The batch is test_integration_qwen_vl.py's (row 0: a 6x10-patch image; row 1: a 4x6-patch image and
 a 2-frame 4x4-patch video), optionally with an audio clip in row 0. Every pruned forward is compared
@@ -23,9 +24,9 @@ METHODS = {
 }
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tm.qwen2_5_omni()
+@pytest.fixture(scope="module", params=["qwen2_5_omni", "qwen3_omni"])
+def model(request):
+    return getattr(tm, request.param)()
 
 
 def _inputs(model, audio: bool = False):

@@ -537,6 +537,31 @@ def qwen2_5_omni(seed: int = 0, depth: int = 4, fullatt=(1, 3)):
     return _finish(Qwen2_5OmniThinkerForConditionalGeneration(cfg), seed)
 
 
+def qwen3_omni(seed: int = 0, depth: int = 4, deepstack=(0, 2)):
+    """Qwen3-Omni's thinker (``Qwen3OmniMoeThinkerForConditionalGeneration``): Qwen3-VL's tower (full attention,
+    DeepStack features of ``deepstack``), a 2-layer audio tower, mixture-of-experts M-RoPE text (interleaved)."""
+    from transformers import Qwen3OmniMoeThinkerConfig, Qwen3OmniMoeThinkerForConditionalGeneration
+
+    vision = dict(
+        depth=depth, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64,
+        deepstack_visual_indexes=list(deepstack), patch_size=QWEN_PATCH, spatial_merge_size=2, temporal_patch_size=2,
+        num_position_embeddings=64,
+    )
+    audio = dict(
+        num_mel_bins=16, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, d_model=32, output_dim=64,
+        n_window=50, n_window_infer=800, conv_chunksize=16, downsample_hidden_size=8, max_source_positions=64,
+    )
+    text = _qwen_text(mrope_interleaved=True)
+    text["rope_parameters"]["mrope_section"] = [2, 3, 3]
+    text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1, head_dim=16)
+    cfg = Qwen3OmniMoeThinkerConfig(
+        vision_config=vision, audio_config=audio, text_config=text, image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN,
+        audio_token_id=AUDIO_TOKEN, audio_start_token_id=AUDIO_START_TOKEN, audio_end_token_id=AUDIO_END_TOKEN,
+        vision_start_token_id=VISION_START_TOKEN, vision_end_token_id=VISION_END_TOKEN, position_id_per_seconds=25,
+    )
+    return _finish(Qwen3OmniMoeThinkerForConditionalGeneration(cfg), seed)
+
+
 _TINY_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)  # the MoE variants' text blocks
 
 

@@ -80,7 +80,7 @@ _SUPPORTED = (
     "Qwen3VLForConditionalGeneration (and Qwen3VLMoe)",
     "Qwen3_5ForConditionalGeneration (and Qwen3_5Moe)",
     "Glm4vForConditionalGeneration (and Glm4vMoe, Glm46V)",
-    "Qwen2_5OmniThinkerForConditionalGeneration (Qwen2.5-Omni's thinker: images and videos; audio passed through)",
+    "Qwen2_5OmniThinkerForConditionalGeneration, Qwen3OmniMoeThinkerForConditionalGeneration (the Omni thinkers: images and videos; audio passed through)",
 )
 
 
@@ -166,7 +166,7 @@ def _adapter_for(model):
         from .idefics3 import Idefics3Adapter
 
         return Idefics3Adapter(model)
-    if type(model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration":
+    if type(model).__name__ in ("Qwen2_5OmniThinkerForConditionalGeneration", "Qwen3OmniMoeThinkerForConditionalGeneration"):
         from .qwen_omni import QwenOmniAdapter
 
         return QwenOmniAdapter(model)

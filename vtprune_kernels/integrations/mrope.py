@@ -28,7 +28,8 @@ def kept_position_columns(positions: torch.Tensor, keep: torch.Tensor) -> torch.
 
 
 def mrope_position_deltas(positions: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """int64 [B, 1]: per row, (largest position over its real tokens) + 1 - (its number of real tokens).
+    """[B, 1] (int64; float for float positions): per row, (largest position over its real tokens) + 1 - (its
+    number of real tokens).
 
     positions: [3, B, S] of the (pruned) prompt; attention_mask: [B, S] (None: every token is real).
     This is what transformers' Qwen-VL models keep as ``rope_deltas``: a decoding step at cache
@@ -41,6 +42,7 @@ def mrope_position_deltas(positions: torch.Tensor, attention_mask: Optional[torc
     real = torch.ones(B, S, dtype=torch.bool, device=positions.device) if attention_mask is None else attention_mask.bool()
     if tuple(real.shape) != (B, S):
         raise ValueError(f"attention_mask must be [{B}, {S}], got {tuple(real.shape)}")
-    lowest = torch.iinfo(positions.dtype).min
+    floating = positions.dtype.is_floating_point  # Qwen3-Omni's get_rope_index gives float positions
+    lowest = torch.finfo(positions.dtype).min if floating else torch.iinfo(positions.dtype).min
     largest = positions.masked_fill(~real.to(positions.device)[None], lowest).amax(dim=(0, 2))
-    return (largest + 1 - real.sum(1).to(positions.device)).to(torch.int64)[:, None]
+    return (largest + 1 - real.sum(1).to(positions.device)).to(positions.dtype if floating else torch.int64)[:, None]

@@ -1,14 +1,15 @@
-"""Qwen2.5-Omni's thinker (``Qwen2_5OmniThinkerForConditionalGeneration``): Qwen2.5-VL's plan, audio passed through.
+"""The Omni thinkers: Qwen2.5-Omni (``Qwen2_5OmniThinkerForConditionalGeneration``) and Qwen3-Omni
+(``Qwen3OmniMoeThinkerForConditionalGeneration``): Qwen-VL's plan, audio passed through.
 
-The thinker holds Qwen2.5-VL's vision tower (windowed blocks and full-attention blocks, 2x2 merge),
-an audio tower and an M-RoPE language model. Images and videos are pruned as on Qwen2.5-VL
-(``qwen_vl.py``: per image and per video frame on the merged grid, only the kept tokens through the
-merger). Audio (``input_features``, ``feature_attention_mask``) is not pruned: it goes to the model
+A thinker holds a Qwen-VL vision tower (Qwen2.5-Omni: Qwen2.5-VL's windowed and full-attention blocks;
+Qwen3-Omni: Qwen3-VL's, with DeepStack), an audio tower and an M-RoPE language model (Qwen3-Omni: its
+positions are floats). Images and videos are pruned as on Qwen-VL (``qwen_vl.py``: per image and per
+video frame on the merged grid, only the kept tokens through the merger and every DeepStack merger). Audio (``input_features``, ``feature_attention_mask``) is not pruned: it goes to the model
 as given and keeps its placeholders. The kept columns get their unpruned M-RoPE positions from the
 thinker's own ``get_rope_index``, which also places audio (and, with ``use_audio_in_video``, the
 video's audio interleaved with its frames in 2-second chunks).
 
-For the full ``Qwen2_5OmniForConditionalGeneration`` (thinker and talker), prune its thinker and
+For a full Omni model (thinker and talker), prune its thinker and
 generate text with it: ``apply(model.thinker, method)``, ``model.thinker.generate(...)``. The talker
 (speech output) reads the thinker's hidden states of the unpruned prompt: not supported with pruning.
 ``use_audio_in_video`` (a video's audio interleaved with its frames) is passed to ``get_rope_index``
@@ -22,7 +23,7 @@ from .qwen_vl import QwenVLAdapter
 
 
 class QwenOmniAdapter(QwenVLAdapter):
-    """Prunes the images and videos of one Qwen2.5-Omni thinker call."""
+    """Prunes the images and videos of one Omni thinker call."""
 
     consumed_kwargs = ("pixel_values", "pixel_values_videos", "image_grid_thw", "video_grid_thw")
     host_inputs = (

@@ -52,6 +52,7 @@ TOWER_CLASSES = (
     "Qwen2VisionTransformerPretrainedModel",
     "Qwen2_5_VisionTransformerPretrainedModel",
     "Qwen2_5OmniVisionEncoder",
+    "Qwen3OmniMoeVisionEncoder",
     "Qwen3VLVisionModel",
     "Qwen3VLMoeVisionModel",
     "Qwen3_5VisionModel",
