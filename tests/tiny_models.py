@@ -346,6 +346,40 @@ def lfm2_vl_patches(grids, max_patches: int = 64, seed: int = 1):
     return pixel_values, torch.tensor(grids), mask
 
 
+def minicpmv4_6(seed: int = 0, vision_layers: int = 4, insert_layer: int = 1):
+    """MiniCPM-V 4.6: a SigLIP-style NaViT tower (14 px patches, slices of their own h x w patches packed in one
+    sequence, attention per slice), the window merger after layer ``insert_layer`` (2x2 patches -> 1 token), the
+    MLP merger (2x2 -> 1): one language-model token per 4x4 patches; Qwen3.5 text (full-attention layers)."""
+    from transformers import MiniCPMV4_6Config, MiniCPMV4_6ForConditionalGeneration
+
+    text = dict(
+        model_type="qwen3_5_text", vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, layer_types=["full_attention"] * 2,
+        max_position_embeddings=512, rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5,
+                                                          mrope_section=[1, 1, 2], mrope_interleaved=True),
+        linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+        pad_token_id=PAD_TOKEN, bos_token_id=1, eos_token_id=2,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=vision_layers, num_attention_heads=4, image_size=112,
+        patch_size=14, window_kernel_size=[2, 2], insert_layer_id=insert_layer,
+    )
+    cfg = MiniCPMV4_6Config(
+        text_config=text, vision_config=vision, insert_layer_id=insert_layer, drop_vision_last_layer=False,
+        downsample_mode="16x", merge_kernel_size=[2, 2], merger_times=1, image_token_id=IMAGE_TOKEN,
+        video_token_id=VIDEO_TOKEN, pad_token_id=PAD_TOKEN,
+    )
+    return _finish(MiniCPMV4_6ForConditionalGeneration(cfg), seed)
+
+
+def minicpm_patches(sizes, seed: int = 1):
+    """MiniCPM-V's NaViT-packed pixels for units (slices) of (h, w) patches of 14 px: [1, 3, 14, sum(h*w)*14], the
+    patches of every unit in raster order, units one after another; and target sizes int32 [n, 2]."""
+    gen = torch.Generator().manual_seed(seed)
+    length = sum(h * w for h, w in sizes) * 14
+    return torch.rand(1, 3, 14, length, generator=gen) * 2 - 1, torch.tensor(sizes, dtype=torch.int32)
+
+
 def gemma4(seed: int = 0, vision_layers: int = 3):
     """Gemma 4: a vision tower on 8 px patches (flattened, (x, y) positions, padding last), pooled 2x2; Gemma 4 text
     with a sliding layer (bidirectional inside images: ``mm_token_type_ids``) and a full one."""
