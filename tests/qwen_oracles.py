@@ -25,6 +25,8 @@ from vtprune_kernels.methods import HIVTP, Random, Uniform, VisPruner
 
 # GLM-4V classes (GLM-4.1V / 4.5V / 4.6V): each video frame is written and encoded as an image
 GLM_CLASSES = ("Glm4v", "Glm46V")
+# models whose language model numbers the prompt's columns (1-D positions), not M-RoPE
+ONE_D_POSITION_CLASSES = ("Exaone4_5_ForConditionalGeneration",)
 
 
 def _rotary(model):
@@ -54,7 +56,11 @@ def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.
         hidden, kwargs = seen[l]
         attn = visual.blocks[l].attn
         S = hidden.shape[0]
-        if hasattr(attn, "qkv"):
+        if hasattr(attn, "kv_dim"):  # EXAONE 4.5: grouped-query attention, key heads repeated for their query heads
+            q, k, _ = attn.qkv(hidden).split([attn.q_dim, attn.kv_dim, attn.kv_dim], dim=-1)
+            q = q.reshape(S, attn.num_heads, -1)
+            k = k.reshape(S, attn.num_key_value_heads, -1).repeat_interleave(attn.num_key_value_groups, dim=1)
+        elif hasattr(attn, "qkv"):
             q, k, _ = attn.qkv(hidden).reshape(S, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
         else:  # Qwen2.5-Omni: separate q, k, v projections
             q, k = attn.q(hidden).reshape(S, attn.num_heads, -1), attn.k(hidden).reshape(S, attn.num_heads, -1)
@@ -136,6 +142,20 @@ def hand_keep(model, method, media: List[dict]) -> List[torch.Tensor]:
     return keep
 
 
+def hand_keep_of_call(model, method, inputs: dict):
+    """``hand_keep`` of a call's images (``pixel_values`` / ``image_grid_thw``) then its ONE video, as
+    [(keep, modality)] for ``hand_logits``."""
+    media, first = [], 0
+    for grid in inputs["image_grid_thw"]:
+        n = int(grid.prod())
+        media.append(dict(pixels=inputs["pixel_values"][first : first + n], grid=grid, kind="image"))
+        first += n
+    if inputs.get("pixel_values_videos") is not None:
+        media.append(dict(pixels=inputs["pixel_values_videos"], grid=inputs["video_grid_thw"][0], kind="video"))
+    keep = hand_keep(model, method, media)
+    return [(k, m["kind"]) for k, m in zip(keep, media)]
+
+
 def placeholder_tokens(model):
     """((modality, placeholder token id), ...): GLM-4V writes video frames with the image token."""
     video = model.config.image_token_id if type(model).__name__.startswith(GLM_CLASSES) else model.config.video_token_id
@@ -163,7 +183,8 @@ def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: tor
                 where = ids == token
                 embeds[where] = torch.cat(outputs[modality].pooler_output).to(embeds.dtype)
                 visual |= where
-        positions = unpruned_positions(inner, inputs)
+        one_d = type(model).__name__ in ONE_D_POSITION_CLASSES
+        positions = None if one_d else unpruned_positions(inner, inputs)
     # the kept columns: real text, and the kept placeholders (images first, then videos, flat order)
     survive = mask.bool().clone()
     flat_keep = []
@@ -185,13 +206,14 @@ def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: tor
         n = len(cols)
         target = slice(width - n - T, width - T)
         new_embeds[b, target] = embeds[b, cols]
-        new_pos[:, b, target] = positions[:, b, cols]
+        if not one_d:
+            new_pos[:, b, target] = positions[:, b, cols]
         new_mask[b, width - n - T :] = 1
         new_visual[b, target] = visual[b, cols]
         if T:
-            top = positions[:, b, cols].max()
             new_embeds[b, width - T :] = inner.get_input_embeddings()(extra_tokens[b])
-            new_pos[:, b, width - T :] = top + 1 + torch.arange(T)
+            if not one_d:
+                new_pos[:, b, width - T :] = positions[:, b, cols].max() + 1 + torch.arange(T)
     kwargs = {}
     deepstack_levels = getattr(next(iter(outputs.values())), "deepstack_features", None)
     if deepstack_levels is not None:
@@ -207,6 +229,8 @@ def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: tor
             levels.append(per_position[kept])
         kwargs = dict(visual_pos_masks=new_visual, deepstack_visual_embeds=levels)
     with torch.no_grad():
+        if one_d:  # the model numbers the columns of the (left-padded) prompt itself
+            new_pos = torch.arange(width)[None].expand(B, -1)
         hidden = inner.language_model(inputs_embeds=new_embeds, attention_mask=new_mask, position_ids=new_pos, **kwargs).last_hidden_state
         return model.lm_head(hidden), new_mask
 

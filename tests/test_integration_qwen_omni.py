@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tiny_models as tm
-from qwen_oracles import assert_forward_matches_hand, assert_generate_matches_hand, hand_keep
+from qwen_oracles import assert_forward_matches_hand, assert_generate_matches_hand, hand_keep_of_call
 from vtprune_kernels import HIVTP, Random, Uniform, VisPruner, apply
 
 IMAGES = [(1, 6, 10), (1, 4, 6)]
@@ -54,22 +54,11 @@ def _inputs(model, audio: bool = False):
     return inputs
 
 
-def _hand(model, method, inputs):
-    media, first = [], 0
-    for grid in inputs["image_grid_thw"]:
-        n = int(grid.prod())
-        media.append(dict(pixels=inputs["pixel_values"][first : first + n], grid=grid, kind="image"))
-        first += n
-    media.append(dict(pixels=inputs["pixel_values_videos"], grid=inputs["video_grid_thw"][0], kind="video"))
-    keep = hand_keep(model, method, media)
-    return [(k, m["kind"]) for k, m in zip(keep, media)]
-
-
 @pytest.mark.parametrize("method_name", list(METHODS))
 def test_pruned_forward_matches_hand_pipeline(model, method_name):
     method = METHODS[method_name]()
     inputs = _inputs(model)
-    keep = _hand(model, method, inputs)
+    keep = hand_keep_of_call(model, method, inputs)
     handle = assert_forward_matches_hand(model, method, inputs, keep)
     assert [s.tolist() for s in handle.last_selection] == [k.nonzero().flatten().tolist() for k, _ in keep]
 
@@ -78,7 +67,7 @@ def test_audio_passes_through(model):
     """An audio clip in the prompt keeps its placeholders and features; its positions shift the rest as unpruned."""
     method = VisPruner(keep=3, step=2)
     inputs = _inputs(model, audio=True)
-    assert_forward_matches_hand(model, method, inputs, _hand(model, method, inputs))
+    assert_forward_matches_hand(model, method, inputs, hand_keep_of_call(model, method, inputs))
     with torch.no_grad(), apply(model, method) as handle:
         pruned = handle.prepare_inputs(**inputs)
     assert torch.equal(pruned["input_features"], inputs["input_features"])
@@ -98,7 +87,7 @@ def test_keeping_everything_gives_the_unpruned_logits(model, audio):
 def test_generate_matches_hand_greedy_steps(model):
     method = HIVTP(layers=(1, 3), region_ratio=0.5)
     inputs = _inputs(model)
-    assert_generate_matches_hand(model, method, inputs, _hand(model, method, inputs))
+    assert_generate_matches_hand(model, method, inputs, hand_keep_of_call(model, method, inputs))
 
 
 def test_a_video_without_its_time_steps_is_a_clear_error(model):

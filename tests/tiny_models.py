@@ -596,6 +596,24 @@ def qwen3_omni(seed: int = 0, depth: int = 4, deepstack=(0, 2)):
     return _finish(Qwen3OmniMoeThinkerForConditionalGeneration(cfg), seed)
 
 
+def exaone4_5(seed: int = 0, depth: int = 4, fullatt=(1, 3)):
+    """EXAONE 4.5: Qwen2.5-VL's tower with grouped-query vision attention (4 query heads, 2 key/value heads), windows
+    of 56 px except ``fullatt``; EXAONE 4 text with plain 1-D positions."""
+    from transformers import Exaone4_5_Config, Exaone4_5_ForConditionalGeneration
+
+    vision = dict(
+        depth=depth, hidden_size=32, intermediate_size=64, num_heads=4, num_key_value_heads=2, out_hidden_size=64,
+        fullatt_block_indexes=list(fullatt), window_size=56, patch_size=QWEN_PATCH, spatial_merge_size=2, temporal_patch_size=2,
+    )
+    text = dict(
+        model_type="exaone4", vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+        pad_token_id=PAD_TOKEN, bos_token_id=1, eos_token_id=2,
+    )
+    cfg = Exaone4_5_Config(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN)
+    return _finish(Exaone4_5_ForConditionalGeneration(cfg), seed)
+
+
 _TINY_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)  # the MoE variants' text blocks
 
 

@@ -73,6 +73,7 @@ _SUPPORTED = (
     "Cohere2VisionForConditionalGeneration (Command A Vision)",
     "Lfm2VlForConditionalGeneration (LFM2-VL)",
     "MiniCPMV4_6ForConditionalGeneration (MiniCPM-V 4.6)",
+    "Exaone4_5_ForConditionalGeneration (EXAONE 4.5)",
     "Gemma4ForConditionalGeneration (images and videos)",
     "Idefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration",
@@ -151,6 +152,10 @@ def _adapter_for(model):
         from .cohere2_vision import Cohere2VisionAdapter
 
         return Cohere2VisionAdapter(model)
+    if type(model).__name__ == "Exaone4_5_ForConditionalGeneration":
+        from .exaone4_5 import Exaone45Adapter
+
+        return Exaone45Adapter(model)
     if type(model).__name__ == "MiniCPMV4_6ForConditionalGeneration":
         from .minicpmv import MiniCPMVAdapter
 
@@ -430,7 +435,8 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
         LlavaNextVideoForConditionalGeneration, LlavaOnevisionForConditionalGeneration, InternVLForConditionalGeneration, Gemma3ForConditionalGeneration,
         Gemma4ForConditionalGeneration (images, videos), PaliGemmaForConditionalGeneration, Mistral3ForConditionalGeneration,
         Llama4ForConditionalGeneration, AyaVisionForConditionalGeneration, Cohere2VisionForConditionalGeneration,
-        Lfm2VlForConditionalGeneration, MiniCPMV4_6ForConditionalGeneration, Idefics3ForConditionalGeneration,
+        Lfm2VlForConditionalGeneration, MiniCPMV4_6ForConditionalGeneration, Exaone4_5_ForConditionalGeneration,
+        Idefics3ForConditionalGeneration,
         SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
         Glm4vForConditionalGeneration or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.

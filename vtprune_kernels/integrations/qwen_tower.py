@@ -52,6 +52,7 @@ TOWER_CLASSES = (
     "Qwen2VisionTransformerPretrainedModel",
     "Qwen2_5_VisionTransformerPretrainedModel",
     "Qwen2_5OmniVisionEncoder",
+    "Exaone4_5_VisionModel",
     "Qwen3OmniMoeVisionEncoder",
     "Qwen3VLVisionModel",
     "Qwen3VLMoeVisionModel",
