@@ -61,6 +61,16 @@ def blocks_2x2(x: torch.Tensor, grid) -> torch.Tensor:
     return x.reshape(B, h // 2, 2, w // 2, 2, C).permute(0, 1, 3, 2, 4, 5).reshape(B, (h // 2) * (w // 2), 4 * C)
 
 
+def split_rows(values: Sequence, per_row: Sequence[int]) -> List[list]:
+    """``values`` (one per image / tile, in call order) cut into consecutive rows of ``per_row[b]`` each (the
+    per-row placeholder counts ``tiny_models.make_prompts`` takes)."""
+    rows, first = [], 0
+    for n in per_row:
+        rows.append(list(values[first : first + n]))
+        first += n
+    return rows
+
+
 def method_keep(
     method, *, grid, cls_attn=None, received=None, features=None, batch=None, valid=None, backend=BACKEND, replay=True
 ):
@@ -203,6 +213,7 @@ __all__ = [
     "BACKEND",
     "PTP",
     "eager_copy",
+    "split_rows",
     "tower_maps",
     "cls_attention",
     "received_attention",

@@ -280,6 +280,17 @@ def assert_forward_matches_hand(model, method, inputs: dict, keep, drop: tuple =
     return handle
 
 
+def assert_keeping_everything_is_unpruned(model, inputs: dict, keep: int):
+    """VisPruner and Uniform keeping ``keep`` (every merged token of a frame) give the unpruned model's logits."""
+    from vtprune_kernels import Uniform, VisPruner, apply
+
+    with torch.no_grad():
+        unpruned = model(**inputs).logits
+        for method in (VisPruner(keep=keep, step=2), Uniform(keep=keep)):
+            with apply(model, method, backend=BACKEND):
+                torch.testing.assert_close(model(**inputs).logits, unpruned, atol=1e-5, rtol=1e-5)
+
+
 def assert_generate_matches_hand(model, method, inputs: dict, keep, new_tokens: int = 3):
     """Greedy ``generate`` under ``apply(model, method)``: every step's logits equal the hand
     pipeline's on the hand-kept columns ``keep`` (new tokens at the unpruned max position + 1, ...)."""

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import tiny_models as tm
-from integration_oracles import BACKEND, assert_matches_unmodified, blocks_2x2, eager_copy, method_keep, method_scores, pooled_2x2, tower_maps
+from integration_oracles import BACKEND, assert_matches_unmodified, blocks_2x2, eager_copy, method_keep, method_scores, pooled_2x2, split_rows, tower_maps
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.methods.pixel_shuffle_pooling import pixel_shuffle_pool
 
@@ -56,11 +56,7 @@ def hand_keep(model, method, pixel_values):
 def hand_inputs(model, inputs, keep, padding_side="left"):
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    counts, first = [], 0
-    for n in TILES_PER_ROW:
-        counts.append([int(k.sum()) for k in keep[first : first + n]])
-        first += n
-    ids, mask = tm.make_prompts(counts, padding_side=padding_side)
+    ids, mask = tm.make_prompts(split_rows([int(k.sum()) for k in keep], TILES_PER_ROW), padding_side=padding_side)
     with torch.no_grad():
         full = model.model.get_image_features(inputs["pixel_values"]).pooler_output  # [tiles, T, D]
     return dict(input_ids=ids, attention_mask=mask, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=full[keep])})

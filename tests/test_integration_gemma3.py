@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import tiny_models as tm
-from integration_oracles import BACKEND, assert_matches_unmodified, eager_copy, method_keep, method_scores, tower_maps
+from integration_oracles import BACKEND, assert_matches_unmodified, eager_copy, method_keep, method_scores, split_rows, tower_maps
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 
 P, SIDE = 8, 4  # 8x8 patches pooled 2x2 to 4x4
@@ -67,11 +67,7 @@ def hand_inputs(model, inputs, keep, padding_side="left"):
 
     with torch.no_grad():
         full = model.model.get_image_features(inputs["pixel_values"]).pooler_output  # [n, T, D]
-    counts, first = [], 0
-    for n in IMAGES_PER_ROW:
-        counts.append([int(k.sum()) for k in keep[first : first + n]])
-        first += n
-    ids, mask, types = _prompt(counts, padding_side)
+    ids, mask, types = _prompt(split_rows([int(k.sum()) for k in keep], IMAGES_PER_ROW), padding_side)
     kept = full[keep]  # [K, D], image-major
     return dict(input_ids=ids, attention_mask=mask, token_type_ids=types,
                 mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=kept[None])})

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tiny_models as tm
-from integration_oracles import BACKEND, assert_matches_unmodified, eager_copy, method_keep, method_scores
+from integration_oracles import BACKEND, assert_matches_unmodified, eager_copy, method_keep, method_scores, split_rows
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 
 GRIDS = [(4, 6), (6, 4), (4, 4)]  # (rows, columns) of patches; pooled 2x2: 2x3, 3x2, 2x2 tokens
@@ -39,11 +39,7 @@ def _prompt(counts, padding_side="left"):
 
 
 def _inputs(padding_side="left"):
-    counts, first = [], 0
-    for n in IMAGES_PER_ROW:
-        counts.append([r * c for r, c in POOLED[first : first + n]])
-        first += n
-    ids, mask, types = _prompt(counts, padding_side)
+    ids, mask, types = _prompt(split_rows([r * c for r, c in POOLED], IMAGES_PER_ROW), padding_side)
     pixel_values, positions = tm.gemma4_patches(GRIDS, MAX_PATCHES, seed=4)
     return dict(input_ids=ids, attention_mask=mask, mm_token_type_ids=types, pixel_values=pixel_values,
                 image_position_ids=positions)
@@ -87,11 +83,7 @@ def hand_inputs(model, inputs, keep, padding_side="left"):
 
     with torch.no_grad():
         full = model.model.get_image_features(inputs["pixel_values"], inputs["image_position_ids"]).pooler_output
-    counts, first = [], 0
-    for n in IMAGES_PER_ROW:
-        counts.append([int(k.sum()) for k in keep[first : first + n]])
-        first += n
-    ids, mask, types = _prompt(counts, padding_side)
+    ids, mask, types = _prompt(split_rows([int(k.sum()) for k in keep], IMAGES_PER_ROW), padding_side)
     kept = tuple(f[k] for f, k in zip(full, keep))
     return dict(input_ids=ids, attention_mask=mask, mm_token_type_ids=types,
                 mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=kept)})

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tiny_models as tm
-from integration_oracles import BACKEND, assert_matches_unmodified, blocks_2x2, eager_copy, method_keep, method_scores, pooled_2x2
+from integration_oracles import BACKEND, assert_matches_unmodified, blocks_2x2, eager_copy, method_keep, method_scores, pooled_2x2, split_rows
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 
 # two full 8x8 tiles (4x4 tokens), a 4x6 thumbnail (2x3), a 6x4 single image (3x2); every tile padded to 64 patches
@@ -31,16 +31,8 @@ def model():
     return tm.lfm2_vl()
 
 
-def _counts(per_tile):
-    counts, first = [], 0
-    for n in TILES_PER_ROW:
-        counts.append(per_tile[first : first + n])
-        first += n
-    return counts
-
-
 def _inputs(padding_side="left"):
-    ids, mask = tm.make_prompts(_counts(TOKENS), padding_side=padding_side)
+    ids, mask = tm.make_prompts(split_rows(TOKENS, TILES_PER_ROW), padding_side=padding_side)
     pixel_values, shapes, pixel_mask = tm.lfm2_vl_patches(GRIDS, seed=4)
     return dict(input_ids=ids, attention_mask=mask, pixel_values=pixel_values, spatial_shapes=shapes, pixel_attention_mask=pixel_mask)
 
@@ -72,7 +64,7 @@ def hand_inputs(model, inputs, keep, padding_side="left"):
         full = model.model.get_image_features(
             inputs["pixel_values"], inputs["spatial_shapes"], inputs["pixel_attention_mask"]
         ).pooler_output
-    ids, mask = tm.make_prompts(_counts([int(k.sum()) for k in keep]), padding_side=padding_side)
+    ids, mask = tm.make_prompts(split_rows([int(k.sum()) for k in keep], TILES_PER_ROW), padding_side=padding_side)
     kept = [f[k] for f, k in zip(full, keep)]
     return dict(input_ids=ids, attention_mask=mask, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=kept)})
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import tiny_models as tm
-from integration_oracles import BACKEND, blocks_2x2, eager_copy, method_keep, pooled_2x2
+from integration_oracles import BACKEND, blocks_2x2, eager_copy, method_keep, pooled_2x2, split_rows
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.methods.pixel_shuffle_pooling import pixel_shuffle_pool
 
@@ -72,11 +72,7 @@ def hand_keep(model, method, pixel_values):
 
 def hand_inputs(model, inputs, keep, padding_side="left"):
     """The shortened prompt and the kept adapter features, built by hand."""
-    counts, first = [], 0
-    for n in TILES_PER_ROW:
-        counts.append([int(k.sum()) for k in keep[first : first + n]])
-        first += n
-    ids, mask = tm.make_prompts(counts, padding_side=padding_side)
+    ids, mask = tm.make_prompts(split_rows([int(k.sum()) for k in keep], TILES_PER_ROW), padding_side=padding_side)
     with torch.no_grad():
         full = model.get_image_features(inputs["pixel_values"]).last_hidden_state  # [tiles, T, D]
     return ids, mask, full[keep]

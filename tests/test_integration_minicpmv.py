@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import tiny_models as tm
-from integration_oracles import BACKEND, assert_matches_unmodified, eager_copy, method_keep
+from integration_oracles import BACKEND, assert_matches_unmodified, eager_copy, method_keep, split_rows
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 
 UNITS = [(8, 8), (4, 8), (8, 12)]  # patches; language-model tokens 2x2, 1x2, 2x3
@@ -32,16 +32,8 @@ def model():
     return tm.minicpmv4_6()
 
 
-def _counts(per_unit):
-    counts, first = [], 0
-    for n in UNITS_PER_ROW:
-        counts.append(per_unit[first : first + n])
-        first += n
-    return counts
-
-
 def _inputs(padding_side="left"):
-    ids, mask = tm.make_prompts(_counts(TOKENS), padding_side=padding_side)
+    ids, mask = tm.make_prompts(split_rows(TOKENS, UNITS_PER_ROW), padding_side=padding_side)
     pixels, sizes = tm.minicpm_patches(UNITS, seed=4)
     return dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, target_sizes=sizes)
 
@@ -94,7 +86,7 @@ def hand_inputs(model, inputs, keep, padding_side="left"):
 
     with torch.no_grad():
         full = model.model.get_image_features(inputs["pixel_values"], inputs["target_sizes"]).pooler_output
-    ids, mask = tm.make_prompts(_counts([int(k.sum()) for k in keep]), padding_side=padding_side)
+    ids, mask = tm.make_prompts(split_rows([int(k.sum()) for k in keep], UNITS_PER_ROW), padding_side=padding_side)
     kept = [f[k] for f, k in zip(full, keep)]
     return dict(input_ids=ids, attention_mask=mask, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=kept)})
 

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 import tiny_models as tm
-from qwen_oracles import assert_forward_matches_hand, assert_generate_matches_hand, hand_keep_of_call
+from qwen_oracles import (
+    assert_forward_matches_hand,
+    assert_generate_matches_hand,
+    assert_keeping_everything_is_unpruned,
+    hand_keep_of_call,
+)
 from vtprune_kernels import HIVTP, Random, Uniform, VisPruner, apply
 
 IMAGES = [(1, 6, 10), (1, 4, 6)]
@@ -77,11 +82,7 @@ def test_audio_passes_through(model):
 @pytest.mark.parametrize("audio", [False, True], ids=["vision", "with-audio"])
 def test_keeping_everything_gives_the_unpruned_logits(model, audio):
     inputs = _inputs(model, audio=audio)
-    with torch.no_grad():
-        unpruned = model(**inputs).logits
-        for method in (VisPruner(keep=15, step=2), Uniform(keep=15)):
-            with apply(model, method):
-                torch.testing.assert_close(model(**inputs).logits, unpruned, atol=1e-5, rtol=1e-5)
+    assert_keeping_everything_is_unpruned(model, inputs, 15)
 
 
 def test_generate_matches_hand_greedy_steps(model):

@@ -36,7 +36,7 @@ import torch
 from .adapter import PrunedImages, make_captured, require_vision_only, score_layers, select
 from .capture import VisionScoreCapture
 from .gemma3 import Gemma3Adapter
-from .vision_runner import VisionTower
+from .vision_runner import encoder_tower
 
 
 def pooled_scores(pooler, chunks, positions: torch.Tensor, length: int) -> torch.Tensor:
@@ -74,9 +74,7 @@ class Gemma4Adapter(Gemma3Adapter):
         self.video_token_id = int(model.config.video_token_id)
 
     def describe_tower(self):
-        tower = self.inner.vision_tower
-        layers = tower.encoder.layers
-        return VisionTower(module=tower, layers=layers, attention_module=lambda i: layers[i].self_attn, has_cls=False)
+        return encoder_tower(self.inner.vision_tower)
 
     def real_lengths(self, positions: torch.Tensor, pixel_values: torch.Tensor, what: str = "image") -> List[int]:
         """Per image (or frame), its number of real patches (host ``positions`` [n, P, 2]; padding must be a suffix)."""

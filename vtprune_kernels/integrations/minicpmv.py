@@ -32,7 +32,7 @@ from ..methods.hivtp import PAPER_LAYERS
 from ..methods.pixel_shuffle_pooling import pixel_shuffle_pool
 from .adapter import PrunedImages, TowerAdapter, make_captured, require_vision_only, score_layers, select
 from .capture import VisionScoreCapture
-from .vision_runner import VisionTower
+from .vision_runner import encoder_tower
 
 
 def merged_blocks(hidden: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
@@ -55,9 +55,7 @@ class MiniCPMVAdapter(TowerAdapter):
         self.video_token_id = int(model.config.video_token_id)
 
     def describe_tower(self):
-        tower = self.inner.vision_tower
-        layers = tower.encoder.layers
-        return VisionTower(module=tower, layers=layers, attention_module=lambda i: layers[i].self_attn, has_cls=False)
+        return encoder_tower(self.inner.vision_tower)
 
     def window_merger_after(self, mode: str) -> Optional[int]:
         """The encoder layer after which the window merger runs, or None (``downsample_mode="4x"``)."""

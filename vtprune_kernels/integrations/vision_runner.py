@@ -69,6 +69,13 @@ class VisionTower:
         return layer
 
 
+def encoder_tower(tower: nn.Module) -> VisionTower:
+    """The ``VisionTower`` of a tower without [CLS] whose layers are ``tower.encoder.layers`` with their attention
+    as ``self_attn`` (Gemma 4's, MiniCPM-V's), whatever its class is called."""
+    layers = tower.encoder.layers
+    return VisionTower(module=tower, layers=layers, attention_module=lambda i: layers[i].self_attn, has_cls=False)
+
+
 def describe_tower(tower: nn.Module) -> VisionTower:
     """The ``VisionTower`` of a CLIP, SigLIP (1 or 2), InternViT, DINOv2, Idefics3 / SmolVLM, Pixtral or Llama 4 vision
     model; a clear error otherwise."""
