@@ -135,6 +135,11 @@ class MiniCPMVAdapter(TowerAdapter):
     def _select(self, out, sizes, capture, layers, insert, needs, method, backend, token) -> "_Units":
         """Per unit, its language-model tokens (the model's own) and keep mask [1, T] on the device."""
         chunks = None if capture is None else capture.chunk_scores()  # per unit [1, tokens of the scored layers]
+        if chunks is not None and len(chunks) != len(sizes):
+            raise RuntimeError(
+                f"{self.family}: the tower attended in {len(chunks)} calls per layer for {len(sizes)} units "
+                "(pruning expects one call per unit, as its attention runs outside flash attention)"
+            )
         hidden = out.last_hidden_state[0]  # [sum of units' tower tokens, C]
         merged = insert is not None
         masks, start = [], 0
