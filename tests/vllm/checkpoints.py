@@ -24,6 +24,7 @@ tokenizer with the models' special tokens, an image processor and a chat templat
   norm, a 2x2 convolution and an MLP.
 - ``qwen3_vl_moe(path)``: the same with mixture-of-experts text blocks; ``qwen3_5(path)``: Qwen3.5,
   the same tower without DeepStack and a hybrid (linear-attention) language model, served in bfloat16.
+- ``exaone4_5(path)``: EXAONE 4.5, Qwen2.5-VL's tower with grouped-query attention, EXAONE 4 text (1-D positions).
 - ``mistral3(path)``: Mistral 3 (Mistral-Small-3.1), Pixtral tower, 14 px patches merged 2x2 by the projector,
   images up to 112 px (4 x 4 merged tokens), each row of [IMG] ended by [IMG_BREAK], the last by [IMG_END].
 - ``llava_pixtral(path)``: Pixtral-12B's LLaVA form: the Pixtral tower of ``mistral3`` without a merger, images up
@@ -560,6 +561,34 @@ def qwen2_5_vl(path: str, seed: int = 0, vision: dict = None, text_config=None, 
     text = _mrope_text(text_config, lambda d: [d // 8, 3 * d // 16, 3 * d // 16])  # Qwen2.5-VL's 16:24:24 of a 128-dim head
     classes = (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLVideoProcessor)
     return _qwen(path, seed, classes, vision, text, max_pixels)
+
+
+def exaone4_5(path: str, seed: int = 0):
+    """EXAONE 4.5: Qwen2.5-VL's tower (14 px patches merged 2x2, 56 px windows in blocks 0 and 2) with grouped-query
+    attention (4 query heads, 2 key/value heads); EXAONE 4 text with 1-D positions; Qwen2-VL's processors."""
+    from transformers import Exaone4_5_Config, Exaone4_5_ForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+    from transformers.models.exaone4_5 import Exaone4_5_Processor
+
+    vision = dict(
+        depth=4, hidden_size=32, intermediate_size=64, num_heads=4, num_key_value_heads=2, out_hidden_size=128,
+        fullatt_block_indexes=[1, 3], window_size=56, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+    )
+    text = dict(
+        model_type="exaone4", vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=1024, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
+    )
+    config = Exaone4_5_Config(
+        vision_config=vision, text_config=text, image_token_id=token_id("<|image_pad|>"), video_token_id=token_id("<|video_pad|>"),
+    )
+    torch.manual_seed(seed)
+    model = _finish(Exaone4_5_ForConditionalGeneration(config), seed)
+    common = dict(size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 64}, patch_size=14, temporal_patch_size=2, merge_size=2)
+    processor = Exaone4_5_Processor(
+        image_processor=Qwen2VLImageProcessor(**common), video_processor=Qwen2VLVideoProcessor(**common),
+        tokenizer=tokenizer(QWEN_TOKENS), chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", QWEN_IMAGE),
+    )
+    return _save(model, processor, path, hub_tower_prefix=False)
 
 
 _QWEN3_VISION = dict(

@@ -216,6 +216,12 @@ CASES = {
         {"method": "random", "keep": 6, "seed": 3}, Random(keep=6, seed=3), checkpoints.GLM_IMAGE,
         [(112, 84), (168, 168), (84, 140)], two_images=False,
     ),
+    # EXAONE 4.5: Qwen2.5-VL's grouped-query tower, 1-D text positions (no position channels)
+    "exaone4_5-vispruner": Case(
+        checkpoints.exaone4_5, "Exaone4_5_ForConditionalGeneration",
+        {"method": "vispruner", "keep": 10, "step": 2}, VisPruner(keep=10, step=2), checkpoints.QWEN_IMAGE,
+        [(112, 84), (84, 140), (168, 168)], videos=True,
+    ),
     "qwen2_5_vl-random": Case(
         checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration",
         {"method": "random", "keep": 6, "seed": 3}, Random(keep=6, seed=3), checkpoints.QWEN_IMAGE,

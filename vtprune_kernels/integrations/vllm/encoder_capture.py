@@ -40,7 +40,7 @@ class EncoderLayout:
     attention(i): layer i's ``MMEncoderAttention`` module. num_layers: layers instantiated (vLLM
     builds LLaVA towers only up to the feature layer). local_heads / total_heads: heads this rank
     computes / the model's heads. has_cls: the sequence holds a [CLS] token, first or, with
-    ``cls_last`` (Llama 4), last.
+    ``cls_last`` (Llama 4), last. local_kv_heads: the key heads of a grouped-query tower (EXAONE 4.5).
     """
 
     attention: Callable[[int], nn.Module]
@@ -51,6 +51,7 @@ class EncoderLayout:
     scale: float
     has_cls: bool
     cls_last: bool = False
+    local_kv_heads: Optional[int] = None  # key heads this rank computes, when fewer than its query heads (GQA)
 
 
 def describe_encoder(tower: nn.Module) -> EncoderLayout:
@@ -70,6 +71,18 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
             head_dim=int(first.hidden_size_per_attention_head),
             scale=float(first.attn.scale),
             has_cls=False,
+        )
+    if name == "EXAONE4_5_VisionTransformer":  # Qwen2.5-VL's layout with grouped-query attention
+        first = tower.blocks[0].attn
+        return EncoderLayout(
+            attention=lambda i: tower.blocks[i].attn.attn,
+            num_layers=len(tower.blocks),
+            local_heads=int(first.num_heads),
+            total_heads=int(first.total_num_heads),
+            head_dim=int(first.head_dim),
+            scale=float(first.attn.scale),
+            has_cls=False,
+            local_kv_heads=int(first.num_kv_heads),
         )
     if name == "PixtralHFVisionModel":  # Mistral 3's tower: a batch's images packed in one sequence
         first = tower.transformer.layers[0].attention
@@ -123,7 +136,7 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
         raise ValueError(
             f"vtprune: unsupported vLLM vision tower {name} (supported: CLIPVisionModel, SiglipVisionModel, "
             "InternS1VisionModel, InternVisionModel, Idefics2VisionTransformer, Siglip2Model, PixtralHFVisionModel, Llama4VisionModel, "
-            "Qwen2VisionTransformer, Qwen2_5_VisionTransformer, "
+            "Qwen2VisionTransformer, Qwen2_5_VisionTransformer, EXAONE4_5_VisionTransformer, "
             "Qwen3_VisionTransformer, Glm4vVisionTransformer)"
         )
     first = layers[0]
@@ -138,10 +151,10 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
     )
 
 
-def _heads(x: torch.Tensor, layout: EncoderLayout) -> torch.Tensor:
-    """[B, S, H*D] or [B, S, H, D] -> [B, H, S, D] (a view)."""
+def _heads(x: torch.Tensor, layout: EncoderLayout, heads: Optional[int] = None) -> torch.Tensor:
+    """[B, S, H*D] or [B, S, H, D] -> [B, H, S, D] (a view); ``heads``: H when not the query heads."""
     if x.dim() == 3:
-        x = x.unflatten(-1, (layout.local_heads, layout.head_dim))
+        x = x.unflatten(-1, (heads or layout.local_heads, layout.head_dim))
     return x.transpose(1, 2)
 
 
@@ -190,7 +203,7 @@ class EncoderScoreCapture:
     def _hook(self, layer, module, args, kwargs):
         query = kwargs["query"] if "query" in kwargs else args[0]
         key = kwargs["key"] if "key" in kwargs else args[1]
-        q, k = _heads(query, self.layout), _heads(key, self.layout)
+        q, k = _heads(query, self.layout), _heads(key, self.layout, self.layout.local_kv_heads)
         if self.segments is None:
             self._scores.add(q, k, scale=self.layout.scale)
             return

@@ -36,13 +36,9 @@ class VTPruneQwen2_5_VLMultiModalProcessor(PrunedPlaceholders, Qwen2_5_VLMultiMo
     """Qwen2.5-VL's processor with min(keep, merged tokens) placeholders per image and video frame."""
 
 
-@MULTIMODAL_REGISTRY.register_processor(
-    VTPruneQwen2_5_VLMultiModalProcessor, info=VTPruneQwen2_5_VLProcessingInfo, dummy_inputs=Qwen2_5_VLDummyInputsBuilder
-)
-class VTPruneQwen2_5_VLForConditionalGeneration(Qwen2VLPruning, PositionChannels, Qwen2_5_VLForConditionalGeneration):
-    """vLLM's Qwen2.5-VL with every image and video frame pruned by the configured method."""
-
-    vtprune_architecture = ARCHITECTURE
+class Qwen2_5_VLWindows:
+    """Model mixin (before ``Qwen2VLPruning``): Qwen2.5-VL's full-attention blocks and windows (its tower's own
+    ``get_rope_by_thw``)."""
 
     def _full_attention(self) -> Tuple[Sequence[int], bool]:
         return tuple(int(i) for i in self.visual.fullatt_block_indexes), True
@@ -56,3 +52,12 @@ class VTPruneQwen2_5_VLForConditionalGeneration(Qwen2VLPruning, PositionChannels
             offset += item_index.numel()
             lengths += torch.diff(cu_windows.long(), prepend=cu_windows.new_zeros(1).long()).tolist()
         return torch.cat(index), lengths
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    VTPruneQwen2_5_VLMultiModalProcessor, info=VTPruneQwen2_5_VLProcessingInfo, dummy_inputs=Qwen2_5_VLDummyInputsBuilder
+)
+class VTPruneQwen2_5_VLForConditionalGeneration(Qwen2_5_VLWindows, Qwen2VLPruning, PositionChannels, Qwen2_5_VLForConditionalGeneration):
+    """vLLM's Qwen2.5-VL with every image and video frame pruned by the configured method."""
+
+    vtprune_architecture = ARCHITECTURE

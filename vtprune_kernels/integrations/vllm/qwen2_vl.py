@@ -70,6 +70,7 @@ class Qwen2VLPruning:
     and the positions)."""
 
     vtprune_architecture = ""
+    vtprune_position_channels = True  # False: a language model with 1-D positions (EXAONE 4.5) needs no offsets
 
     def __init__(self, *, vllm_config, prefix: str = ""):
         super().__init__(vllm_config=vllm_config, prefix=prefix)
@@ -117,7 +118,8 @@ class Qwen2VLPruning:
         return [float(s) * tokens_per_second for s in seconds.tolist()]
 
     def _pruned_embeddings(self, pixel_values, grid_thw, t_factors) -> Tuple[torch.Tensor, ...]:
-        """Per item: [kept, D + POSITION_CHANNELS], the merged kept tokens and their M-RoPE offsets."""
+        """Per item: [kept, D + POSITION_CHANNELS], the merged kept tokens and their M-RoPE offsets ([kept, D]
+        without ``vtprune_position_channels``)."""
         merge = self.visual.spatial_merge_size
         grids = [tuple(int(v) for v in g) for g in grid_thw.tolist()]  # kept on the CPU by vLLM
         items, first = [], 0
@@ -143,7 +145,10 @@ class Qwen2VLPruning:
         pooled = None if patch_scores is None else merged_grid_pool(patch_scores, merge)
         kept_rows, offsets, keeps = select_frames(self.vtprune, items, merged, pooled)
         self.vtprune.record(keeps)
-        return with_offsets(self._merge_kept(merged[torch.cat(kept_rows)]), offsets, kept_rows)
+        embeds = self._merge_kept(merged[torch.cat(kept_rows)])
+        if not self.vtprune_position_channels:
+            return tuple(embeds.split([r.numel() for r in kept_rows]))
+        return with_offsets(embeds, offsets, kept_rows)
 
     def _merge_kept(self, kept: torch.Tensor) -> torch.Tensor:
         """[K, D]: the model's merger on kept merged tokens [K, 4C]."""

@@ -28,6 +28,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaOnevisionForConditionalGeneration": "VTPruneLlavaOnevisionForConditionalGeneration",
     "Cohere2VisionForConditionalGeneration": "VTPruneCohere2VisionForConditionalGeneration",
     "Lfm2VlForConditionalGeneration": "VTPruneLfm2VLForConditionalGeneration",
+    "Exaone4_5_ForConditionalGeneration": "VTPruneExaone4_5_ForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "InternVLChatModel": "VTPruneInternVLChatModel",
     "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
