@@ -27,6 +27,8 @@ CASES = {  # builder, stock architecture, prompt, image (width, height)
     "cohere2_vision": (checkpoints.cohere2_vision, "Cohere2VisionForConditionalGeneration", "USER: <image>\n", (250, 260)),
     # LFM2-VL's SigLIP2 tiles packed in one sequence: 2 x 2 tiles + a thumbnail (2 text heads to split; see ENGINE_ARGS)
     "lfm2_vl": (lambda p: checkpoints.lfm2_vl(p, heads=2), "Lfm2VlForConditionalGeneration", "USER: <image>\n", (128, 96)),
+    # EXAONE 4.5: grouped-query vision attention, its key heads split over the ranks too
+    "exaone4_5": (checkpoints.exaone4_5, "Exaone4_5_ForConditionalGeneration", f"USER: {checkpoints.QWEN_IMAGE}\n", (168, 84)),
     "gemma3": (checkpoints.gemma3, "Gemma3ForConditionalGeneration", f"USER: {checkpoints.GEMMA3_IMAGE}\n", (112, 84)),
     # Mistral 3's Pixtral tower; the row breaks are the sharded language model's own embedding
     "mistral3": (checkpoints.mistral3, "Mistral3ForConditionalGeneration", f"USER: {checkpoints.MISTRAL3_IMAGE}\n", (100, 70)),
