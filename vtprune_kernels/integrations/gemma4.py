@@ -123,8 +123,10 @@ class Gemma4Adapter(Gemma3Adapter):
         for b, frame in enumerate(features):
             T = frame.shape[0]
             grid = pooled_grid(host_positions[b, : lengths[b]], kernel, T, self.family)
-            frame_scores = None if scores is None else scores[b : b + 1, pooled["mask"][b]]
-            frame_features = pooled["features"][b : b + 1, pooled["mask"][b]] if needs.features else None
+            # the pooler's real soft tokens are its first T (its position pooling numbers a full rows x cols grid
+            # 0..T-1): a slice, not a boolean index, so no host sync per frame
+            frame_scores = None if scores is None else scores[b : b + 1, :T]
+            frame_features = pooled["features"][b : b + 1, :T] if needs.features else None
             captured = make_captured(needs, grid, frame_scores, frame_features, batch_size=1, device=frame.device)
             masks.append(select(method, captured, (1, T), backend))
         return features, masks

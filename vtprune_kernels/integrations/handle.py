@@ -99,7 +99,29 @@ QWEN_VL_CLASSES = (
 )
 
 
+# exact model class name -> (module of this package, its adapter class); imported when a model asks for it
+_ADAPTERS_BY_CLASS = {
+    "LlavaNextVideoForConditionalGeneration": ("llava_next_video", "LlavaNextVideoAdapter"),
+    "PaliGemmaForConditionalGeneration": ("paligemma", "PaliGemmaAdapter"),
+    "Gemma4ForConditionalGeneration": ("gemma4", "Gemma4Adapter"),
+    "AyaVisionForConditionalGeneration": ("aya_vision", "AyaVisionAdapter"),
+    "Cohere2VisionForConditionalGeneration": ("cohere2_vision", "Cohere2VisionAdapter"),
+    "Exaone4_5_ForConditionalGeneration": ("exaone4_5", "Exaone45Adapter"),
+    "MiniCPMV4_6ForConditionalGeneration": ("minicpmv", "MiniCPMVAdapter"),
+    "Lfm2VlForConditionalGeneration": ("lfm2_vl", "Lfm2VlAdapter"),
+    "Llama4ForConditionalGeneration": ("llama4", "Llama4Adapter"),
+    "Mistral3ForConditionalGeneration": ("mistral3", "Mistral3Adapter"),
+    "Idefics3ForConditionalGeneration": ("idefics3", "Idefics3Adapter"),
+    "SmolVLMForConditionalGeneration": ("idefics3", "Idefics3Adapter"),
+    "Qwen2_5OmniThinkerForConditionalGeneration": ("qwen_omni", "QwenOmniAdapter"),
+    "Qwen3OmniMoeThinkerForConditionalGeneration": ("qwen_omni", "QwenOmniAdapter"),
+    **{name: ("qwen_vl", "QwenVLAdapter") for name in QWEN_VL_CLASSES},
+}
+
+
 def _adapter_for(model):
+    import importlib
+
     from transformers import (
         Gemma3ForConditionalGeneration,
         InternVLForConditionalGeneration,
@@ -108,14 +130,15 @@ def _adapter_for(model):
         LlavaOnevisionForConditionalGeneration,
     )
 
+    entry = _ADAPTERS_BY_CLASS.get(type(model).__name__)
+    if entry is not None:
+        module, adapter = entry
+        return getattr(importlib.import_module(f".{module}", __package__), adapter)(model)
+    # the base classes below also take their subclasses
     if isinstance(model, LlavaNextForConditionalGeneration):
         from .llava_next import LlavaNextAdapter
 
         return LlavaNextAdapter(model)
-    if type(model).__name__ == "LlavaNextVideoForConditionalGeneration":
-        from .llava_next_video import LlavaNextVideoAdapter
-
-        return LlavaNextVideoAdapter(model)
     if isinstance(model, LlavaOnevisionForConditionalGeneration):
         from .llava_onevision import LlavaOnevisionAdapter
 
@@ -132,58 +155,10 @@ def _adapter_for(model):
         from .internvl import InternVLAdapter
 
         return InternVLAdapter(model)
-    if type(model).__name__ == "PaliGemmaForConditionalGeneration":
-        from .paligemma import PaliGemmaAdapter
-
-        return PaliGemmaAdapter(model)
     if isinstance(model, Gemma3ForConditionalGeneration):
         from .gemma3 import Gemma3Adapter
 
         return Gemma3Adapter(model)
-    if type(model).__name__ == "Gemma4ForConditionalGeneration":
-        from .gemma4 import Gemma4Adapter
-
-        return Gemma4Adapter(model)
-    if type(model).__name__ == "AyaVisionForConditionalGeneration":
-        from .aya_vision import AyaVisionAdapter
-
-        return AyaVisionAdapter(model)
-    if type(model).__name__ == "Cohere2VisionForConditionalGeneration":
-        from .cohere2_vision import Cohere2VisionAdapter
-
-        return Cohere2VisionAdapter(model)
-    if type(model).__name__ == "Exaone4_5_ForConditionalGeneration":
-        from .exaone4_5 import Exaone45Adapter
-
-        return Exaone45Adapter(model)
-    if type(model).__name__ == "MiniCPMV4_6ForConditionalGeneration":
-        from .minicpmv import MiniCPMVAdapter
-
-        return MiniCPMVAdapter(model)
-    if type(model).__name__ == "Lfm2VlForConditionalGeneration":
-        from .lfm2_vl import Lfm2VlAdapter
-
-        return Lfm2VlAdapter(model)
-    if type(model).__name__ == "Llama4ForConditionalGeneration":
-        from .llama4 import Llama4Adapter
-
-        return Llama4Adapter(model)
-    if type(model).__name__ == "Mistral3ForConditionalGeneration":
-        from .mistral3 import Mistral3Adapter
-
-        return Mistral3Adapter(model)
-    if type(model).__name__ in ("Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration"):
-        from .idefics3 import Idefics3Adapter
-
-        return Idefics3Adapter(model)
-    if type(model).__name__ in ("Qwen2_5OmniThinkerForConditionalGeneration", "Qwen3OmniMoeThinkerForConditionalGeneration"):
-        from .qwen_omni import QwenOmniAdapter
-
-        return QwenOmniAdapter(model)
-    if type(model).__name__ in QWEN_VL_CLASSES:
-        from .qwen_vl import QwenVLAdapter
-
-        return QwenVLAdapter(model)
     raise TypeError(
         f"vtprune_kernels.apply does not support {type(model).__name__}; supported models: " + "; ".join(_SUPPORTED)
     )
