@@ -24,7 +24,7 @@ from integration_oracles import BACKEND, method_keep
 from vtprune_kernels.methods import HIVTP, Random, Uniform, VisPruner
 
 # GLM-4V classes (GLM-4.1V / 4.5V / 4.6V): each video frame is written and encoded as an image
-GLM_CLASSES = ("Glm4v", "Glm46V")
+GLM_CLASSES = ("Glm4v", "Glm46V", "GlmOcr")
 # models whose language model numbers the prompt's columns (1-D positions), not M-RoPE
 ONE_D_POSITION_CLASSES = ("Exaone4_5_ForConditionalGeneration",)
 
@@ -64,6 +64,8 @@ def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.
             q, k, _ = attn.qkv(hidden).reshape(S, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
         else:  # Qwen2.5-Omni: separate q, k, v projections
             q, k = attn.q(hidden).reshape(S, attn.num_heads, -1), attn.k(hidden).reshape(S, attn.num_heads, -1)
+        if hasattr(attn, "q_norm"):  # GLM-OCR: per-head RMS norms on q and k before the rotary embedding
+            q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = rotate(q, k, *kwargs["position_embeddings"])
         bounds = kwargs["cu_seqlens"].tolist()
         received = []

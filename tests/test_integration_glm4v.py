@@ -1,5 +1,5 @@
-"""apply() on GLM-4.1V, GLM-4.5V and GLM-4.6V (``Glm4vForConditionalGeneration``, ``Glm4vMoeForConditionalGeneration``,
-``Glm46VForConditionalGeneration``),
+"""apply() on GLM-4.1V, GLM-4.5V, GLM-4.6V and GLM-OCR (``Glm4vForConditionalGeneration``,
+``Glm4vMoeForConditionalGeneration``, ``Glm46VForConditionalGeneration``, ``GlmOcrForConditionalGeneration``),
 images: their tower is packed like Qwen-VL's
 (2x2 blocks, attention per image) and merges a block with a per-patch norm, a 2x2 convolution and
 an MLP (``qwen_tower.glm4v_merge``). Every pruned forward is compared with the independent hand
@@ -33,9 +33,9 @@ METHODS = {
 }
 
 
-@pytest.fixture(scope="module", params=["glm4v", "glm4v_moe", "glm46v"])
+@pytest.fixture(scope="module", params=["glm4v", "glm4v_moe", "glm46v", "glm_ocr"])
 def model(request):
-    return tm.glm4v(moe=request.param == "glm4v_moe", glm46v=request.param == "glm46v")
+    return tm.glm4v(moe=request.param == "glm4v_moe", glm46v=request.param == "glm46v", ocr=request.param == "glm_ocr")
 
 
 def _inputs(padding_side="left"):

@@ -656,11 +656,13 @@ def qwen3_5(seed: int = 0, depth: int = 4, text_layers: int = 4, moe: bool = Fal
     return _finish(Qwen3_5ForConditionalGeneration(cfg), seed)
 
 
-def glm4v(seed: int = 0, depth: int = 4, moe: bool = False, glm46v: bool = False):
+def glm4v(seed: int = 0, depth: int = 4, moe: bool = False, glm46v: bool = False, ocr: bool = False):
     """GLM-4.1V: a Qwen-VL-style packed tower (14 px patches, 2x2 blocks, full attention) whose 2x2
     blocks are merged by a norm, a 2x2 convolution and an MLP; M-RoPE text. ``moe``: GLM-4.5V (the
     same tower, mixture-of-experts text blocks after the first). ``glm46v``: GLM-4.6V's class
-    (``Glm46VForConditionalGeneration``: the same tower and text model, built from their configs)."""
+    (``Glm46VForConditionalGeneration``: the same tower and text model, built from their configs).
+    ``ocr``: GLM-OCR (``GlmOcrForConditionalGeneration``: GLM-4.1V with q/k norms in the tower's
+    attention and no learned position embedding)."""
     from transformers import Glm4vConfig, Glm4vForConditionalGeneration, Glm4vMoeConfig, Glm4vMoeForConditionalGeneration
 
     vision = dict(
@@ -671,6 +673,10 @@ def glm4v(seed: int = 0, depth: int = 4, moe: bool = False, glm46v: bool = False
     text["rope_parameters"]["partial_rotary_factor"] = 1.0
     tokens = dict(image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN, image_start_token_id=VISION_START_TOKEN,
                   image_end_token_id=VISION_END_TOKEN)
+    if ocr:
+        from transformers import GlmOcrConfig, GlmOcrForConditionalGeneration
+
+        return _finish(GlmOcrForConditionalGeneration(GlmOcrConfig(vision_config=vision, text_config=text, **tokens)), seed)
     if glm46v:
         from transformers import Glm46VConfig, Glm46VForConditionalGeneration
 

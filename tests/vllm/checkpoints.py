@@ -670,12 +670,14 @@ GLM_IMAGE = "<|begin_of_image|><|image|><|end_of_image|>"
 GLM_VIDEO = "<|begin_of_video|><|video|><|end_of_video|>"
 
 
-def glm4v(path: str, seed: int = 0, moe: bool = False):
+def glm4v(path: str, seed: int = 0, moe: bool = False, ocr: bool = False):
     """GLM-4.1V: 14 px patches, 2x2 blocks merged by a norm, a 2x2 convolution and an MLP, full
     attention in its 4 blocks; images of 4 to 64 merged tokens. ``moe``: GLM-4.5V (4 routed experts,
     2 per token, a shared one; the first text block dense). The text config says ``attention_bias``
     (and, for -MoE, ``use_qk_norm``): transformers' GLM-4V keeps no such fields, vLLM reads them, as
-    the released configs carry them."""
+    the released configs carry them. ``ocr``: GLM-OCR (q/k norms in the tower's attention, no learned
+    position embedding; vLLM sizes its merger from the text config's ``intermediate_size``,
+    transformers from ``out_hidden_size * in_channels``, equal in the release: 3 x 128 here)."""
     from transformers import (
         Glm4vConfig,
         Glm4vForConditionalGeneration,
@@ -697,6 +699,11 @@ def glm4v(path: str, seed: int = 0, moe: bool = False):
     vision = dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=text["hidden_size"],
                   patch_size=14, spatial_merge_size=2, temporal_patch_size=2, image_size=56)
     config_class, model_class = (Glm4vMoeConfig, Glm4vMoeForConditionalGeneration) if moe else (Glm4vConfig, Glm4vForConditionalGeneration)
+    if ocr:
+        from transformers import GlmOcrConfig, GlmOcrForConditionalGeneration
+
+        text.update(intermediate_size=3 * text["hidden_size"], attention_bias=False)  # GLM-OCR's text q/k/v have no bias
+        config_class, model_class = GlmOcrConfig, GlmOcrForConditionalGeneration
     config = config_class(
         vision_config=vision, text_config=text, image_token_id=token_id("<|image|>"), video_token_id=token_id("<|video|>"),
         image_start_token_id=token_id("<|begin_of_image|>"), image_end_token_id=token_id("<|end_of_image|>"),

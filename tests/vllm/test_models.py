@@ -216,6 +216,12 @@ CASES = {
         {"method": "random", "keep": 6, "seed": 3}, Random(keep=6, seed=3), checkpoints.GLM_IMAGE,
         [(112, 84), (168, 168), (84, 140)], two_images=False,
     ),
+    # GLM-OCR: GLM-4.1V's tower with q/k norms in its attention
+    "glm_ocr-vispruner": Case(
+        lambda p: checkpoints.glm4v(p, ocr=True), "GlmOcrForConditionalGeneration",
+        {"method": "vispruner", "keep": 8, "step": 2}, VisPruner(keep=8, step=2), checkpoints.GLM_IMAGE,
+        [(84, 140), (112, 84), (168, 168)],
+    ),
     # EXAONE 4.5: Qwen2.5-VL's grouped-query tower, 1-D text positions (no position channels)
     "exaone4_5-vispruner": Case(
         checkpoints.exaone4_5, "Exaone4_5_ForConditionalGeneration",

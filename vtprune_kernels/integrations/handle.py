@@ -82,6 +82,7 @@ _SUPPORTED = (
     "Qwen3VLForConditionalGeneration (and Qwen3VLMoe)",
     "Qwen3_5ForConditionalGeneration (and Qwen3_5Moe)",
     "Glm4vForConditionalGeneration (and Glm4vMoe, Glm46V)",
+    "GlmOcrForConditionalGeneration (GLM-OCR)",
     "Qwen2_5OmniThinkerForConditionalGeneration, Qwen3OmniMoeThinkerForConditionalGeneration (the Omni thinkers: images and videos; audio passed through)",
 )
 
@@ -96,6 +97,7 @@ QWEN_VL_CLASSES = (
     "Glm4vForConditionalGeneration",
     "Glm4vMoeForConditionalGeneration",
     "Glm46VForConditionalGeneration",
+    "GlmOcrForConditionalGeneration",
 )
 
 

@@ -19,7 +19,9 @@ packed sequence (attention per frame: ``cu_seqlens``), and merge every
   turns the block's output into one more feature per merged token.
 - Qwen3.5 (dense and MoE) has Qwen3-VL's tower without DeepStack.
 - GLM-4.1V / GLM-4.5V attend over the whole frame in every block and merge a 2x2 block with a norm
-  per patch, a 2x2 convolution and an MLP (``glm4v_merge``), not by concatenation.
+  per patch, a 2x2 convolution and an MLP (``glm4v_merge``), not by concatenation. GLM-OCR's tower is
+  theirs with q/k norms inside its attention (before the rotary embedding, so the captured q/k are
+  the normed ones) and no learned position embedding.
 
 ``run_tower`` calls the tower's own ``forward`` (embeddings, rotary positions, window permutation
 and the model's attention implementation are the model's) while ``attention_capture`` hands the
@@ -60,6 +62,7 @@ TOWER_CLASSES = (
     "Qwen3_5MoeVisionModel",
     "Glm4vVisionModel",
     "Glm4vMoeVisionModel",
+    "GlmOcrVisionModel",
 )
 
 

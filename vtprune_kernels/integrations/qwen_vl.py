@@ -1,7 +1,8 @@
 """The Qwen-VL models: Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5 (``Qwen2VLForConditionalGeneration``,
 ``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``,
-``Qwen3_5ForConditionalGeneration`` and the MoE variants of the last two), and GLM-4.1V / GLM-4.5V / GLM-4.6V
-(``Glm4vForConditionalGeneration``, ``Glm4vMoeForConditionalGeneration``, ``Glm46VForConditionalGeneration``), whose tower and prompt
+``Qwen3_5ForConditionalGeneration`` and the MoE variants of the last two), and GLM-4.1V / GLM-4.5V / GLM-4.6V / GLM-OCR
+(``Glm4vForConditionalGeneration``, ``Glm4vMoeForConditionalGeneration``, ``Glm46VForConditionalGeneration``,
+``GlmOcrForConditionalGeneration``), whose tower and prompt
 follow the same plan (``qwen_tower.glm4v_merge`` merges their 2x2 blocks; a video frame is written
 with the image placeholder token, and a call holds images or videos, not both, as for the model).
 
@@ -70,7 +71,7 @@ class QwenVLAdapter(TowerAdapter):
         self.token_ids = {name: int(getattr(model.config, key)) for name, _, _, key in MODALITIES}
         # GLM-4V writes each video frame as an image: image placeholders between the frame's begin/end
         # image tokens and its timestamp; its forward fills video features into the image placeholders
-        self.video_frames_use_image_token = self.family.startswith(("Glm4v", "Glm46V"))
+        self.video_frames_use_image_token = self.family.startswith(("Glm4v", "Glm46V", "GlmOcr"))
         if self.video_frames_use_image_token:
             self.token_ids["video"] = self.token_ids["image"]
 

@@ -1,8 +1,8 @@
 """vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL (both checkpoint formats), Cohere2 Vision, LFM2-VL, EXAONE 4.5, Gemma 3, Gemma 4, PaliGemma, Mistral 3, Llama 4, Idefics3, SmolVLM, Qwen2-VL, Qwen2.5-VL,
-Qwen3-VL (and -MoE), Qwen3.5 (and -MoE) and GLM-4.1V / 4.5V (docs/design.md section 4).
+Qwen3-VL (and -MoE), Qwen3.5 (and -MoE) and GLM-4.1V / 4.5V / GLM-OCR (docs/design.md section 4).
 
 ``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
-process it starts. It only adds twenty-four architectures to vLLM's model registry, by name (the classes
+process it starts. It only adds twenty-five architectures to vLLM's model registry, by name (the classes
 are imported when a model asks for them):
 
 | stock architecture                  | pruned architecture                        |
@@ -31,6 +31,7 @@ are imported when a model asks for them):
 | Qwen3_5MoeForConditionalGeneration  | VTPruneQwen3_5MoeForConditionalGeneration  |
 | Glm4vForConditionalGeneration       | VTPruneGlm4vForConditionalGeneration       |
 | Glm4vMoeForConditionalGeneration    | VTPruneGlm4vMoeForConditionalGeneration    |
+| GlmOcrForConditionalGeneration      | VTPruneGlmOcrForConditionalGeneration      |
 
 A model is pruned when its config is switched to the pruned architecture and carries the method
 (``switch.py``): ``hf_overrides={"architectures": [...], "vtprune": {"method": ..., "keep": ...}}``.
@@ -69,6 +70,7 @@ _CLASSES = {
     "VTPruneQwen3_5MoeForConditionalGeneration": "qwen3_5",
     "VTPruneGlm4vForConditionalGeneration": "glm4v",
     "VTPruneGlm4vMoeForConditionalGeneration": "glm4v",
+    "VTPruneGlmOcrForConditionalGeneration": "glm4v",
 }
 
 

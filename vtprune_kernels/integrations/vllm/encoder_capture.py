@@ -58,10 +58,13 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
     """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, Siglip2Model (LFM2-VL), InternS1VisionModel (InternViT), InternVisionModel
     (InternViT of original-format InternVL),
     Idefics2VisionTransformer (Idefics3, SmolVLM), PixtralHFVisionModel (Mistral 3), Llama4VisionModel,
-    Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer or Glm4vVisionTransformer
-    (the Qwen-VL and GLM-4V towers share one attention layout)."""
+    Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer, Glm4vVisionTransformer or
+    GlmOcrVisionTransformer (the Qwen-VL and GLM-4V towers share one attention layout)."""
     name = type(tower).__name__
-    if name in ("Qwen2VisionTransformer", "Qwen2_5_VisionTransformer", "Qwen3_VisionTransformer", "Glm4vVisionTransformer"):
+    if name in (
+        "Qwen2VisionTransformer", "Qwen2_5_VisionTransformer", "Qwen3_VisionTransformer", "Glm4vVisionTransformer",
+        "GlmOcrVisionTransformer",
+    ):
         first = tower.blocks[0].attn
         return EncoderLayout(
             attention=lambda i: tower.blocks[i].attn.attn,
@@ -137,7 +140,7 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
             f"vtprune: unsupported vLLM vision tower {name} (supported: CLIPVisionModel, SiglipVisionModel, "
             "InternS1VisionModel, InternVisionModel, Idefics2VisionTransformer, Siglip2Model, PixtralHFVisionModel, Llama4VisionModel, "
             "Qwen2VisionTransformer, Qwen2_5_VisionTransformer, EXAONE4_5_VisionTransformer, "
-            "Qwen3_VisionTransformer, Glm4vVisionTransformer)"
+            "Qwen3_VisionTransformer, Glm4vVisionTransformer, GlmOcrVisionTransformer)"
         )
     first = layers[0]
     return EncoderLayout(

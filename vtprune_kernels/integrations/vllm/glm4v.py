@@ -1,5 +1,7 @@
-"""Pruned GLM-4.1V and GLM-4.5V for vLLM, images and videos: ``VTPruneGlm4vForConditionalGeneration``
-and ``VTPruneGlm4vMoeForConditionalGeneration``.
+"""Pruned GLM-4.1V, GLM-4.5V and GLM-OCR for vLLM, images and videos: ``VTPruneGlm4vForConditionalGeneration``,
+``VTPruneGlm4vMoeForConditionalGeneration`` and ``VTPruneGlmOcrForConditionalGeneration`` (GLM-4.1V's tower with
+q/k norms inside its attention, which the encoder capture sees after the norms, and no learned position
+embedding: the same pruning step).
 
 GLM-4V's tower is packed like Qwen2-VL's (2x2 blocks of 14 px patches in merge order, attention
 over each image in every block), so the Qwen2 family's encoder step serves it
@@ -24,6 +26,7 @@ from vllm.model_executor.models.glm4_1v import (
     Glm4vMultiModalProcessor,
     Glm4vProcessingInfo,
 )
+from vllm.model_executor.models.glm_ocr import GlmOcrForConditionalGeneration
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from ..qwen_tower import glm4v_merge
@@ -33,6 +36,7 @@ from .qwen_vl_pruning import KeptCountsInfo, PositionChannels, PrunedFrameRuns, 
 
 ARCHITECTURE = "VTPruneGlm4vForConditionalGeneration"
 MOE_ARCHITECTURE = "VTPruneGlm4vMoeForConditionalGeneration"
+OCR_ARCHITECTURE = "VTPruneGlmOcrForConditionalGeneration"
 
 
 class VTPruneGlm4vProcessingInfo(KeptCountsInfo, Glm4vProcessingInfo):
@@ -45,6 +49,12 @@ class VTPruneGlm4vMoeProcessingInfo(KeptCountsInfo, Glm4vProcessingInfo):
     """GLM-4.5V's processing info with the kept counts."""
 
     vtprune_architecture = MOE_ARCHITECTURE
+
+
+class VTPruneGlmOcrProcessingInfo(KeptCountsInfo, Glm4vProcessingInfo):
+    """GLM-OCR's processing info with the kept counts."""
+
+    vtprune_architecture = OCR_ARCHITECTURE
 
 
 class VTPruneGlm4vMultiModalProcessor(PrunedFrameRuns, Glm4vMultiModalProcessor):
@@ -89,3 +99,12 @@ class VTPruneGlm4vMoeForConditionalGeneration(Glm4vPruning, PositionChannels, Gl
     """vLLM's GLM-4.5V with every image pruned by the configured method."""
 
     vtprune_architecture = MOE_ARCHITECTURE
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    VTPruneGlm4vMultiModalProcessor, info=VTPruneGlmOcrProcessingInfo, dummy_inputs=Glm4vDummyInputsBuilder
+)
+class VTPruneGlmOcrForConditionalGeneration(Glm4vPruning, PositionChannels, GlmOcrForConditionalGeneration):
+    """vLLM's GLM-OCR with every image pruned by the configured method."""
+
+    vtprune_architecture = OCR_ARCHITECTURE

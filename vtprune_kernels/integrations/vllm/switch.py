@@ -46,6 +46,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "Qwen3_5MoeForConditionalGeneration": "VTPruneQwen3_5MoeForConditionalGeneration",
     "Glm4vForConditionalGeneration": "VTPruneGlm4vForConditionalGeneration",
     "Glm4vMoeForConditionalGeneration": "VTPruneGlm4vMoeForConditionalGeneration",
+    "GlmOcrForConditionalGeneration": "VTPruneGlmOcrForConditionalGeneration",
 }
 
 _METHODS = {"vispruner": VisPruner, "random": Random, "uniform": Uniform}
