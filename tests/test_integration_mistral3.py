@@ -1,5 +1,6 @@
 """apply() on Mistral 3: a Pixtral tower over images of different sizes packed in one sequence, a 2x2
-patch merger, prompts whose image rows end with [IMG_BREAK] / [IMG_END].
+patch merger, prompts whose image rows end with [IMG_BREAK] / [IMG_END]; Pixtral in its LLaVA form (no
+merger) and LightOnOCR (Mistral 3's tower and projector, an image written as its merged tokens only).
 
 The hand pipeline: scores from an eager copy's attention maps, the tower run on each image ALONE
 (what the model's block-diagonal mask means), pooled 2x2 with ``avg_pool2d`` written here; features
@@ -30,14 +31,23 @@ METHODS = {
 }
 
 
-@pytest.fixture(scope="module", params=["mistral3", "llava_pixtral"])
+@pytest.fixture(scope="module", params=["mistral3", "llava_pixtral", "lighton_ocr"])
 def model(request):
-    """Mistral 3 (2x2 patch merger) and Pixtral in its LLaVA form (every patch a token), one plan."""
-    return {"mistral3": tm.mistral3, "llava_pixtral": tm.llava_pixtral}[request.param]()
+    """Mistral 3 (2x2 patch merger), Pixtral in its LLaVA form (every patch a token) and LightOnOCR (no row
+    breaks), one plan."""
+    return {"mistral3": tm.mistral3, "llava_pixtral": tm.llava_pixtral, "lighton_ocr": tm.lighton_ocr}[request.param]()
 
 
 def _merge(model) -> int:
     return int(getattr(model.config, "spatial_merge_size", 1))
+
+
+def _lighton(model) -> bool:
+    return type(model).__name__ == "LightOnOcrForConditionalGeneration"
+
+
+def _tower(model):
+    return model.model.vision_encoder if _lighton(model) else model.model.vision_tower
 
 
 def _grids(model):
@@ -46,23 +56,26 @@ def _grids(model):
     return [(h // PATCH // m, w // PATCH // m) for h, w in SIZES]
 
 
-def _image_ids(grid, keep=None):
-    """One image's prompt tokens: per merged row its (kept) [IMG] tokens, then [IMG_BREAK] ([IMG_END] last)."""
+def _image_ids(grid, keep=None, breaks=True):
+    """One image's prompt tokens: per merged row its (kept) [IMG] tokens, then [IMG_BREAK] ([IMG_END] last);
+    without ``breaks`` (LightOnOCR) the (kept) [IMG] tokens alone."""
     rows, cols = grid
     ids = []
     for r in range(rows):
         n = cols if keep is None else int(keep.view(rows, cols)[r].sum())
-        ids += [tm.IMAGE_TOKEN] * n + [tm.MISTRAL3_BREAK_TOKEN if r < rows - 1 else tm.MISTRAL3_END_TOKEN]
+        ids += [tm.IMAGE_TOKEN] * n
+        if breaks:
+            ids.append(tm.MISTRAL3_BREAK_TOKEN if r < rows - 1 else tm.MISTRAL3_END_TOKEN)
     return ids
 
 
-def _prompt(grids, keep=None, padding_side="left"):
+def _prompt(grids, keep=None, padding_side="left", breaks=True):
     """input_ids, attention_mask: text, the row's images (each followed by a text token), text."""
     rows, image = [], 0
     for b, n in enumerate(IMAGES_PER_ROW):
         row = [3 + b, 4, 5 + b]
         for _ in range(n):
-            row += _image_ids(grids[image], None if keep is None else keep[image]) + [6 + image]
+            row += _image_ids(grids[image], None if keep is None else keep[image], breaks) + [6 + image]
             image += 1
         rows.append(row + [7, 8, 9])
     width = max(map(len, rows))
@@ -75,7 +88,7 @@ def _prompt(grids, keep=None, padding_side="left"):
 
 
 def _inputs(model, padding_side="left"):
-    ids, mask = _prompt(_grids(model), padding_side=padding_side)
+    ids, mask = _prompt(_grids(model), padding_side=padding_side, breaks=not _lighton(model))
     pixel_values = torch.zeros(len(SIZES), 3, 64, 64)
     noise = tm.pixels(len(SIZES), 64, seed=4)
     for i, (h, w) in enumerate(SIZES):  # the processor pads each image to the batch's largest
@@ -89,16 +102,17 @@ def hand_keep(model, method, inputs):
     last = model.config.vision_config.num_hidden_layers - 1
     merge = _merge(model)
     with torch.no_grad():
-        hidden = model.model.vision_tower(
+        hidden = _tower(model)(
             inputs["pixel_values"], image_sizes=inputs["image_sizes"], output_hidden_states=True
         ).hidden_states[-1][0]
         if merge == 2:  # Mistral 3 compares its merger's input: the projector's norm, 2x2 blocks
-            hidden = model.model.multi_modal_projector.norm(hidden)
+            projector = model.model.vision_projection if _lighton(model) else model.model.multi_modal_projector
+            hidden = projector.norm(hidden)
     fresh = Random(method.keep, seed=method.seed) if isinstance(method, Random) else method
     keep, first = [], 0
     for i, ((h, w), grid) in enumerate(zip(SIZES, _grids(model))):
         with torch.no_grad():
-            attentions = eager.model.vision_tower(
+            attentions = _tower(eager)(
                 inputs["pixel_values"][i : i + 1], image_sizes=inputs["image_sizes"][i : i + 1], output_attentions=True
             ).attentions
         _, received = method_scores(method, attentions, last, False)
@@ -124,7 +138,7 @@ def hand_inputs(model, inputs, keep, padding_side="left"):
                 inputs["pixel_values"], vision_feature_layer=-1, vision_feature_select_strategy="full",
                 image_sizes=inputs["image_sizes"],
             ).pooler_output
-    ids, mask = _prompt(_grids(model), keep, padding_side)
+    ids, mask = _prompt(_grids(model), keep, padding_side, breaks=not _lighton(model))
     kept = [f[k] for f, k in zip(full, keep)]
     return dict(input_ids=ids, attention_mask=mask, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=kept)})
 
@@ -164,17 +178,18 @@ def test_pruned_forward_matches_hand_pipeline(model, method_name):
 
 def test_rows_keep_their_breaks(model):
     """The pruned prompt: every image row keeps its kept [IMG] tokens and its [IMG_BREAK] / [IMG_END],
-    also a row where nothing is kept (Uniform keeps 1 of 12 tokens)."""
+    also a row where nothing is kept (Uniform keeps 1 of 12 tokens); LightOnOCR: the kept [IMG] tokens only."""
     inputs = _inputs(model)
     with torch.no_grad(), apply(model, Uniform(keep=1), backend=BACKEND) as handle:
         pruned = handle.prepare_inputs(**inputs)
     grids = _grids(model)
     keep = [torch.zeros(r * c, dtype=torch.bool).index_fill_(0, s, True) for s, (r, c) in zip(handle.last_selection, grids)]
     assert any(bool((~k.view(g)).all(1).any()) for k, g in zip(keep, grids))  # some row keeps nothing
-    ids, mask = _prompt(grids, keep)
+    ids, mask = _prompt(grids, keep, breaks=not _lighton(model))
     assert torch.equal(pruned["input_ids"], ids) and torch.equal(pruned["attention_mask"], mask)
     breaks = (pruned["input_ids"] == tm.MISTRAL3_BREAK_TOKEN).sum() + (pruned["input_ids"] == tm.MISTRAL3_END_TOKEN).sum()
-    assert int(breaks) == sum(r for r, _ in grids)
+    assert int(breaks) == (0 if _lighton(model) else sum(r for r, _ in grids))
+    assert int((pruned["input_ids"] == tm.IMAGE_TOKEN).sum()) == len(grids)
 
 
 def test_keeping_everything_gives_the_unpruned_logits(model):
@@ -217,5 +232,6 @@ def test_bad_calls_are_clear_errors(model):
             model(**{**inputs, "image_sizes": torch.tensor([[80, 48], *SIZES[1:]])})
         with pytest.raises(ValueError, match="pixel_values must be"):
             model(**{**inputs, "pixel_values": inputs["pixel_values"][None]})
-        with pytest.raises(ValueError, match="vision_feature_layer must be a single int"):
-            model(**inputs, vision_feature_layer=[-1, -2])
+        if not _lighton(model):  # LightOnOCR's projector always takes the tower's last layer
+            with pytest.raises(ValueError, match="vision_feature_layer must be a single int"):
+                model(**inputs, vision_feature_layer=[-1, -2])

@@ -261,6 +261,25 @@ def mistral3(seed: int = 0, vision_layers: int = 3):
     return _finish(Mistral3ForConditionalGeneration(cfg), seed)
 
 
+def lighton_ocr(seed: int = 0, vision_layers: int = 3):
+    """LightOnOCR: the Pixtral tower of ``mistral3`` (all its layers, no feature-layer choice), Mistral 3's
+    projector (norm, 2x2 patch merger, MLP without biases), Qwen3 text; an image is its merged tokens only
+    (no row breaks, no end token)."""
+    from transformers import LightOnOcrConfig, LightOnOcrForConditionalGeneration, Qwen3Config
+
+    donor = mistral3(seed, vision_layers).config
+    text = Qwen3Config(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=512, pad_token_id=PAD_TOKEN, bos_token_id=1,
+        eos_token_id=2,
+    )
+    cfg = LightOnOcrConfig(
+        vision_config=donor.vision_config, text_config=text, image_token_id=IMAGE_TOKEN, spatial_merge_size=2,
+        tie_word_embeddings=False,
+    )
+    return _finish(LightOnOcrForConditionalGeneration(cfg), seed)
+
+
 def llama4(seed: int = 0, vision_layers: int = 3):
     """Llama 4: 112 px tiles / 14 px patches (8x8 + [CLS] last), pixel shuffle 0.5 -> 4x4 = 16 tokens per tile."""
     from transformers import Llama4Config, Llama4ForConditionalGeneration, Llama4TextConfig, Llama4VisionConfig

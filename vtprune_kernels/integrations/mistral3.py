@@ -39,7 +39,7 @@ from .adapter import (
     select,
 )
 from .capture import VisionScoreCapture
-from .vision_runner import run_tower
+from .vision_runner import describe_tower, run_tower
 
 
 def merged_scores(scores: torch.Tensor, grid: Tuple[int, int], merge: int) -> torch.Tensor:
@@ -107,7 +107,7 @@ class Mistral3Adapter(TowerAdapter):
             raise ValueError(f"{self.family}: pruning needs image_sizes with pixel_values")
         sizes = reads.get("image_sizes")  # host copy of a tensor; a list as given
         grids = self.patch_grids(torch.as_tensor(kwargs["image_sizes"] if sizes is None else sizes), pixel_values)
-        layer = self.tower.hidden_state_layer(config_or_call(kwargs, "vision_feature_layer", self.model.config))
+        layer = self.tower.hidden_state_layer(self.feature_layer_arg(kwargs))
         self.check_call(kwargs)
         needs = method.needs(self.tower.has_cls)
         require_vision_only(needs, method, self.family)  # before resolving PTP's LLM layer
@@ -146,6 +146,10 @@ class Mistral3Adapter(TowerAdapter):
             num_tokens=[t_h * t_w for t_h, t_w in merged],
         )
 
+    def feature_layer_arg(self, kwargs: dict) -> int:
+        """The tower layer whose output the projector takes, as the model counts it (-1: the last)."""
+        return config_or_call(kwargs, "vision_feature_layer", self.model.config)
+
     def check_call(self, kwargs: dict) -> None:
         """Per-call checks beyond the shared ones (none for Mistral 3)."""
 
@@ -174,3 +178,21 @@ class PixtralLlavaAdapter(Mistral3Adapter):
     def project(self, hidden: torch.Tensor, image_sizes):
         return self.inner.multi_modal_projector(hidden), hidden
 
+
+
+class LightOnOcrAdapter(Mistral3Adapter):
+    """LightOnOCR (``LightOnOcrForConditionalGeneration``): Mistral 3's plan on its tower's last layer
+    (``vision_encoder``) and projector (``vision_projection``: norm, 2x2 patch merger, MLP); an image is
+    written as its merged tokens only (no row breaks), so the prompt keeps the kept tokens in raster order."""
+
+    family = "LightOnOcrForConditionalGeneration"
+    consumed_kwargs = ("pixel_values", "image_sizes")
+
+    def describe_tower(self):
+        return describe_tower(self.inner.vision_encoder)
+
+    def feature_layer_arg(self, kwargs: dict) -> int:
+        return -1  # the projector takes the tower's last_hidden_state
+
+    def project(self, hidden: torch.Tensor, image_sizes):
+        return projected_with_merger_input(self.inner.vision_projection, hidden, image_sizes)
