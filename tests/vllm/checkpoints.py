@@ -767,6 +767,56 @@ def mistral3(path: str, seed: int = 0):
     return _save(model, processor, path, hub_tower_prefix=False)
 
 
+def lighton_ocr(path: str, seed: int = 0):
+    """LightOnOCR: ``mistral3``'s Pixtral tower and projector (no biases) with Qwen3 text; an image is its merged
+    tokens alone (no [IMG_BREAK] / [IMG_END]). Saved as the released checkpoints are: transformers'
+    ``LightOnOcrForConditionalGeneration`` weights under a Mistral 3 config (``model_type`` "mistral3", the
+    architecture vLLM registers, ``LightOnOCRForConditionalGeneration``, and the Mistral 3 fields vLLM reads);
+    the returned in-memory model is transformers' LightOnOCR with the same weights."""
+    from transformers import (
+        LightOnOcrConfig,
+        LightOnOcrForConditionalGeneration,
+        LightOnOcrProcessor,
+        PixtralImageProcessor,
+        PixtralVisionConfig,
+        Qwen3Config,
+    )
+
+    qwen = tiny_text_config("qwen2")
+    text = Qwen3Config(
+        vocab_size=VOCAB_SIZE, hidden_size=qwen.hidden_size, intermediate_size=qwen.intermediate_size,
+        num_hidden_layers=qwen.num_hidden_layers, num_attention_heads=qwen.num_attention_heads,
+        num_key_value_heads=qwen.num_key_value_heads, head_dim=qwen.hidden_size // qwen.num_attention_heads,
+        max_position_embeddings=1024, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    vision = PixtralVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=112, patch_size=14,
+        hidden_act="silu", head_dim=8,
+    )
+    image = token_id("[IMG]")
+    config = LightOnOcrConfig(
+        vision_config=vision, text_config=text, image_token_id=image, spatial_merge_size=2, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(LightOnOcrForConditionalGeneration(config), seed)
+    processor = LightOnOcrProcessor(  # images resized to whole merged tokens (28 px), as vLLM counts them
+        image_processor=PixtralImageProcessor(size={"longest_edge": 112}, patch_size={"height": 28, "width": 28}),
+        tokenizer=tokenizer(MISTRAL3_TOKENS), patch_size=14, spatial_merge_size=2,
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", MISTRAL3_IMAGE),
+    )
+    _save(model, processor, path, hub_tower_prefix=False)
+    with open(os.path.join(path, "config.json")) as f:
+        saved = json.load(f)
+    saved.update(
+        architectures=["LightOnOCRForConditionalGeneration"], model_type="mistral3", image_token_index=image,
+        projector_hidden_act="gelu", multimodal_projector_bias=False, vision_feature_layer=-1,
+    )
+    saved["text_config"]["model_type"] = "qwen3"
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(saved, f, indent=1)
+    return path, model
+
+
 def llava_pixtral(path: str, seed: int = 0):
     """Pixtral-12B's LLaVA form: ``mistral3``'s Pixtral tower and text without the merger (every 14 px patch a
     token), LLaVA's projector on the last layer (strategy "full"); images resized to fit 70 px (up to 5 x 5

@@ -126,6 +126,12 @@ CASES = {
         {"method": "vispruner", "keep": 6, "step": 2}, VisPruner(keep=6, step=2), checkpoints.MISTRAL3_IMAGE,
         [(70, 56), (40, 66), (70, 70)], logprob_skips=("[IMG]", "[IMG_BREAK]"),
     ),
+    # LightOnOCR: Mistral 3's tower and projector, an image written as its kept [IMG] tokens alone
+    "lighton_ocr-vispruner": Case(
+        checkpoints.lighton_ocr, "LightOnOCRForConditionalGeneration",
+        {"method": "vispruner", "keep": 5, "step": 2}, VisPruner(keep=5, step=2), checkpoints.MISTRAL3_IMAGE,
+        [(100, 70), (60, 90), (112, 112)],
+    ),
     "mistral3-random": Case(
         checkpoints.mistral3, "Mistral3ForConditionalGeneration",
         {"method": "random", "keep": 3, "seed": 3}, Random(keep=3, seed=3), checkpoints.MISTRAL3_IMAGE,

@@ -1,8 +1,8 @@
-"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL (both checkpoint formats), Cohere2 Vision, LFM2-VL, EXAONE 4.5, Gemma 3, Gemma 4, PaliGemma, Mistral 3, Llama 4, Idefics3, SmolVLM, Qwen2-VL, Qwen2.5-VL,
+"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL (both checkpoint formats), Cohere2 Vision, LFM2-VL, EXAONE 4.5, Gemma 3, Gemma 4, PaliGemma, Mistral 3, LightOnOCR, Llama 4, Idefics3, SmolVLM, Qwen2-VL, Qwen2.5-VL,
 Qwen3-VL (and -MoE), Qwen3.5 (and -MoE) and GLM-4.1V / 4.5V / GLM-OCR (docs/design.md section 4).
 
 ``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
-process it starts. It only adds twenty-five architectures to vLLM's model registry, by name (the classes
+process it starts. It only adds twenty-six architectures to vLLM's model registry, by name (the classes
 are imported when a model asks for them):
 
 | stock architecture                  | pruned architecture                        |
@@ -20,6 +20,7 @@ are imported when a model asks for them):
 | PaliGemmaForConditionalGeneration   | VTPrunePaliGemmaForConditionalGeneration   |
 | Gemma4ForConditionalGeneration      | VTPruneGemma4ForConditionalGeneration      |
 | Mistral3ForConditionalGeneration    | VTPruneMistral3ForConditionalGeneration    |
+| LightOnOCRForConditionalGeneration  | VTPruneLightOnOCRForConditionalGeneration  |
 | Llama4ForConditionalGeneration      | VTPruneLlama4ForConditionalGeneration      |
 | Idefics3ForConditionalGeneration    | VTPruneIdefics3ForConditionalGeneration    |
 | SmolVLMForConditionalGeneration     | VTPruneSmolVLMForConditionalGeneration     |
@@ -59,6 +60,7 @@ _CLASSES = {
     "VTPrunePaliGemmaForConditionalGeneration": "paligemma",
     "VTPruneGemma4ForConditionalGeneration": "gemma4",
     "VTPruneMistral3ForConditionalGeneration": "mistral3",
+    "VTPruneLightOnOCRForConditionalGeneration": "lightonocr",
     "VTPruneLlama4ForConditionalGeneration": "llama4",
     "VTPruneIdefics3ForConditionalGeneration": "idefics3",
     "VTPruneSmolVLMForConditionalGeneration": "idefics3",

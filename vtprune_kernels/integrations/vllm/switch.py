@@ -35,6 +35,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "PaliGemmaForConditionalGeneration": "VTPrunePaliGemmaForConditionalGeneration",
     "Gemma4ForConditionalGeneration": "VTPruneGemma4ForConditionalGeneration",
     "Mistral3ForConditionalGeneration": "VTPruneMistral3ForConditionalGeneration",
+    "LightOnOCRForConditionalGeneration": "VTPruneLightOnOCRForConditionalGeneration",
     "Llama4ForConditionalGeneration": "VTPruneLlama4ForConditionalGeneration",
     "Idefics3ForConditionalGeneration": "VTPruneIdefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration": "VTPruneSmolVLMForConditionalGeneration",
