@@ -1,14 +1,15 @@
-"""MiniCPM-V 4.6 keeping everything is stock vLLM: a budget above every unit's tokens gives the prompt
-log-probabilities of the stock architecture on the same checkpoint (the capture hooks change nothing, every
-unit's tokens are gathered in order), with images of one unit, of equal units and of mixed units (padded rows)
-and a video; the pruned engine logs every unit's full index range. (The per-method checks against ``apply()``
-are test_models.py's ``minicpmv4_6-*`` cases.)"""
+"""MiniCPM-V 4.6 beyond test_models.py's ``minicpmv4_6-*`` cases (the per-method checks against ``apply()``):
+- keeping everything is stock vLLM: a budget above every unit's tokens gives the prompt log-probabilities of the
+  stock architecture on the same checkpoint (the capture hooks change nothing, every unit's tokens are gathered in
+  order), with images of one unit, of equal units and of mixed units (padded rows) and a video; the pruned engine
+  logs every unit's full index range;
+- ``downsample_mode="4x"`` (no window merger) selects as ``apply()`` does."""
 from __future__ import annotations
 
 import pytest
 
 import checkpoints
-from harness import Engine, _processed, image, video
+from harness import Engine, _processed, image, reference, video
 
 IMAGES = [(448, 336), (300, 500), (200, 150)]  # 5 units of 3x5 tokens; 5x3 + 4x4 and 2x7 slices; one 4x4 unit
 
@@ -55,3 +56,47 @@ def test_keeping_everything_is_stock_vllm(checkpoint):
             units += [(h // 4) * (w // 4) for h, w in inputs.get(key, []).tolist()] if key in inputs else []
     assert len(units) > 10 and len(set(units)) > 1, "test precondition: units of several sizes"
     assert sorted(selections) == sorted(list(range(n)) for n in units)
+
+
+class _FourX:
+    """The checkpoint's processor with ``downsample_mode="4x"`` (no window merger: 2 x 2 patches per token), which the
+    model call then receives too (transformers' processor does not pass it on)."""
+
+    def __init__(self, processor):
+        self._processor = processor
+
+    def __call__(self, *args, **kwargs):
+        out = self._processor(*args, downsample_mode="4x", **kwargs)
+        out["downsample_mode"] = "4x"
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._processor, name)
+
+
+def test_downsample_mode_4x_matches_apply(checkpoint):
+    """The engine's ``downsample_mode="4x"`` (mm_processor_kwargs): no window merger, every layer (VisPruner's last
+    one here) attends over patches, a token per 2 x 2 of them; kept indices and greedy tokens as apply()'s."""
+    from transformers import AutoProcessor
+
+    from vtprune_kernels import VisPruner
+    from vtprune_kernels.integrations.vllm import hf_overrides
+
+    path, model = checkpoint
+    engine = Engine(
+        path, hf_overrides("MiniCPMV4_6ForConditionalGeneration", "vispruner", 10, step=2), max_images=1,
+        enable_prefix_caching=False, mm_processor_kwargs={"downsample_mode": "4x"},
+    )
+    try:
+        engine.selections()
+        requests = [(f"USER: {checkpoints.MINICPMV_IMAGE}\nWhat is shown here? ASSISTANT:", [image(w, h, seed=40 + i)])
+                    for i, (w, h) in enumerate([(300, 500), (200, 150)])]
+        got = engine.greedy(requests)
+        selections = engine.selections()
+    finally:
+        engine.close()
+    processor = _FourX(AutoProcessor.from_pretrained(path))
+    expected = [reference(model, processor, VisPruner(keep=10, step=2), text, images) for text, images in requests]
+    assert [tokens for tokens, _ in got] == [tokens for tokens, _ in expected]
+    assert sorted(selections) == sorted(sel for _, sels in expected for sel in sels)
+    assert sum(len(s) for s in selections) == 10 * len(selections) and max(max(s) for s in selections) >= 50  # 4x grids
