@@ -13,8 +13,10 @@ vLLM runs the units as rows of a padded batch (Idefics2's tower with a key mask)
 attention runs SDPA instead of ``MMEncoderAttention``, so the capture hooks each scored layer's
 fused q/k/v projection and scores each row's real tokens alone (``EncoderLayout.qkv_output``,
 ``row_lengths``); the methods vLLM runs score one layer, on one side of the window merger (the
-patches up to ``insert_layer_id``, merged tokens after it). Precomputed embeddings are refused in a request; ``compile_mm_encoder`` and encoder CUDA
-graphs at start. Selection indices (``vtprune_selections``): per unit, raster indices into its grid.
+patches up to ``insert_layer_id``, merged tokens after it). Precomputed embeddings are refused in a
+request; ``compile_mm_encoder`` and encoder CUDA graphs at start. The units' sizes are read on the
+host, as stock vLLM's mergers read them. Selection indices (``vtprune_selections``): per unit, raster
+indices into its grid.
 """
 from __future__ import annotations
 
