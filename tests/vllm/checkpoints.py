@@ -11,6 +11,9 @@ tokenizer with the models' special tokens, an image processor and a chat templat
   shuffle 2 -> 16 tokens per tile, up to 4 tiles plus a thumbnail.
 - ``lfm2_vl(path)``: LFM2-VL, SigLIP2 NaFlex tiles of 8 x 8 patches (16 tokens after the unshuffle), 2 to 4 tiles plus
   a thumbnail for larger images, smaller ones at their own size; LFM2 hybrid text with one attention head.
+- ``minicpmv4_6(path)``: MiniCPM-V 4.6, a NaViT tower (14 px patches, window merger after layer 1, 2x2 MLP merger:
+  4 x 4 patches per token), slices of 224 px (16 tokens each) up to 4 plus the source image; Qwen3.5 text with
+  full-attention layers only.
 - ``gemma3(path)``: Gemma 3, SigLIP 112 px (8 x 8 patches) pooled 2x2 to 16 tokens per image.
 - ``idefics3(path, smolvlm=False)``: Idefics3 (SmolVLM), 84 px tiles (6 x 6 patches), images split in
   tiles of up to 2 x 2 plus the global image, pixel shuffle 2 -> 9 tokens per tile.
@@ -400,6 +403,81 @@ def lfm2_vl(path: str, seed: int = 0, heads: int = 1):
         saved = json.load(f)
     saved["torch_dtype"] = "float32"
     saved["text_config"].update(architectures=["Lfm2ForCausalLM"], block_dim=128, conv_dim=128)  # read by vLLM's LFM2
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(saved, f, indent=1)
+    return path, model
+
+
+MINICPMV_TOKENS = {  # the names MiniCPM-V's processor reads -> stand-ins from SPECIAL (the real token after #)
+    "image_token": "<|image_pad|>",  # <|image_pad|>
+    "video_token": "<|video_pad|>",  # <|video_pad|>
+    "image_start_token": "<img>",  # <image>
+    "image_end_token": "</img>",  # </image>
+    "slice_start_token": "<|vision_start|>",  # <slice>
+    "slice_end_token": "<|vision_end|>",  # </slice>
+    "image_id_start_token": "<|begin_of_image|>",  # <image_id>
+    "image_id_end_token": "<|end_of_image|>",  # </image_id>
+}
+MINICPMV_IMAGE = "<|image_pad|>"
+MINICPMV_VIDEO = "<|video_pad|>"
+
+
+def minicpmv4_6(path: str, seed: int = 0):
+    """MiniCPM-V 4.6 (``MiniCPMV4_6ForConditionalGeneration``): a SigLIP-like NaViT tower (no [CLS], 14 px patches,
+    4 layers of 32, a 16 x 16 position table), the window merger after layer ``insert_layer_id`` 1 (layers 0-1 see
+    patches, 2-3 2x2-merged tokens), post_layernorm and one 2x2 MLP merger: a token per 4 x 4 patches. Slices of
+    224 px (16 x 16 patches: 16 tokens for a square slice), at most 4 (``max_slice_nums``), after the source image.
+
+    - Text: Qwen3.5 (vLLM always builds ``Qwen3_5ForCausalLM``) with full-attention layers only: vLLM's CPU
+      linear-attention kernels run in bfloat16 only; head_dim 64, partial rotary 0.25, interleaved M-RoPE sections
+      (all channels equal in 4.6: plain 1-D positions). Serve with ``enable_prefix_caching=False``: with it vLLM
+      turns on mamba_cache_mode="align", which asserts that a hybrid model has linear-attention layers.
+    - The prompt holds ``<|image_pad|>`` once per image; both processors expand it to the image id, the source
+      image's run between ``<img>``/``</img>`` and the slices row by row (MINICPMV_TOKENS: stand-in markers).
+    - ``max_slice_nums`` is also written to config.json: vLLM's profiler sizes the largest image from it.
+    Stock vLLM 0.32 and transformers agree on this checkpoint to 5e-5 in prompt log-probabilities.
+    The video processor exists only with torchvision (the vLLM venv has it)."""
+    from transformers import (
+        MiniCPMV4_6Config,
+        MiniCPMV4_6ForConditionalGeneration,
+        MiniCPMV4_6ImageProcessor,
+        MiniCPMV4_6Processor,
+        MiniCPMV4_6VideoProcessor,
+    )
+
+    head_dim = 64
+    rotary_half = int(head_dim * 0.25) // 2  # 8 frequencies, split 3:3:2 over (t, h, w)
+    text = dict(
+        model_type="qwen3_5_text", vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=256,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=head_dim,
+        layer_types=["full_attention"] * 2, max_position_embeddings=1024, rms_norm_eps=1e-6,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.25,
+                             mrope_section=[3, 3, rotary_half - 6], mrope_interleaved=True),
+        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=32, linear_value_head_dim=32,
+        tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, image_size=224, patch_size=14,
+        layer_norm_eps=1e-6, window_kernel_size=[2, 2],
+    )
+    config = MiniCPMV4_6Config(
+        text_config=text, vision_config=vision, insert_layer_id=1, image_size=224, drop_vision_last_layer=False,
+        downsample_mode="16x", merge_kernel_size=[2, 2], merger_times=1,
+        image_token_id=token_id(MINICPMV_IMAGE), video_token_id=token_id(MINICPMV_VIDEO),
+        tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    torch.manual_seed(seed)
+    model = _finish(MiniCPMV4_6ForConditionalGeneration(config), seed)
+    common = dict(scale_resolution=224, patch_size=14, max_slice_nums=4, slice_mode=True, downsample_mode="16x", use_image_id=True)
+    processor = MiniCPMV4_6Processor(
+        image_processor=MiniCPMV4_6ImageProcessor(**common), video_processor=MiniCPMV4_6VideoProcessor(**common),
+        tokenizer=tokenizer(MINICPMV_TOKENS), chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", MINICPMV_IMAGE),
+    )
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    with open(os.path.join(path, "config.json")) as f:
+        saved = json.load(f)
+    saved.update(torch_dtype="float32", max_slice_nums=common["max_slice_nums"])
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(saved, f, indent=1)
     return path, model

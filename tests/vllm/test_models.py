@@ -228,6 +228,26 @@ CASES = {
         {"method": "vispruner", "keep": 8, "step": 2}, VisPruner(keep=8, step=2), checkpoints.GLM_IMAGE,
         [(84, 140), (112, 84), (168, 168)],
     ),
+    # units (source image, slices) of 4x4 patches per token: 448x336 -> 5 units of 3x5 tokens; 300x500 -> 5x3 + 6
+    # slices of 4x4 / 2x7; 200x150 -> one unit of 4x4; units of different sizes run as padded rows of one batch.
+    # VisPruner scores the last layer (after the window merger: 2x2-merged tokens); video frames are units too
+    "minicpmv4_6-vispruner": Case(
+        checkpoints.minicpmv4_6, "MiniCPMV4_6ForConditionalGeneration",
+        {"method": "vispruner", "keep": 6, "step": 2}, VisPruner(keep=6, step=2), checkpoints.MINICPMV_IMAGE,
+        [(448, 336), (300, 500), (200, 150)], videos=True, video_placeholder=checkpoints.MINICPMV_VIDEO,
+        engine_args={"enable_prefix_caching": False},
+    ),
+    # layer 1, before the window merger: the patches' scores pooled 4x4
+    "minicpmv4_6-vispruner-patch-layer": Case(
+        checkpoints.minicpmv4_6, "MiniCPMV4_6ForConditionalGeneration",
+        {"method": "vispruner", "keep": 5, "step": 1, "score_layer": 1}, VisPruner(keep=5, step=1, score_layer=1),
+        checkpoints.MINICPMV_IMAGE, [(300, 500), (200, 150), (448, 336)], engine_args={"enable_prefix_caching": False},
+    ),
+    "minicpmv4_6-random": Case(
+        checkpoints.minicpmv4_6, "MiniCPMV4_6ForConditionalGeneration",
+        {"method": "random", "keep": 4, "seed": 3}, Random(keep=4, seed=3), checkpoints.MINICPMV_IMAGE,
+        [(640, 200), (448, 336), (200, 150)], two_images=False, engine_args={"enable_prefix_caching": False},
+    ),
     # EXAONE 4.5: Qwen2.5-VL's grouped-query tower, 1-D text positions (no position channels)
     "exaone4_5-vispruner": Case(
         checkpoints.exaone4_5, "Exaone4_5_ForConditionalGeneration",

@@ -1,6 +1,6 @@
 """Tensor parallelism (TP=2 on the CPU backend): each rank holds half of the vision tower's heads (CLIP;
 the packed towers of Qwen2-VL, Qwen2.5-VL and Qwen3-VL, scored per frame; Idefics3's; the SigLIP towers of LLaVA-OneVision and
-Gemma 3; Mistral 3's Pixtral tower; Llama 4's tower; the InternViT of original-format InternVL); the head-mean scores are
+Gemma 3; Mistral 3's Pixtral tower; Llama 4's tower; MiniCPM-V's padded Idefics2 rows; the InternViT of original-format InternVL); the head-mean scores are
 all-reduced, so both ranks keep the tokens ``apply()`` keeps, and the sharded merger/projector (and
 Qwen3-VL's DeepStack mergers) run on them."""
 from __future__ import annotations
@@ -27,6 +27,9 @@ CASES = {  # builder, stock architecture, prompt, image (width, height)
     "cohere2_vision": (checkpoints.cohere2_vision, "Cohere2VisionForConditionalGeneration", "USER: <image>\n", (250, 260)),
     # LFM2-VL's SigLIP2 tiles packed in one sequence: 2 x 2 tiles + a thumbnail (2 text heads to split; see ENGINE_ARGS)
     "lfm2_vl": (lambda p: checkpoints.lfm2_vl(p, heads=2), "Lfm2VlForConditionalGeneration", "USER: <image>\n", (128, 96)),
+    # MiniCPM-V 4.6: units of different sizes (a 5x3 source image, 4x4 and 2x7 slices) as padded rows of the Idefics2
+    # tower (the fused q/k/v projection's local heads hooked)
+    "minicpmv4_6": (checkpoints.minicpmv4_6, "MiniCPMV4_6ForConditionalGeneration", f"USER: {checkpoints.MINICPMV_IMAGE}\n", (300, 500)),
     # EXAONE 4.5: grouped-query vision attention, its key heads split over the ranks too
     "exaone4_5": (checkpoints.exaone4_5, "Exaone4_5_ForConditionalGeneration", f"USER: {checkpoints.QWEN_IMAGE}\n", (168, 84)),
     "gemma3": (checkpoints.gemma3, "Gemma3ForConditionalGeneration", f"USER: {checkpoints.GEMMA3_IMAGE}\n", (112, 84)),
@@ -43,6 +46,7 @@ ENGINE_ARGS = {
     "internvl_chat": {"trust_remote_code": True},
     # vLLM's CPU rotary kernel mis-rotates LFM2's multi-head queries: its native rotary instead (checkpoints.lfm2_vl)
     "lfm2_vl": {"compilation_config": {"custom_ops": ["-rotary_embedding"]}},
+    "minicpmv4_6": {"enable_prefix_caching": False},  # see checkpoints.minicpmv4_6
 }
 
 

@@ -23,7 +23,7 @@ MiniCPM-V 4.7 (canvas M-RoPE positions) is not supported yet.
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -40,6 +40,30 @@ def merged_blocks(hidden: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
     order, as the MLP merger), blocks in raster order."""
     h, w = grid
     return hidden.reshape(h // 2, 2, w // 2, 2, hidden.shape[-1]).permute(0, 2, 1, 3, 4).reshape((h // 2) * (w // 2), -1)
+
+
+def check_one_side(layers: Sequence[int], insert: Optional[int], method, needs) -> None:
+    """A clear ``ValueError`` when the scored ``layers`` straddle the window merger after layer ``insert`` (None: no merger)."""
+    if insert is not None and min(layers) <= insert < max(layers):
+        raise ValueError(
+            f"{type(method).__name__}({needs.vision_layers_arg}=...) scores vision layers {tuple(layers)}: layers "
+            f"0..{insert} attend over patches, later ones over the window merger's 2x2 tokens; pick layers on one side"
+        )
+
+
+def unit_grids(size: Tuple[int, int], insert: Optional[int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """(the tower's output grid, the language-model grid) of a unit of ``size`` (h, w) patches; ``insert``: the layer
+    after which the window merger runs, None when it does not."""
+    h, w = size
+    tower = (h // 2, w // 2) if insert is not None else (h, w)
+    return tower, (tower[0] // 2, tower[1] // 2)
+
+
+def scored_grid(size: Tuple[int, int], insert: Optional[int], layers: Sequence[int]) -> Tuple[int, int]:
+    """The grid the scored ``layers`` attend over in a unit of ``size`` (h, w) patches: the patches, or the window
+    merger's 2 x 2 tokens when it runs (``insert`` not None) before them."""
+    h, w = size
+    return (h // 2, w // 2) if insert is not None and min(layers) > insert else (h, w)
 
 
 class MiniCPMVAdapter(TowerAdapter):
@@ -71,13 +95,9 @@ class MiniCPMVAdapter(TowerAdapter):
 
     def scored_layers(self, needs, method, insert: Optional[int]) -> Tuple[int, ...]:
         """0-based layers the method scores (``needs`` resolved), checked to lie on one side of the window merger."""
-        layers = score_layers(needs, self.tower.num_layers - 1, self.tower.num_layers)
-        if insert is not None and min(layers) <= insert < max(layers):
-            raise ValueError(
-                f"{type(method).__name__}({needs.vision_layers_arg}=...) scores vision layers {tuple(layers)}: layers "
-                f"0..{insert} attend over patches, later ones over the window merger's 2x2 tokens; pick layers on one side"
-            )
-        return tuple(layers)
+        layers = tuple(score_layers(needs, self.tower.num_layers - 1, self.tower.num_layers))
+        check_one_side(layers, insert, method, needs)
+        return layers
 
     def prune(self, kwargs: dict, method, backend: str, reads) -> PrunedImages:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -141,16 +161,14 @@ class MiniCPMVAdapter(TowerAdapter):
                 "(pruning expects one call per unit, as its attention runs outside flash attention)"
             )
         hidden = out.last_hidden_state[0]  # [sum of units' tower tokens, C]
-        merged = insert is not None
         masks, start = [], 0
         for b, (h, w) in enumerate(sizes):
-            tower_grid = (h // 2, w // 2) if merged else (h, w)  # the tower's output grid
-            grid = (tower_grid[0] // 2, tower_grid[1] // 2)  # language-model tokens
+            tower_grid, grid = unit_grids((h, w), insert)
             n = tower_grid[0] * tower_grid[1]
             scores = None
             if chunks is not None:
-                scored_grid = tower_grid if (not merged or min(layers) > insert) else (h, w)
-                scores = pixel_shuffle_pool(chunks[b], scored_grid, scored_grid[0] // grid[0])
+                scored = scored_grid((h, w), insert, layers)
+                scores = pixel_shuffle_pool(chunks[b], scored, scored[0] // grid[0])
             features = merged_blocks(hidden[start : start + n], tower_grid)[None] if needs.features else None
             captured = make_captured(needs, grid, scores, features, batch_size=1, device=hidden.device)
             masks.append(select(method, captured, (1, grid[0] * grid[1]), backend))

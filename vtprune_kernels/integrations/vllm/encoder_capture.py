@@ -15,6 +15,12 @@ others). The capture is then given each scored layer's segment lengths (host dat
 the image grids, so the device's ``cu_seqlens`` is never read) and scores each segment on its
 own: a token's score is the attention it receives inside its segment, as the model computes it.
 
+Padded towers (MiniCPM-V's Idefics2 tower) run a batch of units of different sizes as rows [B, S]
+padded at the end, with a key mask; masked, that tower attends through SDPA instead of
+``MMEncoderAttention``, so its layout hooks the fused q/k/v projection's output instead
+(``EncoderLayout.qkv_output``), and the capture is given each scored layer's real row lengths
+(``row_lengths``): each row's real queries and keys are scored alone, exactly the masked attention.
+
 Tensor parallelism: a tower sharded over the tensor-parallel group gives each rank H/tp of the
 heads (``H_local < H``). Each rank's head mean covers its heads only; the capture all-reduces
 (sum) the [B, S] scores over the group and scales by H_local / H, which is the mean over all H
@@ -41,6 +47,8 @@ class EncoderLayout:
     builds LLaVA towers only up to the feature layer). local_heads / total_heads: heads this rank
     computes / the model's heads. has_cls: the sequence holds a [CLS] token, first or, with
     ``cls_last`` (Llama 4), last. local_kv_heads: the key heads of a grouped-query tower (EXAONE 4.5).
+    qkv_output: ``attention(i)`` is layer i's fused q/k/v projection (vLLM's ``QKVParallelLinear``), whose
+    output [B, S, 3 * H_local * D] is hooked instead (a tower that bypasses ``MMEncoderAttention``).
     """
 
     attention: Callable[[int], nn.Module]
@@ -52,6 +60,7 @@ class EncoderLayout:
     has_cls: bool
     cls_last: bool = False
     local_kv_heads: Optional[int] = None  # key heads this rank computes, when fewer than its query heads (GQA)
+    qkv_output: bool = False
 
 
 def describe_encoder(tower: nn.Module) -> EncoderLayout:
@@ -167,8 +176,11 @@ class EncoderScoreCapture:
     query_rows: "cls" (the [CLS] row's attention) or "all" (attention received, mean over rows).
     segments: None (each layer attends over its whole [B, S] input), or per scored layer the
         lengths of the consecutive segments of S it attends inside (packed towers, B = 1).
+    row_lengths: None, or the real length of each of the B rows every scored layer attends over
+        (padded towers: rows padded at the end, a key mask).
     ``scores()``: float32 [B, S], mean over the layers and over ALL heads of the model (all-reduced
-    over the tensor-parallel group when this rank holds a slice of the heads).
+    over the tensor-parallel group when this rank holds a slice of the heads); with ``row_lengths``,
+    S = the longest row, 0 past each row's length.
     """
 
     def __init__(
@@ -178,6 +190,7 @@ class EncoderScoreCapture:
         query_rows: str,
         *,
         segments: Optional[Dict[int, Sequence[int]]] = None,
+        row_lengths: Optional[Sequence[int]] = None,
         backend: str = "auto",
     ):
         bad = [i for i in layers if not 0 <= i < layout.num_layers]
@@ -187,14 +200,21 @@ class EncoderScoreCapture:
         self.layers = tuple(sorted(set(int(i) for i in layers)))
         if segments is not None and any(i not in segments for i in self.layers):
             raise ValueError(f"segments must be given for every scored layer {self.layers}")
+        if row_lengths is not None and segments is not None:
+            raise ValueError("segments (packed towers) and row_lengths (padded towers) exclude each other")
         self.segments = None if segments is None else {i: [int(n) for n in segments[i]] for i in self.layers}
+        self.row_lengths = None if row_lengths is None else [int(n) for n in row_lengths]
         self._scores = ScoreAccumulator(query_rows, backend=backend, cls_row=-1 if layout.cls_last else 0)
         self._handles: List = []
 
     def __enter__(self):
         for i in self.layers:
-            hook = functools.partial(self._hook, i)
-            self._handles.append(self.layout.attention(i).register_forward_pre_hook(hook, with_kwargs=True))
+            module = self.layout.attention(i)
+            if self.layout.qkv_output:
+                handle = module.register_forward_hook(functools.partial(self._qkv_hook, i))
+            else:
+                handle = module.register_forward_pre_hook(functools.partial(self._hook, i), with_kwargs=True)
+            self._handles.append(handle)
         return self
 
     def __exit__(self, *exc):
@@ -206,7 +226,23 @@ class EncoderScoreCapture:
     def _hook(self, layer, module, args, kwargs):
         query = kwargs["query"] if "query" in kwargs else args[0]
         key = kwargs["key"] if "key" in kwargs else args[1]
+        self._add(layer, query, key)
+
+    def _qkv_hook(self, layer, module, args, output):
+        qkv = output[0] if isinstance(output, tuple) else output  # [B, S, 3 * H_local * D] (and the bias)
+        query, key, _ = qkv.chunk(3, dim=-1)
+        self._add(layer, query, key)
+
+    def _add(self, layer: int, query: torch.Tensor, key: torch.Tensor) -> None:
         q, k = _heads(query, self.layout), _heads(key, self.layout, self.layout.local_kv_heads)
+        if self.row_lengths is not None:
+            if len(self.row_lengths) != q.shape[0] or max(self.row_lengths) > q.shape[2]:
+                raise RuntimeError(
+                    f"vision layer {layer} attends over {q.shape[0]} rows of {q.shape[2]} tokens, row_lengths are {self.row_lengths}"
+                )
+            for b, n in enumerate(self.row_lengths):
+                self._scores.add(q[b : b + 1, :, :n], k[b : b + 1, :, :n], scale=self.layout.scale, chunk=(layer, b))
+            return
         if self.segments is None:
             self._scores.add(q, k, scale=self.layout.scale)
             return
@@ -220,14 +256,20 @@ class EncoderScoreCapture:
             start = end
 
     def scores(self) -> torch.Tensor:
-        if self.segments is None:
+        if self.row_lengths is not None:
+            self._check_chunks(len(self.row_lengths) * len(self.layers))
+            width = max(self.row_lengths)
+            per_layer = [
+                torch.cat([nn.functional.pad(self._scores.mean((i, b)), (0, width - n)) for b, n in enumerate(self.row_lengths)])
+                for i in self.layers
+            ]
+            scores = torch.stack(per_layer).mean(0)
+        elif self.segments is None:
             if self._scores.count() != len(self.layers):
                 raise RuntimeError(f"captured {self._scores.count()} of {len(self.layers)} vision layers")
             scores = self._scores.mean()
         else:
-            expected = sum(len(self.segments[i]) for i in self.layers)
-            if len(self._scores.chunks) != expected or any(self._scores.count(c) != 1 for c in self._scores.chunks):
-                raise RuntimeError(f"captured {len(self._scores.chunks)} of {expected} attention segments of vision layers {self.layers}")
+            self._check_chunks(sum(len(self.segments[i]) for i in self.layers))
             per_layer = [
                 torch.cat([self._scores.mean((i, j)) for j in range(len(self.segments[i]))], dim=-1) for i in self.layers
             ]
@@ -237,3 +279,8 @@ class EncoderScoreCapture:
 
             scores = tensor_model_parallel_all_reduce(scores) * (self.layout.local_heads / self.layout.total_heads)
         return scores
+
+    def _check_chunks(self, expected: int) -> None:
+        """Every (layer, segment or row) chunk captured exactly once."""
+        if len(self._scores.chunks) != expected or any(self._scores.count(c) != 1 for c in self._scores.chunks):
+            raise RuntimeError(f"captured {len(self._scores.chunks)} of {expected} attention segments of vision layers {self.layers}")

@@ -72,14 +72,20 @@ class EncoderPruning:
     def keep(self) -> int:
         return self.method.keep
 
-    def capture(self, segments: Optional[Callable[[int], Sequence[int]]] = None):
+    def capture(
+        self, segments: Optional[Callable[[int], Sequence[int]]] = None, row_lengths: Optional[Sequence[int]] = None
+    ):
         """Context manager around one encoder call: an ``EncoderScoreCapture`` on the scored layers,
         or nothing for methods that need no scores. ``.scores()`` of the result: float32 [B, S] or None.
-        segments: for packed towers, layer -> the lengths of the segments it attends inside."""
+        segments: for packed towers, layer -> the lengths of the segments it attends inside.
+        row_lengths: for padded towers, the real length of each row the scored layers attend over."""
         if self.needs.query_rows == "none":
             return contextlib.nullcontext(_NoScores())
         per_layer = None if segments is None else {i: segments(i) for i in self.score_layers}
-        return EncoderScoreCapture(self.layout, self.score_layers, self.needs.query_rows, segments=per_layer, backend=self.backend)
+        return EncoderScoreCapture(
+            self.layout, self.score_layers, self.needs.query_rows, segments=per_layer, row_lengths=row_lengths,
+            backend=self.backend,
+        )
 
     def select(
         self,

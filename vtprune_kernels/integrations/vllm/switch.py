@@ -28,6 +28,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "LlavaOnevisionForConditionalGeneration": "VTPruneLlavaOnevisionForConditionalGeneration",
     "Cohere2VisionForConditionalGeneration": "VTPruneCohere2VisionForConditionalGeneration",
     "Lfm2VlForConditionalGeneration": "VTPruneLfm2VLForConditionalGeneration",
+    "MiniCPMV4_6ForConditionalGeneration": "VTPruneMiniCPMV4_6ForConditionalGeneration",
     "Exaone4_5_ForConditionalGeneration": "VTPruneExaone4_5_ForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "InternVLChatModel": "VTPruneInternVLChatModel",
