@@ -1221,6 +1221,7 @@ GEMMA4_TOKENS = {
     "audio_token": "<|audio|>", "boa_token": "<|audio>", "eoa_token": "<audio|>",
 }
 GEMMA4_IMAGE = "<|image|>"
+GEMMA4_VIDEO = "<|video|>"
 
 
 def gemma4(path: str, seed: int = 0, bidirectional: bool = False):

@@ -152,7 +152,7 @@ CASES = {
     "gemma4-vispruner": Case(
         checkpoints.gemma4, "Gemma4ForConditionalGeneration",
         {"method": "vispruner", "keep": 20, "step": 4}, VisPruner(keep=20, step=4), checkpoints.GEMMA4_IMAGE,
-        [(64, 48), (200, 120), (60, 150)],
+        [(64, 48), (200, 120), (60, 150)], videos=True, video_placeholder=checkpoints.GEMMA4_VIDEO,
     ),
     "gemma4-uniform": Case(
         checkpoints.gemma4, "Gemma4ForConditionalGeneration",

@@ -1,17 +1,20 @@
-"""Pruned Gemma 4 for vLLM (images): ``VTPruneGemma4ForConditionalGeneration``.
+"""Pruned Gemma 4 for vLLM (images and videos): ``VTPruneGemma4ForConditionalGeneration``.
 
-As ``apply()`` (``integrations/gemma4.py``): per image on the tower's position-pooled grid (3 x 3
-patches per soft token on the released models), scores are the attention each patch receives
-inside its image, pooled with the tower's own position pooling; VisPruner's de-duplication compares
-the pooler's output; min(keep, soft tokens) per image, rows of the model's own image embeddings.
+As ``apply()`` (``integrations/gemma4.py``): per image, and per video frame, on the tower's
+position-pooled grid (3 x 3 patches per soft token on the released models), scores are the attention
+each patch receives inside its image / frame, pooled with the tower's own position pooling;
+VisPruner's de-duplication compares the pooler's output; min(keep, soft tokens) per image and per
+frame, rows of the model's own embeddings. A video keeps its frames' kept tokens in frame order, its
+frames selected with one method object (Random: one generator per video, as ``apply()`` on it).
 
-vLLM runs transformers' own Gemma 4 vision tower (its patch embedder and encoder, on images padded
-at the end to the processor's patch budget, in buckets of equal patch count and memory-sized
-chunks), so the scores come from the transformers capture (``capture.VisionScoreCapture``) on its
-attention modules, each row's real patches scored alone (``row_lengths``, rows in encode order). The processor writes min(keep, soft tokens) placeholders between each image's
-boi / eoi tokens. Videos (frames through the same tower) are not pruned yet: the pruned engine
-takes no video (``limit_mm_per_prompt``), and the MM-LoRA path (images padded into one batch) is
-refused at start. Selection indices: raster indices into the image's pooled grid.
+vLLM runs transformers' own Gemma 4 vision tower (its patch embedder and encoder, on images or frames
+padded at the end to the processor's patch budget, images in buckets of equal patch count, all in
+memory-sized chunks), so the scores come from the transformers capture (``capture.VisionScoreCapture``)
+on its attention modules, each row's real patches scored alone (``row_lengths``, rows in encode order).
+The processor writes min(keep, soft tokens) placeholders between each image's (and each frame's) boi /
+eoi tokens, a video's timestamps unchanged. The MM-LoRA path (images padded into one batch) is refused
+at start. Selection indices: per image, raster indices into its pooled grid; per video, the frame's
+first soft token in the video + its raster index (as ``apply()``'s ``last_selection``).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import threading
 from typing import List
 
 import torch
+from vllm.model_executor.models.gemma4_mm import _VIDEO_MAX_SOFT_TOKENS as VIDEO_FRAME_SOFT_TOKENS
 from vllm.model_executor.models.gemma4_mm import (
     Gemma4DummyInputsBuilder,
     Gemma4ForConditionalGeneration,
@@ -38,7 +42,7 @@ ARCHITECTURE = "VTPruneGemma4ForConditionalGeneration"
 
 
 class VTPruneGemma4ProcessingInfo(Gemma4ProcessingInfo):
-    """Gemma 4's processing info with min(keep, soft tokens) placeholders per image and no videos.
+    """Gemma 4's processing info with min(keep, soft tokens) placeholders per image and per video frame.
     Validates the switch when the processor is built (engine start)."""
 
     def __init__(self, ctx):
@@ -49,16 +53,17 @@ class VTPruneGemma4ProcessingInfo(Gemma4ProcessingInfo):
         full = super()._compute_num_soft_tokens(image_width, image_height, max_soft_tokens=max_soft_tokens)
         return min(self.vtprune_keep, full)
 
-    def get_supported_mm_limits(self):
-        limits = dict(super().get_supported_mm_limits())
-        limits.pop("video", None)  # video frames are not pruned yet
-        return limits
+    def get_video_repl(self, *, timestamps, num_soft_tokens_per_frame, processor):
+        kept = [min(self.vtprune_keep, int(n)) for n in num_soft_tokens_per_frame]
+        return super().get_video_repl(timestamps=timestamps, num_soft_tokens_per_frame=kept, processor=processor)
 
     def get_mm_max_tokens_per_item(self, seq_len, mm_counts):
         tokens = dict(super().get_mm_max_tokens_per_item(seq_len, mm_counts) or {})
         if "image" in tokens:
             tokens["image"] = min(tokens["image"], self.vtprune_keep)
-        tokens.pop("video", None)
+        if "video" in tokens:  # per frame: soft tokens + boi + eoi + about 6 timestamp tokens (vLLM's bound)
+            frames = tokens["video"] // (VIDEO_FRAME_SOFT_TOKENS + 8)
+            tokens["video"] = frames * (min(self.vtprune_keep, VIDEO_FRAME_SOFT_TOKENS) + 8)
         return tokens
 
 
@@ -104,51 +109,89 @@ class VTPruneGemma4ForConditionalGeneration(Gemma4ForConditionalGeneration):
         """Kept indices of the images encoded so far (see the module doc)."""
         return self.vtprune.selections(clear)
 
-    def _process_image_input(self, image_input):
-        pixel_values, positions = image_input["pixel_values"], image_input["pixel_position_ids"]
-        order = encode_order(pixel_values)
+    def _encode(self, run, positions: List[torch.Tensor], order: List[int]):
+        """Run the stock encoder step ``run()`` with the score capture and a hook on the pooler.
+        positions: per image / frame its patch positions [P_i, 2] (padding -1, last); order: the rows in
+        the order the tower encodes them. Returns (run()'s output, per row in call order its pooler output
+        (features [1, L, C], mask), its scores [P_i] or None, its host positions, its real patch count)."""
         pooler = self.vision_tower.pooler
         pooled, owner = [], threading.get_ident()
 
-        def keep_pooled(module, args, output):  # called once per image, in call order
+        def keep_pooled(module, args, output):  # called once per row, in call order
             if threading.get_ident() == owner:
                 pooled.append(output)
 
         needs = self.vtprune.needs
-        # one host copy of every image's patch positions (vLLM's own pooling reads them on the host too)
+        # one host copy of every row's patch positions (vLLM's own pooling reads them on the host too)
         host_positions = list(torch.cat(list(positions)).cpu().split([p.shape[0] for p in positions]))
-        real_of = [int((p != -1).all(-1).sum()) for p in host_positions]  # real patches (padding last)
-        real = [real_of[i] for i in order]  # per encoded row
+        real = [int((p != -1).all(-1).sum()) for p in host_positions]  # real patches (padding last)
         hook = pooler.register_forward_hook(keep_pooled)
         try:
             if needs.query_rows == "none":
-                embeddings = super()._process_image_input(image_input)
-                rows = None
+                out, rows = run(), None
             else:
                 capture = VisionScoreCapture(
-                    self.vtprune_tower, self.vtprune.score_layers, needs.query_rows, backend=self.vtprune.backend, row_lengths=real
+                    self.vtprune_tower, self.vtprune.score_layers, needs.query_rows, backend=self.vtprune.backend,
+                    row_lengths=[real[i] for i in order],
                 )
                 with capture:
-                    embeddings = super()._process_image_input(image_input)
-                rows = [chunk[0] for chunk in capture.chunk_scores()]  # [n_i] per image, encode order
+                    out = run()
+                rows = [chunk[0] for chunk in capture.chunk_scores()]  # [n_i] per row, encode order
         finally:
             hook.remove()
         scores = [None] * len(order)
         if rows is not None:
             for i, row in zip(order, rows):
                 scores[i] = row
+        return out, pooled, scores, host_positions, real
 
+    def _select_row(self, tokens, pooled, scores, position, host_position, real: int, method=None):
+        """(kept rows of ``tokens`` [T, D], one image's / frame's soft tokens; its keep mask [1, T]). The pooler's
+        real soft tokens are its first T (its position pooling numbers the full rows x cols grid 0..T-1)."""
+        features, _ = pooled
+        T = tokens.shape[0]
+        grid = pooled_grid(host_position[:real], int(self.config.vision_config.pooling_kernel_size), T, ARCHITECTURE)
+        row_scores = None
+        if scores is not None:
+            row_scores = pooled_scores(self.vision_tower.pooler, [scores[None]], position[None], features.shape[1])[:, :T]
+        row_features = self.vtprune.selection_features(lambda: features[:, :T], 1, T, tokens)
+        keep = self.vtprune.select(row_scores, row_features, grid, [1], method=method)
+        return tokens[torch.nonzero_static(keep[0], size=min(self.vtprune.keep, T))[:, 0]], keep
+
+    def _process_image_input(self, image_input):
+        pixel_values, positions = image_input["pixel_values"], image_input["pixel_position_ids"]
+        embeddings, pooled, scores, host, real = self._encode(
+            lambda: super(VTPruneGemma4ForConditionalGeneration, self)._process_image_input(image_input),
+            list(positions), encode_order(pixel_values),
+        )
         out, keeps = [], []
-        kernel = int(self.config.vision_config.pooling_kernel_size)
         for i, image in enumerate(embeddings):
-            features, mask = pooled[i]
-            grid = pooled_grid(host_positions[i][: real_of[i]], kernel, image.shape[0], ARCHITECTURE)
-            image_scores = None
-            if scores[i] is not None:
-                image_scores = pooled_scores(pooler, [scores[i][None]], positions[i][None], features.shape[1])[:, mask[0]]
-            image_features = self.vtprune.selection_features(lambda: features[:, mask[0]], 1, image.shape[0], image)
-            keep = self.vtprune.select(image_scores, image_features, grid, [1])
+            kept, keep = self._select_row(image, pooled[i], scores[i], positions[i], host[i], real[i])
+            out.append(kept)
             keeps.append(keep)
-            out.append(image[torch.nonzero_static(keep[0], size=min(self.vtprune.keep, image.shape[0]))[:, 0]])
+        self.vtprune.record(keeps)
+        return out
+
+    def _process_video_input(self, video_input):
+        """Per video [sum of its frames' kept tokens, D]: every frame pruned as an image, in frame order."""
+        positions = video_input["pixel_position_ids_videos"]  # [F, P, 2], frames of all videos in order
+        frame_counts = [int(n) for n in torch.as_tensor(video_input["video_frame_counts"]).tolist()]
+        frames = list(positions)
+        videos, pooled, scores, host, real = self._encode(
+            lambda: super(VTPruneGemma4ForConditionalGeneration, self)._process_video_input(video_input),
+            frames, list(range(len(frames))),
+        )
+        kernel_area = int(self.config.vision_config.pooling_kernel_size) ** 2
+        out, keeps, first = [], [], 0
+        for video, count in zip(videos, frame_counts):
+            method = self.vtprune.image_method()  # one method object per video (Random: one generator)
+            tokens = video.split([real[f] // kernel_area for f in range(first, first + count)])
+            rows = [
+                self._select_row(tokens[j], pooled[f], scores[f], positions[f], host[f], real[f], method)
+                for j, f in enumerate(range(first, first + count))
+            ]
+            out.append(torch.cat([kept for kept, _ in rows]))
+            keeps.append(torch.cat([keep for _, keep in rows], dim=1))
+            first += count
         self.vtprune.record(keeps)
         return out
