@@ -175,10 +175,12 @@ def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: tor
             audio = inner.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
             embeds[ids == model.config.audio_token_id] = audio.to(embeds.dtype)
         outputs = {}
+        # grids: Qwen-VL's (t, h, w) per item, or MiniCPM-V 4.7's (h, w) per unit
         if inputs.get("pixel_values") is not None:
-            outputs["image"] = inner.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+            outputs["image"] = inner.get_image_features(inputs["pixel_values"], inputs.get("image_grid_thw", inputs.get("target_sizes")))
         if inputs.get("pixel_values_videos") is not None:
-            outputs["video"] = inner.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+            grids = inputs.get("video_grid_thw", inputs.get("target_sizes_videos"))
+            outputs["video"] = inner.get_video_features(inputs["pixel_values_videos"], grids)
         visual = torch.zeros_like(ids, dtype=torch.bool)
         for modality, token in placeholder_tokens(model):
             if modality in outputs:
@@ -238,9 +240,15 @@ def hand_logits(model, inputs: dict, keep: List[torch.Tensor], extra_tokens: tor
 
 
 def unpruned_positions(inner, inputs: dict) -> torch.Tensor:
-    """[3, B, S]: the model's own ``get_rope_index`` on the unpruned prompt (Qwen-VL's arguments, or
-    Qwen2.5-Omni's: audio lengths, ``use_audio_in_video``, seconds per video grid)."""
+    """[3, B, S]: the model's own ``get_rope_index`` on the unpruned prompt (Qwen-VL's arguments, Qwen2.5-Omni's:
+    audio lengths, ``use_audio_in_video``, seconds per video grid, or MiniCPM-V 4.7's: units' target sizes)."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    if "target_sizes" in inspect.signature(inner.get_rope_index).parameters:
+        positions, _ = inner.get_rope_index(
+            ids, mm_token_type_ids=inputs["mm_token_type_ids"], target_sizes=inputs.get("target_sizes"),
+            target_sizes_videos=inputs.get("target_sizes_videos"), attention_mask=mask,
+        )
+        return positions
     if "mm_token_type_ids" not in inspect.signature(inner.get_rope_index).parameters:
         audio = inputs.get("feature_attention_mask")
         positions, _ = inner.get_rope_index(

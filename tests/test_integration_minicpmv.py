@@ -46,11 +46,12 @@ def _received(attn_module, hidden):
     return torch.softmax(q @ k.transpose(1, 2) * attn_module.scaling, dim=-1).mean(dim=(0, 1)).float()
 
 
-def hand_keep(model, method, inputs, layers):
+def hand_keep(model, method, inputs, layers, units=UNITS):
+    """Per unit (``units``: (h, w) patches, packed in ``inputs["pixel_values"]``), the hand-selected keep mask [T]."""
     tower = eager_copy(model).model.vision_tower
     fresh = Random(method.keep, seed=method.seed) if isinstance(method, Random) else method
     keep, start = [], 0
-    for h, w in UNITS:
+    for h, w in units:
         pixels = inputs["pixel_values"][..., start * 14 : (start + h * w) * 14]
         seen = {}
         hooks = [

@@ -365,11 +365,16 @@ def lfm2_vl_patches(grids, max_patches: int = 64, seed: int = 1):
     return pixel_values, torch.tensor(grids), mask
 
 
-def minicpmv4_6(seed: int = 0, vision_layers: int = 4, insert_layer: int = 1):
+MINICPM_IMAGE_START, MINICPM_IMAGE_END = 91, 92  # MiniCPM-V 4.7's <image>, </image>
+MINICPM_SLICE_START, MINICPM_SLICE_END, MINICPM_NEWLINE = 93, 94, 95  # <slice>, </slice>, "\n"
+
+
+def minicpmv4_6(seed: int = 0, vision_layers: int = 4, insert_layer: int = 1, v4_7: bool = False):
     """MiniCPM-V 4.6: a SigLIP-style NaViT tower (14 px patches, slices of their own h x w patches packed in one
     sequence, attention per slice), the window merger after layer ``insert_layer`` (2x2 patches -> 1 token), the
-    MLP merger (2x2 -> 1): one language-model token per 4x4 patches; Qwen3.5 text (full-attention layers)."""
-    from transformers import MiniCPMV4_6Config, MiniCPMV4_6ForConditionalGeneration
+    MLP merger (2x2 -> 1): one language-model token per 4x4 patches; Qwen3.5 text (full-attention layers).
+    ``v4_7``: MiniCPM-V 4.7 (the same model with canvas M-RoPE positions, anchored on its marker tokens)."""
+    from transformers import MiniCPMV4_6Config, MiniCPMV4_6ForConditionalGeneration, MiniCPMV4_7Config, MiniCPMV4_7ForConditionalGeneration
 
     text = dict(
         model_type="qwen3_5_text", vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -383,12 +388,17 @@ def minicpmv4_6(seed: int = 0, vision_layers: int = 4, insert_layer: int = 1):
         hidden_size=32, intermediate_size=64, num_hidden_layers=vision_layers, num_attention_heads=4, image_size=112,
         patch_size=14, window_kernel_size=[2, 2], insert_layer_id=insert_layer,
     )
-    cfg = MiniCPMV4_6Config(
-        text_config=text, vision_config=vision, insert_layer_id=insert_layer, drop_vision_last_layer=False,
-        downsample_mode="16x", merge_kernel_size=[2, 2], merger_times=1, image_token_id=IMAGE_TOKEN,
-        video_token_id=VIDEO_TOKEN, pad_token_id=PAD_TOKEN,
+    common = dict(
+        text_config=text, vision_config=vision, insert_layer_id=insert_layer, downsample_mode="16x",
+        merge_kernel_size=[2, 2], merger_times=1, image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN, pad_token_id=PAD_TOKEN,
     )
-    return _finish(MiniCPMV4_6ForConditionalGeneration(cfg), seed)
+    if v4_7:
+        cfg = MiniCPMV4_7Config(
+            **common, image_start_id=MINICPM_IMAGE_START, image_end_id=MINICPM_IMAGE_END, slice_start_id=MINICPM_SLICE_START,
+            slice_end_id=MINICPM_SLICE_END, newline_id=MINICPM_NEWLINE,
+        )
+        return _finish(MiniCPMV4_7ForConditionalGeneration(cfg), seed)
+    return _finish(MiniCPMV4_6ForConditionalGeneration(MiniCPMV4_6Config(**common, drop_vision_last_layer=False)), seed)
 
 
 def minicpm_patches(sizes, seed: int = 1):

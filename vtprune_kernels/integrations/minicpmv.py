@@ -18,7 +18,13 @@ Selection per unit on its token grid, min(keep, tokens) per unit:
 - the kept features are rows of the model's own ``get_image_features`` / ``get_video_features``.
 
 ``last_selection``: one entry per unit (images' units, then videos'), raster indices into its grid.
-MiniCPM-V 4.7 (canvas M-RoPE positions) is not supported yet.
+
+MiniCPM-V 4.7 (``MiniCPMV4_7ForConditionalGeneration``) has 4.6's tower and units and gives the language model
+"canvas" M-RoPE positions: every token of an image is placed on a 2-D canvas (the source image stretched over
+the slices' canvas, each slice at its offset, markers at the corners). Pruning keeps 4.6's plan and, as for
+Qwen-VL, gives the surviving columns their positions in the UNPRUNED prompt (the model's own
+``get_rope_index``) and sets ``rope_deltas`` so that generation continues at the unpruned max + 1
+(``MiniCPMV47Adapter``).
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from ..methods.hivtp import PAPER_LAYERS
 from ..methods.pixel_shuffle_pooling import pixel_shuffle_pool
 from .adapter import PrunedImages, TowerAdapter, make_captured, require_vision_only, score_layers, select
 from .capture import VisionScoreCapture
+from .mrope import set_kept_positions
 from .vision_runner import encoder_tower
 
 
@@ -183,3 +190,21 @@ class _Units:
     features: List[torch.Tensor]
     masks: List[torch.Tensor]
     token: int
+
+
+class MiniCPMV47Adapter(MiniCPMVAdapter):
+    """MiniCPM-V 4.7: 4.6's units and selection, the surviving columns at their unpruned canvas positions."""
+
+    family = "MiniCPMV4_7ForConditionalGeneration"
+    host_inputs = ("target_sizes", "target_sizes_videos", "mm_token_type_ids")
+
+    def finish(self, out: dict, inputs: dict, reads, layout) -> None:
+        types = reads.get("mm_token_type_ids")
+        if types is None:
+            raise ValueError(f"{self.family}: pruning needs mm_token_type_ids (the processor returns them): the canvas positions read them")
+        positions, _ = self.inner.get_rope_index(
+            reads.get("input_ids"), mm_token_type_ids=types, target_sizes=reads.get("target_sizes"),
+            target_sizes_videos=reads.get("target_sizes_videos"), downsample_mode=inputs.get("downsample_mode"),
+            attention_mask=reads.get("attention_mask"),
+        )
+        set_kept_positions(self.inner, out, layout, positions, types)

@@ -46,3 +46,21 @@ def mrope_position_deltas(positions: torch.Tensor, attention_mask: Optional[torc
     lowest = torch.finfo(positions.dtype).min if floating else torch.iinfo(positions.dtype).min
     largest = positions.masked_fill(~real.to(positions.device)[None], lowest).amax(dim=(0, 2))
     return (largest + 1 - real.sum(1).to(positions.device)).to(positions.dtype if floating else torch.int64)[:, None]
+
+
+def set_kept_positions(inner, out: dict, layout, positions: torch.Tensor, types: Optional[torch.Tensor]) -> None:
+    """Give a pruned call ``out`` the unpruned positions of its surviving columns and the matching rope deltas.
+
+    inner: the model's inner module (its ``rope_deltas`` is set, so that decoding steps without position_ids
+    continue at the unpruned max + 1); layout: the call's ``prompt_surgery.PromptLayout``; positions: host
+    int64 [3, B, S] of the UNPRUNED prompt (the model's own ``get_rope_index``); types: host
+    ``mm_token_type_ids`` [B, S] of the unpruned prompt (gathered into ``out`` when the call passes them)."""
+    from ..methods._device import from_host
+
+    kept = layout.gather(positions, 0)
+    device = out["input_ids"].device
+    new_mask = layout.attention_mask() if layout.masked else None
+    out["position_ids"] = from_host(kept, device)
+    if out.get("mm_token_type_ids") is not None and types is not None:
+        out["mm_token_type_ids"] = from_host(layout.gather(types.to(out["mm_token_type_ids"].dtype), 0), device)
+    inner.rope_deltas = from_host(mrope_position_deltas(kept, new_mask), device)

@@ -41,7 +41,7 @@ import torch
 
 from ..methods._device import from_host
 from .adapter import PrunedImages, TowerAdapter, make_captured, require_vision_only, score_layers, select
-from .mrope import mrope_position_deltas
+from .mrope import set_kept_positions
 from .qwen_tower import MergedGridItem, describe_tower, merge_kept, run_tower
 
 MODALITIES = (  # (name, pixels, grid, placeholder token config key)
@@ -208,15 +208,7 @@ class QwenVLAdapter(TowerAdapter):
             types[input_ids == self.token_ids["image"]] = 1
             if inputs.get("pixel_values_videos") is not None:  # (GLM-4V: a call has images or videos, not both)
                 types[input_ids == self.token_ids["video"]] = 2
-        positions = self.unpruned_positions(input_ids, types, reads, inputs)
-        kept = layout.gather(positions, 0)
-        device = out["input_ids"].device
-        new_mask = layout.attention_mask() if layout.masked else None
-        out["position_ids"] = from_host(kept, device)
-        if out.get("mm_token_type_ids") is not None:
-            out["mm_token_type_ids"] = from_host(layout.gather(types.to(out["mm_token_type_ids"].dtype), 0), device)
-        # decoding steps without position_ids (a hand-written loop) continue from the unpruned max + 1
-        self.inner.rope_deltas = from_host(mrope_position_deltas(kept, new_mask), device)
+        set_kept_positions(self.inner, out, layout, self.unpruned_positions(input_ids, types, reads, inputs), types)
 
     def unpruned_positions(self, input_ids, types, reads, inputs: dict) -> torch.Tensor:
         """int64 [3, B, S]: the model's own ``get_rope_index`` on the unpruned prompt (host tensors;
