@@ -1,8 +1,8 @@
-"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL (both checkpoint formats), Cohere2 Vision, LFM2-VL, EXAONE 4.5, Gemma 3, Gemma 4, PaliGemma, Mistral 3, Llama 4, Idefics3, SmolVLM, Qwen2-VL, Qwen2.5-VL,
+"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL (both checkpoint formats), Cohere2 Vision, LFM2-VL, EXAONE 4.5, PaddleOCR-VL, Gemma 3, Gemma 4, PaliGemma, Mistral 3, Llama 4, Idefics3, SmolVLM, Qwen2-VL, Qwen2.5-VL,
 Qwen3-VL (and -MoE), Qwen3.5 (and -MoE) and GLM-4.1V / 4.5V (docs/design.md section 4).
 
 ``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
-process it starts. It only adds twenty-four architectures to vLLM's model registry, by name (the classes
+process it starts. It only adds twenty-five architectures to vLLM's model registry, by name (the classes
 are imported when a model asks for them):
 
 | stock architecture                  | pruned architecture                        |
@@ -14,6 +14,7 @@ are imported when a model asks for them):
 | Cohere2VisionForConditionalGeneration | VTPruneCohere2VisionForConditionalGeneration |
 | Lfm2VlForConditionalGeneration      | VTPruneLfm2VLForConditionalGeneration      |
 | Exaone4_5_ForConditionalGeneration  | VTPruneExaone4_5_ForConditionalGeneration  |
+| PaddleOCRVLForConditionalGeneration | VTPrunePaddleOCRVLForConditionalGeneration |
 | InternVLForConditionalGeneration    | VTPruneInternVLForConditionalGeneration    |
 | InternVLChatModel                   | VTPruneInternVLChatModel                   |
 | Gemma3ForConditionalGeneration      | VTPruneGemma3ForConditionalGeneration      |
@@ -52,6 +53,7 @@ _CLASSES = {
     "VTPruneCohere2VisionForConditionalGeneration": "cohere2_vision",
     "VTPruneLfm2VLForConditionalGeneration": "lfm2_vl",
     "VTPruneExaone4_5_ForConditionalGeneration": "exaone4_5",
+    "VTPrunePaddleOCRVLForConditionalGeneration": "paddleocr_vl",
     "VTPruneInternVLForConditionalGeneration": "internvl",
     "VTPruneInternVLChatModel": "internvl",
     "VTPruneGemma3ForConditionalGeneration": "gemma3",

@@ -29,6 +29,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "Cohere2VisionForConditionalGeneration": "VTPruneCohere2VisionForConditionalGeneration",
     "Lfm2VlForConditionalGeneration": "VTPruneLfm2VLForConditionalGeneration",
     "Exaone4_5_ForConditionalGeneration": "VTPruneExaone4_5_ForConditionalGeneration",
+    "PaddleOCRVLForConditionalGeneration": "VTPrunePaddleOCRVLForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "InternVLChatModel": "VTPruneInternVLChatModel",
     "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
