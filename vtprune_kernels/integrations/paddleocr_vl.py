@@ -44,9 +44,11 @@ class PaddleOCRTower(QwenTower):
         """pixel_values [S, 3, P, P] as the model's ``get_image_features`` passes them (one packed row)."""
         self.module(pixel_values=pixel_values.type(self.module.dtype).unsqueeze(0), grid_thw=grid_thw)
 
-    def merge_order(self, grid_thw: torch.Tensor, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Raster order -> merge-block order (the grids read on the host, as the tower reads them)."""
-        index = from_host(raster_to_merge_order(grid_thw.tolist(), self.merge_size), device)
+    def merge_order(self, grid_thw: torch.Tensor, device: torch.device, host_grids=None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Raster order -> merge-block order: one index built on the host from ``host_grids`` (read from
+        ``grid_thw`` when not given, as the tower itself reads its grids) and uploaded once."""
+        grids = grid_thw.tolist() if host_grids is None else host_grids
+        index = from_host(raster_to_merge_order(grids, self.merge_size), device)
         return lambda x: x[index]
 
 

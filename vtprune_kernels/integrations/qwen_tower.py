@@ -120,9 +120,12 @@ class QwenTower:
         """The tower's own forward on a packed batch (``run_tower`` leaves it after the last block)."""
         self.module(pixel_values.type(self.module.dtype), grid_thw=grid_thw)
 
-    def merge_order(self, grid_thw: torch.Tensor, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    def merge_order(
+        self, grid_thw: torch.Tensor, device: torch.device, host_grids: Optional[Sequence[Sequence[int]]] = None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         """A function taking per-patch values [S, ...] in the order the blocks see them to the merge-block
-        order (``methods/merged_grid.py``): Qwen2.5-VL's blocks see a window-permuted sequence."""
+        order (``methods/merged_grid.py``): Qwen2.5-VL's blocks see a window-permuted sequence.
+        ``host_grids``: the grids as host lists when the caller has them (a subclass may read them)."""
         window_index = self.window_index(grid_thw)
         if window_index is None:
             return lambda x: x
@@ -233,9 +236,11 @@ def run_tower(
     score_layers: Sequence[int] = (),
     *,
     backend: str = "auto",
+    host_grids: Optional[Sequence[Sequence[int]]] = None,
 ) -> TowerRun:
     """Run every block of ``tower`` (not the mergers) and capture the received attention of
-    ``score_layers`` (0-based blocks). pixel_values [S, 3*2*P*P], grid_thw int64 [n, 3] (device)."""
+    ``score_layers`` (0-based blocks). pixel_values [S, 3*2*P*P], grid_thw int64 [n, 3] (device);
+    host_grids: the same grids on the host, when the caller has read them."""
     bad = [i for i in score_layers if not 0 <= i < tower.num_layers]
     if bad:
         raise ValueError(f"vision layers {bad} do not exist in a {tower.num_layers}-block Qwen-VL tower")
@@ -270,7 +275,7 @@ def run_tower(
     if "last" not in kept:
         raise RuntimeError("the Qwen-VL vision tower returned before its last block")
 
-    in_merge_order = tower.merge_order(grid_thw, pixel_values.device)
+    in_merge_order = tower.merge_order(grid_thw, pixel_values.device, host_grids)
     patch_scores = None
     if scored:
         # a layer's segments (frames, or windows) in call order cover its sequence once: concatenated,

@@ -140,8 +140,8 @@ class QwenVLAdapter(TowerAdapter):
             if name == "video" and self.video_frames_use_image_token:  # the model encodes each frame as an image
                 frames = torch.repeat_interleave(host_grid, host_grid[:, 0], dim=0)
                 frames[:, 0] = 1
-                grid = from_host(frames, grid.device)
-            runs[name] = run_tower(self.tower, pixels, grid, layers, backend=backend)
+                grid, grids = from_host(frames, grid.device), frames.tolist()
+            runs[name] = run_tower(self.tower, pixels, grid, layers, backend=backend, host_grids=grids)
         return entries, runs
 
     def _select_frames(self, entries, runs, needs, method, backend):
