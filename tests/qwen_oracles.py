@@ -1,4 +1,5 @@
-"""Independent hand-pruned pipeline for the Qwen-VL models (tests/test_integration_qwen_vl.py).
+"""Independent hand-pruned pipeline for the Qwen-VL models (tests/test_integration_qwen_vl.py), EXAONE 4.5 and
+PaddleOCR-VL (whose raster-order patches are regrouped per 2x2 block as its projector groups them).
 
 Nothing here uses ``vtprune_kernels.integrations``:
 - scores: dense softmax maps recomputed from each scored attention module's inputs (its own
@@ -27,10 +28,48 @@ from vtprune_kernels.methods import HIVTP, Random, Uniform, VisPruner
 GLM_CLASSES = ("Glm4v", "Glm46V", "GlmOcr")
 # models whose language model numbers the prompt's columns (1-D positions), not M-RoPE
 ONE_D_POSITION_CLASSES = ("Exaone4_5_ForConditionalGeneration",)
+# PaddleOCR-VL: a NaViT tower (encoder.layers, self_attn with q/k/v projections) seeing raster-order patches
+PADDLE_CLASS = "PaddleOCRVLForConditionalGeneration"
+
+
+def _is_paddle(model) -> bool:
+    return type(model).__name__ == PADDLE_CLASS
+
+
+def _blocks(model):
+    visual = model.model.visual
+    return visual.vision_model.encoder.layers if _is_paddle(model) else visual.blocks
+
+
+def _attention(model, layer):
+    block = _blocks(model)[layer]
+    return block.self_attn if _is_paddle(model) else block.attn
+
+
+def _run_visual(model, pixels, grid_thw):
+    with torch.no_grad():
+        if _is_paddle(model):  # as its get_image_features calls it: one packed row
+            model.model.visual(pixel_values=pixels.unsqueeze(0), grid_thw=grid_thw)
+        else:
+            model.model.visual(pixels, grid_thw=grid_thw)
+
+
+def _raster_to_blocks(model, x, grid_thw):
+    """PaddleOCR-VL: per-patch rows [S, ...] of raster-order images, regrouped per 2x2 block as its
+    projector groups them (reshape (t, h/2, 2, w/2, 2), swap the middle axes); others: unchanged."""
+    if not _is_paddle(model):
+        return x
+    parts, first = [], 0
+    for t, h, w in grid_thw.tolist():
+        n = t * h * w
+        part = x[first : first + n].reshape(t, h // 2, 2, w // 2, 2, *x.shape[1:]).transpose(2, 3)
+        parts.append(part.reshape(n, *x.shape[1:]))
+        first += n
+    return torch.cat(parts)
 
 
 def _rotary(model):
-    return sys.modules[type(model.model.visual.blocks[0].attn).__module__].apply_rotary_pos_emb_vision
+    return sys.modules[type(_attention(model, 0)).__module__].apply_rotary_pos_emb_vision
 
 
 def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.Tensor:
@@ -39,14 +78,13 @@ def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.
     visual = model.model.visual
     seen: Dict[int, Tuple] = {}
     hooks = [
-        visual.blocks[l].attn.register_forward_pre_hook(
+        _attention(model, l).register_forward_pre_hook(
             lambda m, args, kwargs, l=l: seen.__setitem__(l, (args[0], kwargs)), with_kwargs=True
         )
         for l in layers
     ]
     try:
-        with torch.no_grad():
-            visual(pixels, grid_thw=grid_thw)
+        _run_visual(model, pixels, grid_thw)
     finally:
         for h in hooks:
             h.remove()
@@ -54,9 +92,11 @@ def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.
     per_layer = []
     for l in layers:
         hidden, kwargs = seen[l]
-        attn = visual.blocks[l].attn
+        attn = _attention(model, l)
         S = hidden.shape[0]
-        if hasattr(attn, "kv_dim"):  # EXAONE 4.5: grouped-query attention, key heads repeated for their query heads
+        if hasattr(attn, "q_proj"):  # PaddleOCR-VL: separate projections named as SigLIP's
+            q, k = attn.q_proj(hidden).reshape(S, attn.num_heads, -1), attn.k_proj(hidden).reshape(S, attn.num_heads, -1)
+        elif hasattr(attn, "kv_dim"):  # EXAONE 4.5: grouped-query attention, key heads repeated for their query heads
             q, k, _ = attn.qkv(hidden).split([attn.q_dim, attn.kv_dim, attn.kv_dim], dim=-1)
             q = q.reshape(S, attn.num_heads, -1)
             k = k.reshape(S, attn.num_key_value_heads, -1).repeat_interleave(attn.num_key_value_groups, dim=1)
@@ -80,20 +120,19 @@ def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.
 
         window_index, _ = get_vision_window_index(grid_thw, visual.spatial_merge_size, visual.window_size, visual.patch_size)
         scores = scores.view(-1, 4)[torch.argsort(window_index)].flatten()
-    return scores.float()
+    return _raster_to_blocks(model, scores, grid_thw).float()
 
 
 def last_hidden_in_merge_order(model, pixels, grid_thw) -> torch.Tensor:
     """[S/4, 4C]: the last block's output, un-permuted by the model's reverse indices, 4 patches per row."""
     visual = model.model.visual
     seen = []
-    hook = visual.blocks[-1].register_forward_hook(lambda m, args, out: seen.append(out))  # GLM-4V's last_hidden_state is merged
+    hook = _blocks(model)[-1].register_forward_hook(lambda m, args, out: seen.append(out))  # GLM-4V's last_hidden_state is merged
     try:
-        with torch.no_grad():
-            visual(pixels, grid_thw=grid_thw)
+        _run_visual(model, pixels, grid_thw)
     finally:
         hook.remove()
-    hidden = seen[0]
+    hidden = _raster_to_blocks(model, seen[0], grid_thw)
     if hasattr(visual, "window_size"):
         from transformers.vision_utils import get_vision_window_index
 
@@ -105,7 +144,7 @@ def last_hidden_in_merge_order(model, pixels, grid_thw) -> torch.Tensor:
 def method_layers(model, method) -> Tuple[int, ...]:
     """The layers the test expects a method to score on this tiny model (explicit in the tests)."""
     if isinstance(method, VisPruner):
-        depth = len(model.model.visual.blocks)
+        depth = len(_blocks(model))
         return (method.score_layer % depth,) if method.score_layer is not None else (depth - 1,)
     if isinstance(method, HIVTP):
         return method.layers

@@ -163,6 +163,14 @@ def _calls():
             image_grid_thw=torch.tensor(images), pixel_values_videos=tm.qwen_pixels(videos), video_grid_thw=torch.tensor(videos),
         )
 
+    def paddle_inputs(model):
+        images = [(1, 6, 10), (1, 4, 6)]
+        ids, mask, types = tm.qwen_prompts([[("image", images[0])], [("image", images[1])]])
+        return dict(
+            input_ids=ids, attention_mask=mask, mm_token_type_ids=types, pixel_values=tm.paddle_pixels(images),
+            image_grid_thw=torch.tensor(images),
+        )
+
     return [
         ("llava", "vispruner", tm.llava_clip, lambda: VisPruner(keep=7, step=2), llava_inputs, 1),
         ("llava", "hivtp", tm.llava_clip, lambda: HIVTP(layers=(0, 1)), llava_inputs, 1),
@@ -179,6 +187,7 @@ def _calls():
         ("qwen2_5_vl", "hivtp", tm.qwen2_5_vl, lambda: HIVTP(layers=(1, 3)), qwen_inputs, 1),
         ("qwen2_vl", "uniform", tm.qwen2_vl, lambda: Uniform(keep=2), qwen_inputs, 1),
         ("qwen3_vl", "random", tm.qwen3_vl, lambda: Random(keep=2), qwen_inputs, 1),
+        ("paddleocr_vl", "vispruner", tm.paddleocr_vl, lambda: VisPruner(keep=3, step=2), paddle_inputs, 1),
     ]
 
 
@@ -225,7 +234,7 @@ def test_integration_syncs_once_per_call_on_cuda(case):
                 handle.prepare_inputs(**cuda_inputs)
         ours = [site for site in recorder.sites if site is not None]  # syncs in model code are not counted
         # image_sizes / grids on the GPU: read early (the tower needs them on the host)
-        expected_here = expected + (1 if family in ("llava-next", "qwen2_5_vl", "qwen3_vl") else 0)
+        expected_here = expected + (1 if family in ("llava-next", "qwen2_5_vl", "qwen3_vl", "paddleocr_vl") else 0)
         assert handle.last_host_syncs == expected_here
         assert len(ours) == expected_here and all("host_reads.py" in site for site in ours), ours
     finally:

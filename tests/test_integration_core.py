@@ -178,6 +178,13 @@ def _restore_inputs(build, model):
             input_ids=ids, attention_mask=mask, mm_token_type_ids=types, pixel_values=tm.qwen_pixels([image]),
             image_grid_thw=torch.tensor([image]), pixel_values_videos=tm.qwen_pixels([video]), video_grid_thw=torch.tensor([video]),
         )
+    if build is tm.paddleocr_vl:
+        image = (1, 4, 6)
+        ids, mask, types = tm.qwen_prompts([[("image", image)]])
+        return dict(
+            input_ids=ids, attention_mask=mask, mm_token_type_ids=types, pixel_values=tm.paddle_pixels([image]),
+            image_grid_thw=torch.tensor([image]),
+        )
     if build is tm.llava_next:
         px = tm.pixels(1, 42, tiles=5)
         sizes = torch.tensor([[84, 84]])
@@ -193,8 +200,8 @@ def _restore_inputs(build, model):
 
 @pytest.mark.parametrize(
     "build",
-    [tm.llava_clip, tm.llava_next, tm.internvl, tm.qwen2_vl, tm.qwen2_5_vl, tm.qwen3_vl],
-    ids=["llava", "llava_next", "internvl", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"],
+    [tm.llava_clip, tm.llava_next, tm.internvl, tm.qwen2_vl, tm.qwen2_5_vl, tm.qwen3_vl, tm.paddleocr_vl],
+    ids=["llava", "llava_next", "internvl", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "paddleocr_vl"],
 )
 def test_leaving_the_context_restores_the_model_exactly(build):
     model = build()

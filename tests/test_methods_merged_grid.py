@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import tiny_models as tm
-from vtprune_kernels.methods.merged_grid import merged_features, merged_grid_pool, to_merge_order
+from vtprune_kernels.methods.merged_grid import merged_features, merged_grid_pool, raster_to_merge_order, to_merge_order
 
 GRIDS = [(1, 6, 10), (2, 4, 4), (1, 10, 6), (1, 2, 2)]  # odd and non-square merged grids, a 2-frame video
 
@@ -101,6 +101,28 @@ def test_processor_layout_is_merge_blocks_in_raster_order(h, w):
     pooled = merged_grid_pool(table[decoded[:, 0], decoded[:, 1]])
     want = torch.nn.functional.avg_pool2d(table[None, None], 2)[0, 0].flatten()
     torch.testing.assert_close(pooled, want)
+
+
+@pytest.mark.parametrize("h, w", [(6, 10), (4, 4), (10, 6)])
+def test_raster_processor_layout_to_merge_blocks(h, w):
+    """PaddleOCR-VL's processor lays each image's patches in raster order; ``raster_to_merge_order`` takes
+    them (two images packed) to Qwen's merge-block order (the projector's 2x2 grouping)."""
+    from transformers.models.paddleocr_vl.image_processing_pil_paddleocr_vl import PaddleOCRVLImageProcessorPil
+
+    processor = PaddleOCRVLImageProcessorPil(min_pixels=14 * 14 * 4, max_pixels=14 * 14 * 400)
+    out = processor(images=[_painted(h, w), _painted(4, 6)], return_tensors="pt")
+    assert out["image_grid_thw"].tolist() == [[1, h, w], [1, 4, 6]]
+    mean, std = torch.tensor(processor.image_mean), torch.tensor(processor.image_std)
+    rows = out["pixel_values"].flatten(2).mean(-1) * std + mean  # [S, 3] colour in [0, 1]
+    decoded = (rows[:, :2] * 255 / 20).round().long()[raster_to_merge_order(out["image_grid_thw"])]
+    expected = []
+    for gh, gw in ((h, w), (4, 6)):
+        s = torch.arange(gh * gw)
+        n, k = s // 4, s % 4
+        expected.append(torch.stack([2 * (n // (gw // 2)) + k // 2, 2 * (n % (gw // 2)) + k % 2], -1))
+    assert torch.equal(decoded, torch.cat(expected))
+    with pytest.raises(ValueError, match="merge blocks"):
+        raster_to_merge_order([(1, 4, 5)])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

@@ -643,6 +643,28 @@ def exaone4_5(seed: int = 0, depth: int = 4, fullatt=(1, 3)):
     return _finish(Exaone4_5_ForConditionalGeneration(cfg), seed)
 
 
+def paddleocr_vl(seed: int = 0, depth: int = 4):
+    """PaddleOCR-VL: a SigLIP-style NaViT tower (14 px patches [S, 3, 14, 14] in raster order, 2-D rotary
+    q/k, learned positions resized from a 4x4 grid), the projector's 2x2 merge; ERNIE-style text with
+    M-RoPE sections (2, 3, 3) of a 16-dim head."""
+    from transformers import PaddleOCRVLConfig, PaddleOCRVLForConditionalGeneration
+
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=depth, num_attention_heads=4, image_size=56,
+        patch_size=QWEN_PATCH, spatial_merge_size=2,
+    )
+    text = dict(_qwen_text(), head_dim=16)
+    cfg = PaddleOCRVLConfig(vision_config=vision, text_config=text, **_QWEN_TOKENS)
+    return _finish(PaddleOCRVLForConditionalGeneration(cfg), seed)
+
+
+def paddle_pixels(grids, seed: int = 1) -> torch.Tensor:
+    """Random patches [sum t*h*w, 3, 14, 14] (PaddleOCR-VL's processor layout) for the given patch grids."""
+    gen = torch.Generator().manual_seed(seed)
+    n = sum(int(t) * int(h) * int(w) for t, h, w in grids)
+    return torch.randn(n, 3, QWEN_PATCH, QWEN_PATCH, generator=gen)
+
+
 _TINY_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)  # the MoE variants' text blocks
 
 

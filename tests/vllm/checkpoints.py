@@ -28,6 +28,7 @@ tokenizer with the models' special tokens, an image processor and a chat templat
 - ``qwen3_vl_moe(path)``: the same with mixture-of-experts text blocks; ``qwen3_5(path)``: Qwen3.5,
   the same tower without DeepStack and a hybrid (linear-attention) language model, served in bfloat16.
 - ``exaone4_5(path)``: EXAONE 4.5, Qwen2.5-VL's tower with grouped-query attention, EXAONE 4 text (1-D positions).
+- ``paddleocr_vl(path)``: PaddleOCR-VL, a NaViT tower whose projector merges 2x2 blocks, ERNIE-4.5 text with M-RoPE.
 - ``mistral3(path)``: Mistral 3 (Mistral-Small-3.1), Pixtral tower, 14 px patches merged 2x2 by the projector,
   images up to 112 px (4 x 4 merged tokens), each row of [IMG] ended by [IMG_BREAK], the last by [IMG_END].
 - ``llava_pixtral(path)``: Pixtral-12B's LLaVA form: the Pixtral tower of ``mistral3`` without a merger, images up
@@ -667,6 +668,38 @@ def exaone4_5(path: str, seed: int = 0):
         tokenizer=tokenizer(QWEN_TOKENS), chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", QWEN_IMAGE),
     )
     return _save(model, processor, path, hub_tower_prefix=False)
+
+
+def paddleocr_vl(path: str, seed: int = 0):
+    """PaddleOCR-VL: a SigLIP-style NaViT tower (14 px patches in raster order, 2-D rotary q/k, learned 4x4
+    positions resized per image), the projector's 2x2 merge, ERNIE-4.5 text with M-RoPE; images of 4 to 64
+    merged tokens. (transformers before 5.24 resizes the position grid with align_corners=True, vLLM 0.32 and
+    transformers 5.24 with False: ``paddle_reference`` sets the latter on the reference model.)"""
+    from transformers import PaddleOCRVLConfig, PaddleOCRVLForConditionalGeneration, PaddleOCRVLImageProcessor, PaddleOCRVLProcessor
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, image_size=56, patch_size=14,
+                  spatial_merge_size=2)
+    text = _mrope_text(None, lambda d: [d // 8, 3 * d // 16, 3 * d // 16])
+    text.pop("model_type", None)
+    text.update(head_dim=text["hidden_size"] // text["num_attention_heads"], vocab_size=VOCAB_SIZE)
+    config = PaddleOCRVLConfig(
+        vision_config=vision, text_config=text, image_token_id=token_id("<|image_pad|>"), video_token_id=token_id("<|video_pad|>"),
+        vision_start_token_id=token_id("<|vision_start|>"), vision_end_token_id=token_id("<|vision_end|>"),
+    )
+    torch.manual_seed(seed)
+    model = paddle_reference(_finish(PaddleOCRVLForConditionalGeneration(config), seed))
+    processor = PaddleOCRVLProcessor(
+        image_processor=PaddleOCRVLImageProcessor(size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 64}),
+        tokenizer=tokenizer(QWEN_TOKENS), chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", QWEN_IMAGE),
+    )
+    return _save(model, processor, path, hub_tower_prefix=False)
+
+
+def paddle_reference(model):
+    """The transformers PaddleOCR-VL resizing its learned position grid as vLLM 0.32 (and transformers 5.24) do:
+    bilinear with align_corners=False (transformers 5.19 uses True; one instance attribute of this model)."""
+    model.model.visual.vision_model.embeddings.interpolation_align_corners = False
+    return model
 
 
 _QWEN3_VISION = dict(

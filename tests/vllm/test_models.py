@@ -254,6 +254,17 @@ CASES = {
         {"method": "vispruner", "keep": 10, "step": 2}, VisPruner(keep=10, step=2), checkpoints.QWEN_IMAGE,
         [(112, 84), (84, 140), (168, 168)], videos=True,
     ),
+    # PaddleOCR-VL: raster-order NaViT patches, the projector's 2x2 merge; merged grids 3x4, 5x3, 6x6, keep 10
+    "paddleocr_vl-vispruner": Case(
+        checkpoints.paddleocr_vl, "PaddleOCRVLForConditionalGeneration",
+        {"method": "vispruner", "keep": 10, "step": 2}, VisPruner(keep=10, step=2), checkpoints.QWEN_IMAGE,
+        [(112, 84), (84, 140), (168, 168)],
+    ),
+    "paddleocr_vl-random": Case(
+        checkpoints.paddleocr_vl, "PaddleOCRVLForConditionalGeneration",
+        {"method": "random", "keep": 6, "seed": 3}, Random(keep=6, seed=3), checkpoints.QWEN_IMAGE,
+        [(112, 84), (168, 168), (84, 140)], two_images=False,
+    ),
     "qwen2_5_vl-random": Case(
         checkpoints.qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration",
         {"method": "random", "keep": 6, "seed": 3}, Random(keep=6, seed=3), checkpoints.QWEN_IMAGE,
@@ -298,7 +309,7 @@ def test_batch_of_requests_matches_apply(served):
     assert all(length > TOKEN_BUDGET for _, length in got), "test precondition: prompts must be chunked"
 
 
-@pytest.mark.parametrize("served", [name for name in CASES if name.startswith("qwen")], indirect=True)
+@pytest.mark.parametrize("served", [name for name in CASES if name.startswith(("qwen", "paddleocr"))], indirect=True)
 def test_announced_count_is_the_prompts(served):
     """The count vLLM plans with (``get_num_image_tokens``: encoder budget, profiling) is, from the image
     size alone, the number of placeholders the prompt holds and min(keep, merged tokens)."""

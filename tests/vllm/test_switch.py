@@ -63,7 +63,7 @@ def test_plugin_registers_only_new_architectures():
 
     load_general_plugins()
     assert set(PRUNED_ARCHITECTURES.values()) <= set(ModelRegistry.get_supported_archs())
-    assert len(PRUNED_ARCHITECTURES) == 27
+    assert len(PRUNED_ARCHITECTURES) == 28
     for stock_name, pruned_name in PRUNED_ARCHITECTURES.items():
         stock = ModelRegistry._try_load_model_cls(stock_name)
         # vLLM serves InternVLForConditionalGeneration with its InternS1 class, names LFM2-VL's class Lfm2VL...

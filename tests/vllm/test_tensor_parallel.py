@@ -1,6 +1,6 @@
 """Tensor parallelism (TP=2 on the CPU backend): each rank holds half of the vision tower's heads (CLIP;
 the packed towers of Qwen2-VL, Qwen2.5-VL and Qwen3-VL, scored per frame; Idefics3's; the SigLIP towers of LLaVA-OneVision and
-Gemma 3; Mistral 3's Pixtral tower; Llama 4's tower; MiniCPM-V's padded Idefics2 rows; the InternViT of original-format InternVL); the head-mean scores are
+Gemma 3; Mistral 3's Pixtral tower; Llama 4's tower; MiniCPM-V's padded Idefics2 rows; the InternViT of original-format InternVL; PaddleOCR-VL's NaViT); the head-mean scores are
 all-reduced, so both ranks keep the tokens ``apply()`` keeps, and the sharded merger/projector (and
 Qwen3-VL's DeepStack mergers) run on them."""
 from __future__ import annotations
@@ -32,6 +32,8 @@ CASES = {  # builder, stock architecture, prompt, image (width, height)
     "minicpmv4_6": (checkpoints.minicpmv4_6, "MiniCPMV4_6ForConditionalGeneration", f"USER: {checkpoints.MINICPMV_IMAGE}\n", (300, 500)),
     # EXAONE 4.5: grouped-query vision attention, its key heads split over the ranks too
     "exaone4_5": (checkpoints.exaone4_5, "Exaone4_5_ForConditionalGeneration", f"USER: {checkpoints.QWEN_IMAGE}\n", (168, 84)),
+    # PaddleOCR-VL: its NaViT tower's heads split over the ranks (all-gathered q/k/v, then sliced), run per image
+    "paddleocr_vl": (checkpoints.paddleocr_vl, "PaddleOCRVLForConditionalGeneration", f"USER: {checkpoints.QWEN_IMAGE}\n", (168, 84)),
     "gemma3": (checkpoints.gemma3, "Gemma3ForConditionalGeneration", f"USER: {checkpoints.GEMMA3_IMAGE}\n", (112, 84)),
     # Mistral 3's Pixtral tower; the row breaks are the sharded language model's own embedding
     "mistral3": (checkpoints.mistral3, "Mistral3ForConditionalGeneration", f"USER: {checkpoints.MISTRAL3_IMAGE}\n", (100, 70)),

@@ -76,6 +76,7 @@ _SUPPORTED = (
     "MiniCPMV4_6ForConditionalGeneration (MiniCPM-V 4.6)",
     "MiniCPMV4_7ForConditionalGeneration (MiniCPM-V 4.7)",
     "Exaone4_5_ForConditionalGeneration (EXAONE 4.5)",
+    "PaddleOCRVLForConditionalGeneration (PaddleOCR-VL)",
     "Gemma4ForConditionalGeneration (images and videos)",
     "Idefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration",
@@ -111,6 +112,7 @@ _ADAPTERS_BY_CLASS = {
     "AyaVisionForConditionalGeneration": ("aya_vision", "AyaVisionAdapter"),
     "Cohere2VisionForConditionalGeneration": ("cohere2_vision", "Cohere2VisionAdapter"),
     "Exaone4_5_ForConditionalGeneration": ("exaone4_5", "Exaone45Adapter"),
+    "PaddleOCRVLForConditionalGeneration": ("paddleocr_vl", "PaddleOCRVLAdapter"),
     "MiniCPMV4_6ForConditionalGeneration": ("minicpmv", "MiniCPMVAdapter"),
     "MiniCPMV4_7ForConditionalGeneration": ("minicpmv", "MiniCPMV47Adapter"),
     "Lfm2VlForConditionalGeneration": ("lfm2_vl", "Lfm2VlAdapter"),
@@ -417,7 +419,7 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
         Gemma4ForConditionalGeneration (images, videos), PaliGemmaForConditionalGeneration, Mistral3ForConditionalGeneration,
         Llama4ForConditionalGeneration, AyaVisionForConditionalGeneration, Cohere2VisionForConditionalGeneration,
         Lfm2VlForConditionalGeneration, MiniCPMV4_6ForConditionalGeneration, Exaone4_5_ForConditionalGeneration,
-        Idefics3ForConditionalGeneration,
+        PaddleOCRVLForConditionalGeneration, Idefics3ForConditionalGeneration,
         SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
         Glm4vForConditionalGeneration or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.

@@ -22,6 +22,9 @@ packed sequence (attention per frame: ``cu_seqlens``), and merge every
   per patch, a 2x2 convolution and an MLP (``glm4v_merge``), not by concatenation. GLM-OCR's tower is
   theirs with q/k norms inside its attention (before the rotary embedding, so the captured q/k are
   the normed ones) and no learned position embedding.
+- PaddleOCR-VL's NaViT tower (``paddleocr_vl.PaddleOCRTower``, a subclass) sees raster-order patches and
+  names its blocks' attention ``self_attn``: ``QwenTower.attention`` / ``forward`` / ``merge_order`` are
+  what a subclass overrides.
 
 ``run_tower`` calls the tower's own ``forward`` (embeddings, rotary positions, window permutation
 and the model's attention implementation are the model's) while ``attention_capture`` hands the
@@ -111,6 +114,26 @@ class QwenTower:
         visual = self.module
         index, _ = get_vision_window_index(grid_thw, visual.spatial_merge_size, visual.window_size, visual.patch_size)
         return index
+
+    def attention(self, layer: int) -> nn.Module:
+        """Block ``layer``'s attention module (the one ``attention_capture`` captures)."""
+        return self.blocks[layer].attn
+
+    def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> None:
+        """The tower's own forward on a packed batch (``run_tower`` leaves it after the last block)."""
+        self.module(pixel_values.type(self.module.dtype), grid_thw=grid_thw)
+
+    def merge_order(
+        self, grid_thw: torch.Tensor, device: torch.device, host_grids: Optional[Sequence[Sequence[int]]] = None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function taking per-patch values [S, ...] in the order the blocks see them to the merge-block
+        order (``methods/merged_grid.py``): Qwen2.5-VL's blocks see a window-permuted sequence.
+        ``host_grids``: the grids as host lists when the caller has them (a subclass may read them)."""
+        window_index = self.window_index(grid_thw)
+        if window_index is None:
+            return lambda x: x
+        window_index = from_host(window_index, device)  # on the host: one copy, not one per captured layer
+        return lambda x: to_merge_order(x, window_index, self.merge_size)
 
 
 @dataclasses.dataclass
@@ -216,9 +239,11 @@ def run_tower(
     score_layers: Sequence[int] = (),
     *,
     backend: str = "auto",
+    host_grids: Optional[Sequence[Sequence[int]]] = None,
 ) -> TowerRun:
     """Run every block of ``tower`` (not the mergers) and capture the received attention of
-    ``score_layers`` (0-based blocks). pixel_values [S, 3*2*P*P], grid_thw int64 [n, 3] (device)."""
+    ``score_layers`` (0-based blocks). pixel_values [S, 3*2*P*P], grid_thw int64 [n, 3] (device);
+    host_grids: the same grids on the host, when the caller has read them."""
     bad = [i for i in score_layers if not 0 <= i < tower.num_layers]
     if bad:
         raise ValueError(f"vision layers {bad} do not exist in a {tower.num_layers}-block Qwen-VL tower")
@@ -245,21 +270,15 @@ def run_tower(
     scored = sorted(set(score_layers))
     scores = ScoreAccumulator("all", backend=backend)  # one chunk per (layer, attention segment)
     capture = AttentionCapture(
-        {i: tower.blocks[i].attn for i in scored},
+        {i: tower.attention(i) for i in scored},
         lambda call: scores.add(call.query, call.key, scale=call.scale, lse=call.lse, chunk=(call.layer, call.chunk)),
     )
     with stopped_early(handles), capture:
-        tower.module(pixel_values.type(tower.module.dtype), grid_thw=grid_thw)
+        tower.forward(pixel_values, grid_thw)
     if "last" not in kept:
         raise RuntimeError("the Qwen-VL vision tower returned before its last block")
 
-    window_index = tower.window_index(grid_thw)
-    if window_index is not None:  # on the host: one copy to the device, not one per captured layer
-        window_index = from_host(window_index, pixel_values.device)
-
-    def in_merge_order(x: torch.Tensor) -> torch.Tensor:
-        return x if window_index is None else to_merge_order(x, window_index, tower.merge_size)
-
+    in_merge_order = tower.merge_order(grid_thw, pixel_values.device, host_grids)
     patch_scores = None
     if scored:
         # a layer's segments (frames, or windows) in call order cover its sequence once: concatenated,

@@ -61,6 +61,8 @@ class _Entry(MergedGridItem):
 class QwenVLAdapter(TowerAdapter):
     """Prunes the images and videos of one Qwen-VL call (Qwen2-VL to Qwen3.5)."""
 
+    modalities = MODALITIES  # the ones this family takes
+    patch_dims = 2  # pixels: flattened patches [patches, values]
     consumed_kwargs = ("pixel_values", "pixel_values_videos", "image_grid_thw", "video_grid_thw", "second_per_grid_ts")
     pixel_kwargs = ("pixel_values", "pixel_values_videos")
     host_inputs = ("image_grid_thw", "video_grid_thw", "mm_token_type_ids", "second_per_grid_ts")
@@ -68,7 +70,7 @@ class QwenVLAdapter(TowerAdapter):
     def __init__(self, model):
         super().__init__(model)
         self.family = type(model).__name__
-        self.token_ids = {name: int(getattr(model.config, key)) for name, _, _, key in MODALITIES}
+        self.token_ids = {name: int(getattr(model.config, key)) for name, _, _, key in self.modalities}
         # GLM-4V writes each video frame as an image: image placeholders between the frame's begin/end
         # image tokens and its timestamp; its forward fills video features into the image placeholders
         self.video_frames_use_image_token = self.family.startswith(("Glm4v", "Glm46V", "GlmOcr"))
@@ -113,15 +115,16 @@ class QwenVLAdapter(TowerAdapter):
             # unpruned model refuses such a call too)
             raise ValueError(f"{self.family} takes images and videos in separate calls, not both in one call")
         runs, entries = {}, []
-        for name, pixels_key, grid_key, _ in MODALITIES:
+        for name, pixels_key, grid_key, _ in self.modalities:
             pixels = kwargs.get(pixels_key)
             if pixels is None:
                 continue
             grid = kwargs.get(grid_key)
             if grid is None:
                 raise ValueError(f"{self.family}: pruning needs {grid_key} with {pixels_key}")
-            if pixels.dim() != 2:
-                raise ValueError(f"{pixels_key} must be flattened patches [patches, values], got shape {tuple(pixels.shape)}")
+            if pixels.dim() != self.patch_dims:
+                layout = "[patches, values]" if self.patch_dims == 2 else "[patches, channels, patch, patch]"
+                raise ValueError(f"{pixels_key} must be flattened patches {layout}, got shape {tuple(pixels.shape)}")
             host_grid = reads.get(grid_key)  # the tower reads the grids on the host too (the model's own .tolist())
             if host_grid.dim() != 2 or host_grid.shape[1] != 3:
                 raise ValueError(f"{grid_key} must be [n, 3] (t, h, w), got shape {tuple(host_grid.shape)}")
@@ -138,8 +141,8 @@ class QwenVLAdapter(TowerAdapter):
             if name == "video" and self.video_frames_use_image_token:  # the model encodes each frame as an image
                 frames = torch.repeat_interleave(host_grid, host_grid[:, 0], dim=0)
                 frames[:, 0] = 1
-                grid = from_host(frames, grid.device)
-            runs[name] = run_tower(self.tower, pixels, grid, layers, backend=backend)
+                grid, grids = from_host(frames, grid.device), frames.tolist()
+            runs[name] = run_tower(self.tower, pixels, grid, layers, backend=backend, host_grids=grids)
         return entries, runs
 
     def _select_frames(self, entries, runs, needs, method, backend):

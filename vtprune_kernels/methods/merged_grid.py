@@ -48,6 +48,23 @@ def merged_features(hidden: torch.Tensor, merge_size: int = 2) -> torch.Tensor:
     return hidden.reshape(hidden.shape[0] // unit, unit * hidden.shape[1])
 
 
+def raster_to_merge_order(grids, merge_size: int = 2) -> torch.Tensor:
+    """int64 [S] (host): for towers that see each frame's patches in raster order (PaddleOCR-VL's
+    NaViT), ``x[index]`` puts per-patch values [S, ...] of a packed batch of ``grids`` ((t, h, w) per
+    image, h and w multiples of m) in the merge-block order above: position s of merged token
+    (t, i, j), patch (di, dj) takes raster patch (t, m*i + di, m*j + dj) of its image."""
+    m = _checks.count("merge_size", merge_size, 1)
+    parts, first = [], 0
+    for t, h, w in grids:
+        t, h, w = int(t), int(h), int(w)
+        if h % m or w % m:
+            raise ValueError(f"a grid of {t} x {h} x {w} patches is not a whole number of {m} x {m} merge blocks")
+        raster = torch.arange(t * h * w, dtype=torch.int64).view(t, h // m, m, w // m, m)
+        parts.append(raster.permute(0, 1, 3, 2, 4).flatten() + first)
+        first += t * h * w
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+
+
 def to_merge_order(x: torch.Tensor, window_index: torch.Tensor, merge_size: int = 2) -> torch.Tensor:
     """Undo Qwen2.5-VL's window permutation: ``x`` [S, ...] holds per-patch values in the order the
     tower's layers see them (merge block u of that order is block ``window_index[u]`` of the

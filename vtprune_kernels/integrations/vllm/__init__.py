@@ -1,8 +1,8 @@
-"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL (both checkpoint formats), Cohere2 Vision, LFM2-VL, MiniCPM-V 4.6, EXAONE 4.5, Gemma 3, Gemma 4, PaliGemma, Mistral 3, LightOnOCR, Llama 4, Idefics3, SmolVLM, Qwen2-VL, Qwen2.5-VL,
+"""vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL (both checkpoint formats), Cohere2 Vision, LFM2-VL, MiniCPM-V 4.6, EXAONE 4.5, PaddleOCR-VL, Gemma 3, Gemma 4, PaliGemma, Mistral 3, LightOnOCR, Llama 4, Idefics3, SmolVLM, Qwen2-VL, Qwen2.5-VL,
 Qwen3-VL (and -MoE), Qwen3.5 (and -MoE) and GLM-4.1V / 4.5V / GLM-OCR (docs/design.md section 4).
 
 ``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
-process it starts. It only adds twenty-seven architectures to vLLM's model registry, by name (the classes
+process it starts. It only adds twenty-eight architectures to vLLM's model registry, by name (the classes
 are imported when a model asks for them):
 
 | stock architecture                  | pruned architecture                        |
@@ -15,6 +15,7 @@ are imported when a model asks for them):
 | Lfm2VlForConditionalGeneration      | VTPruneLfm2VLForConditionalGeneration      |
 | MiniCPMV4_6ForConditionalGeneration | VTPruneMiniCPMV4_6ForConditionalGeneration |
 | Exaone4_5_ForConditionalGeneration  | VTPruneExaone4_5_ForConditionalGeneration  |
+| PaddleOCRVLForConditionalGeneration | VTPrunePaddleOCRVLForConditionalGeneration |
 | InternVLForConditionalGeneration    | VTPruneInternVLForConditionalGeneration    |
 | InternVLChatModel                   | VTPruneInternVLChatModel                   |
 | Gemma3ForConditionalGeneration      | VTPruneGemma3ForConditionalGeneration      |
@@ -56,6 +57,7 @@ _CLASSES = {
     "VTPruneLfm2VLForConditionalGeneration": "lfm2_vl",
     "VTPruneMiniCPMV4_6ForConditionalGeneration": "minicpmv",
     "VTPruneExaone4_5_ForConditionalGeneration": "exaone4_5",
+    "VTPrunePaddleOCRVLForConditionalGeneration": "paddleocr_vl",
     "VTPruneInternVLForConditionalGeneration": "internvl",
     "VTPruneInternVLChatModel": "internvl",
     "VTPruneGemma3ForConditionalGeneration": "gemma3",

@@ -68,7 +68,8 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
     (InternViT of original-format InternVL),
     Idefics2VisionTransformer (Idefics3, SmolVLM), PixtralHFVisionModel (Mistral 3), Llama4VisionModel,
     Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer, Glm4vVisionTransformer or
-    GlmOcrVisionTransformer (the Qwen-VL and GLM-4V towers share one attention layout)."""
+    GlmOcrVisionTransformer (the Qwen-VL and GLM-4V towers share one attention layout), or PaddleOCR-VL's
+    SiglipVisionModel (its own class)."""
     name = type(tower).__name__
     if name in (
         "Qwen2VisionTransformer", "Qwen2_5_VisionTransformer", "Qwen3_VisionTransformer", "Glm4vVisionTransformer",
@@ -95,6 +96,18 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
             scale=float(first.attn.scale),
             has_cls=False,
             local_kv_heads=int(first.num_kv_heads),
+        )
+    if name == "SiglipVisionModel" and type(tower).__module__.endswith(".paddleocr_vl"):  # PaddleOCR-VL's NaViT (not SigLIP's)
+        layers = tower.vision_model.encoder.layers
+        first = layers[0].self_attn
+        return EncoderLayout(
+            attention=lambda i: layers[i].self_attn.attn,
+            num_layers=len(layers),
+            local_heads=int(first.num_attention_heads_per_partition),
+            total_heads=int(tower.vision_model.config.num_attention_heads),
+            head_dim=int(first.hidden_size_per_attention_head),
+            scale=float(first.attn.scale),
+            has_cls=False,
         )
     if name == "PixtralHFVisionModel":  # Mistral 3's tower: a batch's images packed in one sequence
         first = tower.transformer.layers[0].attention

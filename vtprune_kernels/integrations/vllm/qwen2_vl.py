@@ -67,7 +67,7 @@ class Qwen2VLPruning:
     """Model mixin (first in the bases, before vLLM's model class): the pruned encoder step and
     prompt positions of Qwen2-VL and Qwen2.5-VL. Subclasses set ``vtprune_architecture`` and, with
     windows, override ``_full_attention`` and ``_windows`` (GLM-4V: ``_merger_input``, ``_merge_kept``
-    and the positions)."""
+    and the positions; PaddleOCR-VL: ``_vision_depth``, ``_block_width``, ``_encode``, ``_merge_kept``)."""
 
     vtprune_architecture = ""
     vtprune_position_channels = True  # False: a language model with 1-D positions (EXAONE 4.5) needs no offsets
@@ -75,19 +75,27 @@ class Qwen2VLPruning:
     def __init__(self, *, vllm_config, prefix: str = ""):
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         check_engine_config(vllm_config, self.vtprune_architecture)
-        visual = self.visual
-        depth = len(visual.blocks)
+        depth = self._vision_depth()
         full_attention, windowed = self._full_attention()
         self.vtprune = EncoderPruning(
-            self.config, self.vtprune_architecture, visual, tower_depth=depth,
+            self.config, self.vtprune_architecture, self.visual, tower_depth=depth,
             feature_layer=feature_score_layer(depth, full_attention), middle_layers=middle_layers(full_attention, windowed),
         )
         self.vtprune_full_attention = tuple(full_attention)
-        self._vtprune_width = int(getattr(visual, "embed_dim", None) or visual.hidden_size)  # the blocks' width C
+        self._vtprune_width = self._block_width()  # the blocks' width C
+        self._vtprune_merge = int(self.config.vision_config.spatial_merge_size)
+
+    def _vision_depth(self) -> int:
+        """The tower's number of blocks."""
+        return len(self.visual.blocks)
+
+    def _block_width(self) -> int:
+        """The blocks' width C (the merger's input is 4C per merged token; Qwen2-VL names it ``embed_dim``)."""
+        return int(getattr(self.visual, "embed_dim", None) or self.visual.hidden_size)
 
     def _full_attention(self) -> Tuple[Sequence[int], bool]:
         """(the blocks that attend over the whole frame, whether the others attend inside windows)."""
-        return range(len(self.visual.blocks)), False
+        return range(self._vision_depth()), False
 
     def vtprune_selections(self, clear: bool = False):
         """Kept merged-token indices of the images and videos encoded so far (see the module doc)."""
@@ -120,12 +128,26 @@ class Qwen2VLPruning:
     def _pruned_embeddings(self, pixel_values, grid_thw, t_factors) -> Tuple[torch.Tensor, ...]:
         """Per item: [kept, D + POSITION_CHANNELS], the merged kept tokens and their M-RoPE offsets ([kept, D]
         without ``vtprune_position_channels``)."""
-        merge = self.visual.spatial_merge_size
+        merge = self._vtprune_merge
         grids = [tuple(int(v) for v in g) for g in grid_thw.tolist()]  # kept on the CPU by vLLM
         items, first = [], 0
         for i, grid in enumerate(grids):
             items.append(FrameItem(grid, first, merge, t_factor=1.0 if t_factors is None else t_factors[i]))
             first += items[-1].tokens
+        hidden, patch_scores = self._encode(pixel_values, grids)
+        merged = merged_features(hidden, merge)  # [T, 4C]
+        pooled = None if patch_scores is None else merged_grid_pool(patch_scores, merge)
+        kept_rows, offsets, keeps = select_frames(self.vtprune, items, merged, pooled)
+        self.vtprune.record(keeps)
+        embeds = self._merge_kept(merged[torch.cat(kept_rows)])
+        if not self.vtprune_position_channels:
+            return tuple(embeds.split([r.numel() for r in kept_rows]))
+        return with_offsets(embeds, offsets, kept_rows)
+
+    def _encode(self, pixel_values, grids) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(the merger's input [S, C], float32 patch scores [S] or None), both in merge-block order: one
+        tower run over the call's items (host ``grids``), scored per attention segment."""
+        merge = self._vtprune_merge
         window_index, window_lengths = self._windows(grids)
 
         def segments(layer: int) -> List[int]:
@@ -141,14 +163,7 @@ class Qwen2VLPruning:
             window_index = from_host(window_index, hidden.device)
             hidden = to_merge_order(hidden, window_index, merge)
             patch_scores = None if scores is None else to_merge_order(patch_scores, window_index, merge)
-        merged = merged_features(hidden, merge)  # [T, 4C]
-        pooled = None if patch_scores is None else merged_grid_pool(patch_scores, merge)
-        kept_rows, offsets, keeps = select_frames(self.vtprune, items, merged, pooled)
-        self.vtprune.record(keeps)
-        embeds = self._merge_kept(merged[torch.cat(kept_rows)])
-        if not self.vtprune_position_channels:
-            return tuple(embeds.split([r.numel() for r in kept_rows]))
-        return with_offsets(embeds, offsets, kept_rows)
+        return hidden, patch_scores
 
     def _merge_kept(self, kept: torch.Tensor) -> torch.Tensor:
         """[K, D]: the model's merger on kept merged tokens [K, 4C]."""

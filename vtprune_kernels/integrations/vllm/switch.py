@@ -30,6 +30,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "Lfm2VlForConditionalGeneration": "VTPruneLfm2VLForConditionalGeneration",
     "MiniCPMV4_6ForConditionalGeneration": "VTPruneMiniCPMV4_6ForConditionalGeneration",
     "Exaone4_5_ForConditionalGeneration": "VTPruneExaone4_5_ForConditionalGeneration",
+    "PaddleOCRVLForConditionalGeneration": "VTPrunePaddleOCRVLForConditionalGeneration",
     "InternVLForConditionalGeneration": "VTPruneInternVLForConditionalGeneration",
     "InternVLChatModel": "VTPruneInternVLChatModel",
     "Gemma3ForConditionalGeneration": "VTPruneGemma3ForConditionalGeneration",
