@@ -831,6 +831,16 @@ def glm4v(path: str, seed: int = 0, moe: bool = False, ocr: bool = False):
     return _save(model, processor, path, hub_tower_prefix=False)
 
 
+def _pixtral_vision():
+    """The tests' Pixtral tower: 14 px patches, 3 blocks of width 32, images up to 112 px."""
+    from transformers import PixtralVisionConfig
+
+    return PixtralVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=112, patch_size=14,
+        hidden_act="silu", head_dim=8,
+    )
+
+
 MISTRAL3_TOKENS = {"image_token": "[IMG]", "image_break_token": "[IMG_BREAK]", "image_end_token": "[IMG_END]"}
 MISTRAL3_IMAGE = "[IMG]"
 
@@ -849,7 +859,6 @@ def mistral3(path: str, seed: int = 0):
         MistralConfig,
         PixtralImageProcessor,
         PixtralProcessor,
-        PixtralVisionConfig,
     )
 
     llama = tiny_text_config("llama")
@@ -860,10 +869,7 @@ def mistral3(path: str, seed: int = 0):
         max_position_embeddings=1024, rms_norm_eps=1e-5, sliding_window=None, tie_word_embeddings=False,
         pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )
-    vision = PixtralVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=112, patch_size=14,
-        hidden_act="silu", head_dim=8,
-    )
+    vision = _pixtral_vision()
     config = Mistral3Config(
         vision_config=vision, text_config=text, image_token_index=token_id("[IMG]"), spatial_merge_size=2,
         projector_hidden_act="gelu", multimodal_projector_bias=False, vision_feature_layer=-1, tie_word_embeddings=False,
@@ -889,7 +895,6 @@ def lighton_ocr(path: str, seed: int = 0):
         LightOnOcrForConditionalGeneration,
         LightOnOcrProcessor,
         PixtralImageProcessor,
-        PixtralVisionConfig,
         Qwen3Config,
     )
 
@@ -900,10 +905,7 @@ def lighton_ocr(path: str, seed: int = 0):
         num_key_value_heads=qwen.num_key_value_heads, head_dim=qwen.hidden_size // qwen.num_attention_heads,
         max_position_embeddings=1024, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )
-    vision = PixtralVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=112, patch_size=14,
-        hidden_act="silu", head_dim=8,
-    )
+    vision = _pixtral_vision()
     image = token_id("[IMG]")
     config = LightOnOcrConfig(
         vision_config=vision, text_config=text, image_token_id=image, spatial_merge_size=2, tie_word_embeddings=False,
