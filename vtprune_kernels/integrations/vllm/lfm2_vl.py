@@ -4,7 +4,9 @@ As ``apply()`` (``integrations/lfm2_vl.py``): per tile (the tiles, then the thum
 image) on its unshuffled (h/2) x (w/2) grid; scores are the attention each patch receives inside its
 tile (vLLM packs a batch's tiles into one unpadded sequence and attends per tile: the capture scores
 each segment alone), pooled 2 x 2; VisPruner's de-duplication compares the unshuffled tower output;
-min(keep, tokens) per tile; the kept features are rows of the projector's output. The processor
+min(keep, tokens) per tile; the projector runs on the kept tokens only (its input is the unshuffled tower
+output, which the selection already compares: the step leaves vLLM's image step before the projector and
+projects the kept rows of all tiles in one call, ``forward_from_unshuffled``). The processor
 writes min(keep, tokens) ``<image>`` per tile; the tile markers, the thumbnail marker and the image's
 start / end tokens stay. Random draws one image's tiles in order from one fresh ``Random(keep, seed)``.
 
@@ -26,6 +28,7 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from ...methods.pixel_shuffle_pooling import pixel_shuffle_pool
 from ..lfm2_vl import unshuffled_tokens
+from ..stop_tower import StopTower, stopped_early
 from .encoder_pruning import EncoderPruning, check_encoder_runs_eagerly
 from .switch import method_from_config
 
@@ -60,36 +63,44 @@ class VTPruneLfm2VLForConditionalGeneration(Lfm2VLForConditionalGeneration):
         """Kept indices of the tiles encoded so far (see the module doc)."""
         return self.vtprune.selections(clear)
 
+    def _tower_output(self, image_input, grids) -> tuple:
+        """(the tower's packed output [sum h*w, C], the capture's scores or None): vLLM's own image step, left
+        when it calls the projector."""
+        captured = {}
+
+        def stop(module, args, kwargs):
+            captured["hidden"] = kwargs["vision_features_packed"] if "vision_features_packed" in kwargs else args[0]
+            raise StopTower()
+
+        with self.vtprune.capture(segments=lambda layer: [h * w for h, w in grids]) as capture:
+            with stopped_early([self.multi_modal_projector.register_forward_pre_hook(stop, with_kwargs=True)]):
+                self.image_pixels_to_features(image_input["pixel_values"], spatial_shapes=image_input["spatial_shapes"])
+        if "hidden" not in captured:
+            raise RuntimeError(f"{ARCHITECTURE}: vLLM's image step returned without calling its projector")
+        return captured["hidden"], capture.scores()
+
     def _process_image_input(self, image_input) -> List[torch.Tensor]:
         spatial_shapes = image_input["spatial_shapes"]  # [tiles, 2], kept on the CPU by vLLM
         grids = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-        tower_output = {}
+        hidden, scores = self._tower_output(image_input, grids)
+        factor = self.vtprune_factor
 
-        def keep_output(module, args, output):
-            tower_output["hidden"] = getattr(output, "last_hidden_state", output)[0]  # [sum h*w, C], tiles packed
-
-        hook = self.vision_tower.register_forward_hook(keep_output)
-        try:
-            with self.vtprune.capture(segments=lambda layer: [h * w for h, w in grids]) as capture:
-                tiles = self.image_pixels_to_features(image_input["pixel_values"], spatial_shapes=spatial_shapes)
-        finally:
-            hook.remove()
-        scores, hidden, factor = capture.scores(), tower_output["hidden"], self.vtprune_factor
-
-        out, keeps, first, tile = [], [], 0, 0
+        rows, counts, keeps, first, tile = [], [], [], 0, 0
         for count in image_input["num_patches"].tolist():  # tiles per image (kept on the CPU)
-            method, kept = self.vtprune.image_method(), []
+            method, kept = self.vtprune.image_method(), 0
             for h, w in grids[tile : tile + count]:
                 grid = (h // factor, w // factor)
                 tile_scores = None if scores is None else pixel_shuffle_pool(scores[:, first : first + h * w], (h, w), factor)
-                features = self.vtprune.selection_features(
-                    lambda: unshuffled_tokens(hidden[first : first + h * w], (h, w), factor)[None], 1, grid[0] * grid[1], hidden
-                )
+                tokens = unshuffled_tokens(hidden[first : first + h * w], (h, w), factor)  # [T, 4C], the projector's input
+                features = self.vtprune.selection_features(lambda: tokens[None], 1, grid[0] * grid[1], hidden)
                 keep = self.vtprune.select(tile_scores, features, grid, [1], method=method)
                 keeps.append(keep)
-                kept.append(tiles[tile][torch.nonzero_static(keep[0], size=min(self.vtprune.keep, keep.shape[1]))[:, 0]])
+                size = min(self.vtprune.keep, keep.shape[1])
+                rows.append(tokens[torch.nonzero_static(keep[0], size=size)[:, 0]])
+                kept += size
                 first += h * w
                 tile += 1
-            out.append(torch.cat(kept))
+            counts.append(kept)
         self.vtprune.record(keeps)  # per tile, as apply()
-        return out
+        projected = self.multi_modal_projector.forward_from_unshuffled(torch.cat(rows))  # kept rows only
+        return list(projected.split(counts))
