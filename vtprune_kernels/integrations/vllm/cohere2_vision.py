@@ -3,7 +3,7 @@
 As ``apply()`` (``integrations/cohere2_vision.py``): per tile (every tile, then the thumbnail), on the
 projector's pixel-shuffled grid; scores are the tower's received attention (SigLIP has no [CLS])
 pooled over the patches each token merges, VisPruner's de-duplication compares the shuffled tower
-output (after SigLIP's post_layernorm), and the kept features are rows of the projector's own output.
+output (after SigLIP's post_layernorm), and the projector runs on the kept tokens only (its pixel shuffle on all, its MLP on the kept rows).
 The processor writes min(keep, tokens per tile) ``<|IMG_PATCH|>`` per tile; each tile's
 ``<|IMG_LINE_BREAK|>`` and the image's start / end tokens stay. Selection indices: per tile, raster
 indices into its shuffled grid, as ``apply()``'s.
@@ -84,10 +84,12 @@ class VTPruneCohere2VisionForConditionalGeneration(Cohere2VisionForConditionalGe
         patch_grid = square_grid(hidden.shape[1], ARCHITECTURE)
         grid = (patch_grid[0] // factor, patch_grid[1] // factor)
         n, T = hidden.shape[0], grid[0] * grid[1]
-        features = self.vtprune.selection_features(lambda: projector.pixel_shuffle(hidden).reshape(n, T, -1), n, T, hidden)
+        shuffled = projector.pixel_shuffle(hidden).reshape(n, T, -1)  # the projector's MLP input, one row per token
+        features = self.vtprune.selection_features(lambda: shuffled, n, T, hidden)
         keep = self.vtprune.select(
             None if scores is None else pixel_shuffle_pool(scores, patch_grid, factor), features, grid, tiles
         )
-        kept = gather_kept(projector(hidden).reshape(n, T, -1), keep, min(self.vtprune.keep, T))  # rows of the projector's output
+        kept = gather_kept(shuffled, keep, min(self.vtprune.keep, T))
+        kept = projector.linear_2(projector.act(projector.linear_1(kept)))  # the projector's MLP, on kept tokens only
         self.vtprune.record(list(keep))  # per tile, as apply()
         return [e.flatten(0, 1) for e in kept.split(tiles)]
