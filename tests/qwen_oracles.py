@@ -29,14 +29,19 @@ GLM_CLASSES = ("Glm4v", "Glm46V", "GlmOcr")
 ONE_D_POSITION_CLASSES = ("Exaone4_5_ForConditionalGeneration",)
 
 
+def _visual(model):
+    """The vision tower: ``model.model.visual`` (ERNIE 4.5-VL: ``vision_tower``)."""
+    return getattr(model.model, "visual", None) or model.model.vision_tower
+
+
 def _rotary(model):
-    return sys.modules[type(model.model.visual.blocks[0].attn).__module__].apply_rotary_pos_emb_vision
+    return sys.modules[type(_visual(model).blocks[0].attn).__module__].apply_rotary_pos_emb_vision
 
 
 def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.Tensor:
     """float [S]: per patch (processor order), received attention averaged over ``layers``, heads and
     the rows of its attention segment."""
-    visual = model.model.visual
+    visual = _visual(model)
     seen: Dict[int, Tuple] = {}
     hooks = [
         visual.blocks[l].attn.register_forward_pre_hook(
@@ -105,7 +110,7 @@ def last_hidden_in_merge_order(model, pixels, grid_thw) -> torch.Tensor:
 def method_layers(model, method) -> Tuple[int, ...]:
     """The layers the test expects a method to score on this tiny model (explicit in the tests)."""
     if isinstance(method, VisPruner):
-        depth = len(model.model.visual.blocks)
+        depth = len(_visual(model).blocks)
         return (method.score_layer % depth,) if method.score_layer is not None else (depth - 1,)
     if isinstance(method, HIVTP):
         return method.layers
