@@ -31,7 +31,8 @@ ONE_D_POSITION_CLASSES = ("Exaone4_5_ForConditionalGeneration",)
 
 def _visual(model):
     """The vision tower: ``model.model.visual`` (ERNIE 4.5-VL: ``vision_tower``)."""
-    return getattr(model.model, "visual", None) or model.model.vision_tower
+    visual = getattr(model.model, "visual", None)
+    return model.model.vision_tower if visual is None else visual
 
 
 def _rotary(model):

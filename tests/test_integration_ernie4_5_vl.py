@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import tiny_models as tm
-from ernie_oracles import BACKEND, assert_forward_matches_hand, assert_generate_matches_hand, hand_keep, media_of_call
+from ernie_oracles import BACKEND, assert_forward_matches_hand, assert_generate_matches_hand, hand_keep, hand_logits, media_of_call
 from qwen_oracles import eager_patch_scores
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.integrations.ernie4_5_vl import resample_kept
@@ -164,11 +164,41 @@ def test_generate_matches_hand_greedy_steps(model):
     assert torch.equal(sequences[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
 
 
+def test_generate_expansion_keeps_each_sample_with_its_media(model):
+    """num_return_sequences repeats each row with its own media and token types."""
+    method = VisPruner(keep=2, step=1)
+    inputs = _inputs()
+    keep = _hand(model, method, inputs)
+    with torch.no_grad(), apply(model, method, backend=BACKEND):
+        gen = model.generate(
+            **inputs, max_new_tokens=2, do_sample=True, top_k=1, num_return_sequences=2, output_logits=True,
+            return_dict_in_generate=True,
+        )
+    for t, got in enumerate(gen.logits):
+        want, _ = hand_logits(model, inputs, keep, gen.sequences[::2, -2 : -2 + t] if t else None)
+        torch.testing.assert_close(got[::2], want[:, -1], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got[1::2], want[:, -1], atol=1e-4, rtol=1e-4)
+
+
+def test_leaving_the_context_restores_the_model_exactly(model):
+    inputs = _inputs()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    attn = model.config.vision_config._attn_implementation
+    with torch.no_grad():
+        before = model(**inputs).logits
+        hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+        with apply(model, HIVTP(layers=(0, 1)), backend=BACKEND):
+            assert model(**inputs).logits.shape[1] < before.shape[1]
+        after = model(**inputs).logits
+    assert torch.equal(before, after) and "forward" not in model.__dict__ and "generate" not in model.__dict__
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks
+    assert model.config.vision_config._attn_implementation == attn
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
 def test_right_padding(model):
     method = Uniform(keep=3)
     inputs = _inputs(padding_side="right")
-    from ernie_oracles import hand_logits
-
     expected, expected_mask = hand_logits(model, inputs, _hand(model, method, inputs))
     with torch.no_grad(), apply(model, method, backend=BACKEND):
         out = model(**inputs)
