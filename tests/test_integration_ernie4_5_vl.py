@@ -153,6 +153,23 @@ def test_keeping_everything_gives_the_unpruned_logits(model):
             assert torch.equal(gen, unpruned_gen), method
 
 
+def test_keeping_everything_of_a_long_video_gives_the_unpruned_generation(model):
+    """A video longer (8 pairs) than its grid is wide (2x2): the model's text after it restarts below the
+    video's last temporal position; keeping everything generates exactly as the unpruned model."""
+    grids = [(16, 4, 4), (16, 4, 4)]
+    ids, mask, types, moe = tm.ernie_prompts([[("video", grids[0])], [("video", grids[1])]])
+    inputs = dict(
+        input_ids=ids, attention_mask=mask, mm_token_type_ids=types, moe_mm_token_type_ids=moe,
+        pixel_values_videos=tm.ernie_pixels(grids, seed=7), video_grid_thw=torch.tensor(grids),
+    )
+    with torch.no_grad():
+        unpruned = model.generate(**inputs, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
+        with apply(model, Uniform(keep=4), backend=BACKEND):
+            pruned = model.generate(**inputs, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    assert torch.equal(pruned.sequences, unpruned.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(pruned.logits, unpruned.logits))
+
+
 def test_generate_matches_hand_greedy_steps(model):
     """Left padding, different kept counts per row: every decoding step's logits equal the hand
     pipeline's (new tokens at the unpruned max position + 1, + 2, ...; routed to the text experts)."""
@@ -194,6 +211,26 @@ def test_leaving_the_context_restores_the_model_exactly(model):
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks
     assert model.config.vision_config._attn_implementation == attn
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_hand_written_decoding_loop_uses_the_rope_deltas(model):
+    """Prefill through the pruned forward, then decode without position_ids: the rope_deltas the pruned call
+    set place the new token at the unpruned max + 1 (one unpadded row: transformers derives decoding
+    positions from the deltas correctly only without an attention mask)."""
+    method = VisPruner(keep=2, step=1)
+    grids = [(1, 4, 4)]
+    ids, mask, types, moe = tm.ernie_prompts([[("image", grids[0]), ("video", VIDEOS[0])]])
+    one = dict(
+        input_ids=ids, mm_token_type_ids=types, moe_mm_token_type_ids=moe, pixel_values=tm.ernie_pixels(grids, seed=2),
+        image_grid_thw=torch.tensor(grids), pixel_values_videos=tm.ernie_pixels(VIDEOS, seed=3), video_grid_thw=torch.tensor(VIDEOS),
+    )
+    keep = _hand(model, method, one)
+    with torch.no_grad(), apply(model, method, backend=BACKEND):
+        out = model(**one, use_cache=True)
+        token = out.logits[:, -1:].argmax(-1)
+        step = model(input_ids=token, cache=out.cache, use_cache=True)
+    expected, _ = hand_logits(model, dict(one, attention_mask=mask), keep, token)
+    torch.testing.assert_close(step.logits[:, -1], expected[:, -1], atol=1e-4, rtol=1e-4)
 
 
 def test_right_padding(model):
