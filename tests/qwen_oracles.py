@@ -37,7 +37,7 @@ def _is_paddle(model) -> bool:
 
 
 def _blocks(model):
-    visual = model.model.visual
+    visual = _visual(model)
     return visual.vision_model.encoder.layers if _is_paddle(model) else visual.blocks
 
 
@@ -51,7 +51,7 @@ def _run_visual(model, pixels, grid_thw):
         if _is_paddle(model):  # as its get_image_features calls it: one packed row
             model.model.visual(pixel_values=pixels.unsqueeze(0), grid_thw=grid_thw)
         else:
-            model.model.visual(pixels, grid_thw=grid_thw)
+            _visual(model)(pixels, grid_thw=grid_thw)
 
 
 def _raster_to_blocks(model, x, grid_thw):
@@ -68,6 +68,12 @@ def _raster_to_blocks(model, x, grid_thw):
     return torch.cat(parts)
 
 
+def _visual(model):
+    """The vision tower: ``model.model.visual`` (ERNIE 4.5-VL: ``vision_tower``)."""
+    visual = getattr(model.model, "visual", None)
+    return model.model.vision_tower if visual is None else visual
+
+
 def _rotary(model):
     return sys.modules[type(_attention(model, 0)).__module__].apply_rotary_pos_emb_vision
 
@@ -75,7 +81,7 @@ def _rotary(model):
 def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.Tensor:
     """float [S]: per patch (processor order), received attention averaged over ``layers``, heads and
     the rows of its attention segment."""
-    visual = model.model.visual
+    visual = _visual(model)
     seen: Dict[int, Tuple] = {}
     hooks = [
         _attention(model, l).register_forward_pre_hook(
@@ -125,7 +131,7 @@ def eager_patch_scores(model, pixels, grid_thw, layers: Sequence[int]) -> torch.
 
 def last_hidden_in_merge_order(model, pixels, grid_thw) -> torch.Tensor:
     """[S/4, 4C]: the last block's output, un-permuted by the model's reverse indices, 4 patches per row."""
-    visual = model.model.visual
+    visual = _visual(model)
     seen = []
     hook = _blocks(model)[-1].register_forward_hook(lambda m, args, out: seen.append(out))  # GLM-4V's last_hidden_state is merged
     try:

@@ -797,3 +797,61 @@ def qwen_pixels(grids, seed: int = 1) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     n = sum(int(t) * int(h) * int(w) for t, h, w in grids)
     return torch.randn(n, QWEN_PATCH_VALUES, generator=gen)
+
+
+ERNIE_PATCH_VALUES = 3 * QWEN_PATCH * QWEN_PATCH  # ERNIE 4.5-VL's patches have no temporal patch: one frame each
+ERNIE_IMAGE_START, ERNIE_IMAGE_END, ERNIE_VIDEO_START, ERNIE_VIDEO_END = 91, 92, 93, 94
+
+
+def ernie4_5_vl(seed: int = 0, depth: int = 4, text_layers: int = 2):
+    """ERNIE 4.5-VL (``Ernie4_5_VLMoeForConditionalGeneration``): a Qwen2-VL-like tower (14 px patches of one
+    frame, full attention per frame, 2x2 merge blocks) with a final LayerNorm, the resampler (spatial MLP on
+    the 4C concatenation, temporal MLP on frame pairs, MLP, RMS norm); MoE text (block 0 dense, block 1 with
+    text and vision experts, a shared expert) with 3-D positions, sections (3, 3, 2) of a 16-dim head."""
+    from transformers import Ernie4_5_VLMoeConfig, Ernie4_5_VLMoeForConditionalGeneration
+
+    vision = dict(
+        depth=depth, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=QWEN_PATCH, spatial_merge_size=2,
+        temporal_merge_size=2, rope_parameters=dict(rope_type="axial", rope_theta=10000.0),
+    )
+    text = dict(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=text_layers, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[3, 3, 2]),
+        moe_intermediate_size=[32, 16], moe_k=2, moe_num_experts=4, moe_num_shared_experts=1,
+        pad_token_id=PAD_TOKEN, bos_token_id=1, eos_token_id=2,
+    )
+    cfg = Ernie4_5_VLMoeConfig(
+        vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN,
+        image_start_token_id=ERNIE_IMAGE_START, image_end_token_id=ERNIE_IMAGE_END,
+        video_start_token_id=ERNIE_VIDEO_START, video_end_token_id=ERNIE_VIDEO_END,
+    )
+    return _finish(Ernie4_5_VLMoeForConditionalGeneration(cfg), seed)
+
+
+def ernie_prompts(rows, *, padding_side: str = "left", seed: int = 0):
+    """(input_ids, attention_mask, mm_token_type_ids, moe_mm_token_type_ids) [B, S] in ERNIE 4.5-VL's layout.
+
+    rows: per row a list of ("image", (1, h, w)) or ("video", (t, h, w)) (t frames, even): each item is a
+    start marker, one placeholder per language-model token (image: h/2 * w/2; video: t/2 * h/2 * w/2) and an
+    end marker, text around. ``moe_mm_token_type_ids`` is ``mm_token_type_ids`` with the markers typed as
+    their item (the processor's ``create_moe_mm_token_type_ids``)."""
+    markers = {"image": (ERNIE_IMAGE_START, ERNIE_IMAGE_END), "video": (ERNIE_VIDEO_START, ERNIE_VIDEO_END)}
+    qwen_rows = [[(kind, (t // 2 if kind == "video" else t, h, w)) for kind, (t, h, w) in items] for items in rows]
+    ids, mask, types = qwen_prompts(qwen_rows, padding_side=padding_side, seed=seed)
+    ids = ids.clone()
+    moe = types.clone()
+    for b, items in enumerate(rows):  # the markers around each run of placeholders, in order
+        starts = ((ids[b] == VISION_START_TOKEN) & mask[b].bool()).nonzero().flatten().tolist()
+        ends = ((ids[b] == VISION_END_TOKEN) & mask[b].bool()).nonzero().flatten().tolist()
+        for (kind, _), s, e in zip(items, starts, ends):
+            ids[b, s], ids[b, e] = markers[kind]
+            moe[b, s] = moe[b, e] = 1 if kind == "image" else 2
+    return ids, mask, types, moe
+
+
+def ernie_pixels(grids, seed: int = 1) -> torch.Tensor:
+    """Random flattened patches [sum t*h*w, 3*14*14] (one frame per patch) for the given patch grids."""
+    gen = torch.Generator().manual_seed(seed)
+    n = sum(int(t) * int(h) * int(w) for t, h, w in grids)
+    return torch.randn(n, ERNIE_PATCH_VALUES, generator=gen)

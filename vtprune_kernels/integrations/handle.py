@@ -86,6 +86,7 @@ _SUPPORTED = (
     "Qwen3_5ForConditionalGeneration (and Qwen3_5Moe)",
     "Glm4vForConditionalGeneration (and Glm4vMoe, Glm46V)",
     "GlmOcrForConditionalGeneration (GLM-OCR)",
+    "Ernie4_5_VLMoeForConditionalGeneration (ERNIE 4.5-VL: images and videos)",
     "Qwen2_5OmniThinkerForConditionalGeneration, Qwen3OmniMoeThinkerForConditionalGeneration (the Omni thinkers: images and videos; audio passed through)",
 )
 
@@ -113,6 +114,7 @@ _ADAPTERS_BY_CLASS = {
     "Cohere2VisionForConditionalGeneration": ("cohere2_vision", "Cohere2VisionAdapter"),
     "Exaone4_5_ForConditionalGeneration": ("exaone4_5", "Exaone45Adapter"),
     "PaddleOCRVLForConditionalGeneration": ("paddleocr_vl", "PaddleOCRVLAdapter"),
+    "Ernie4_5_VLMoeForConditionalGeneration": ("ernie4_5_vl", "Ernie45VLAdapter"),
     "MiniCPMV4_6ForConditionalGeneration": ("minicpmv", "MiniCPMVAdapter"),
     "MiniCPMV4_7ForConditionalGeneration": ("minicpmv", "MiniCPMV47Adapter"),
     "Lfm2VlForConditionalGeneration": ("lfm2_vl", "Lfm2VlAdapter"),
@@ -421,7 +423,7 @@ def apply(model, method, *, backend: str = "auto") -> PruningHandle:
         Lfm2VlForConditionalGeneration, MiniCPMV4_6ForConditionalGeneration, Exaone4_5_ForConditionalGeneration,
         PaddleOCRVLForConditionalGeneration, Idefics3ForConditionalGeneration,
         SmolVLMForConditionalGeneration, Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration, Qwen3_5ForConditionalGeneration,
-        Glm4vForConditionalGeneration or their MoE variants (transformers 5.x). method: a ``vtprune_kernels.methods``
+        Glm4vForConditionalGeneration or their MoE variants, Ernie4_5_VLMoeForConditionalGeneration (transformers 5.x). method: a ``vtprune_kernels.methods``
         object (``needs(has_cls)`` / ``select_captured(captured)``), e.g. ``VisPruner(keep=64)``.
         backend: forwarded to ``vtprune_kernels.ops.attention_scores`` ("auto", "cpu", "reference",
         "triton"); checked here against the model's device.

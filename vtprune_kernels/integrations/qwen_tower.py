@@ -25,6 +25,10 @@ packed sequence (attention per frame: ``cu_seqlens``), and merge every
 - PaddleOCR-VL's NaViT tower (``paddleocr_vl.PaddleOCRTower``, a subclass) sees raster-order patches and
   names its blocks' attention ``self_attn``: ``QwenTower.attention`` / ``forward`` / ``merge_order`` are
   what a subclass overrides.
+- ERNIE 4.5-VL attends over the whole frame in every block (a video's frames one by one: no temporal
+  patch), ends with a LayerNorm ``ln`` and has no merger: the model's resampler, outside the tower,
+  turns the 4C concatenations into language-model tokens (``ernie4_5_vl.resample_kept``); its
+  ``QwenTower.merger`` is None.
 
 ``run_tower`` calls the tower's own ``forward`` (embeddings, rotary positions, window permutation
 and the model's attention implementation are the model's) while ``attention_capture`` hands the
@@ -66,6 +70,7 @@ TOWER_CLASSES = (
     "Glm4vVisionModel",
     "Glm4vMoeVisionModel",
     "GlmOcrVisionModel",
+    "Ernie4_5_VLMoeVisionTransformerPretrainedModel",
 )
 
 
@@ -80,7 +85,7 @@ class QwenTower:
 
     module: nn.Module
     blocks: nn.ModuleList
-    merger: Callable[[torch.Tensor], torch.Tensor]  # [4K, C] patch rows -> [K, D]
+    merger: Optional[Callable[[torch.Tensor], torch.Tensor]]  # [4K, C] patch rows -> [K, D] (ERNIE 4.5-VL: None)
     merge_size: int
     full_attention_layers: Tuple[int, ...]
     windowed: bool
@@ -204,7 +209,7 @@ def describe_tower(visual: nn.Module) -> QwenTower:
     return QwenTower(
         module=visual,
         blocks=visual.blocks,
-        merger=functools.partial(glm4v_merge, visual) if hasattr(visual, "downsample") else visual.merger,
+        merger=functools.partial(glm4v_merge, visual) if hasattr(visual, "downsample") else getattr(visual, "merger", None),
         merge_size=int(visual.spatial_merge_size),
         full_attention_layers=full,
         windowed=windowed,

@@ -94,8 +94,8 @@ class QwenVLAdapter(TowerAdapter):
         host_masks = reads.fetch(*masks)  # the call's host synchronisation: kept counts decide the prompt
 
         keep = [torch.zeros(e.tokens, dtype=torch.bool) for e in entries]
-        for (grid, frames), mask in zip(groups.items(), host_masks):
-            N = grid[0] * grid[1]
+        for frames, mask in zip(groups.values(), host_masks):
+            N = entries[frames[0][0]].frame_tokens
             for (i, f), row in zip(frames, mask):
                 keep[i][f * N : (f + 1) * N] = row
         outputs = {name: self._merge(run, [k for e, k in zip(entries, keep) if e.modality == name]) for name, run in runs.items()}
@@ -146,15 +146,16 @@ class QwenVLAdapter(TowerAdapter):
         return entries, runs
 
     def _select_frames(self, entries, runs, needs, method, backend):
-        """(groups, masks): frames with the same merged grid, in call order, are one selection
-        (``groups``: grid -> [(entry, frame)]); ``masks``: per group, the device keep mask [F, N]."""
-        groups: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
+        """(groups, masks): frames with the same ``group_key`` (the merged grid), in call order, are one
+        selection (``groups``: key -> [(entry, frame)]); ``masks``: per group, the device keep mask [F, N]."""
+        groups: Dict[tuple, List[Tuple[int, int]]] = {}
         for i, entry in enumerate(entries):
             for frame in range(entry.grid[0]):
-                groups.setdefault(entry.frame_grid, []).append((i, frame))
+                groups.setdefault(self.group_key(entry), []).append((i, frame))
         device = next(iter(runs.values())).merged.device
         masks = []
-        for grid, frames in groups.items():
+        for frames in groups.values():
+            grid = entries[frames[0][0]].frame_grid
             N = grid[0] * grid[1]
             starts = torch.tensor([[entries[i].first + f * N] for i, f in frames], dtype=torch.int64)
             rows = starts + torch.arange(N)  # [F, N]: token index in its modality's run
@@ -164,6 +165,11 @@ class QwenVLAdapter(TowerAdapter):
             captured = make_captured(needs, grid, scores, features, batch_size=len(frames), device=device)
             masks.append(select(method, captured, (len(frames), N), backend))
         return groups, masks
+
+    @staticmethod
+    def group_key(entry: _Entry) -> tuple:
+        """Frames with equal keys are selected together: the merged grid (images and video frames alike)."""
+        return entry.frame_grid
 
     @staticmethod
     def _rows(runs, modalities, rows, field):
