@@ -27,6 +27,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
   norm, a 2x2 convolution and an MLP.
 - ``qwen3_vl_moe(path)``: the same with mixture-of-experts text blocks; ``qwen3_5(path)``: Qwen3.5,
   the same tower without DeepStack and a hybrid (linear-attention) language model, served in bfloat16.
+- ``qwen2_5_omni(path)``: Qwen2.5-Omni without talker (``enable_audio_output`` off): a thinker with ``qwen2_5_vl``'s
+  tower, a 2-layer audio tower on 16 mel bins (Whisper features, clips up to 2 s); returns the transformers thinker.
 - ``exaone4_5(path)``: EXAONE 4.5, Qwen2.5-VL's tower with grouped-query attention, EXAONE 4 text (1-D positions).
 - ``paddleocr_vl(path)``: PaddleOCR-VL, a NaViT tower whose projector merges 2x2 blocks, ERNIE-4.5 text with M-RoPE.
 - ``mistral3(path)``: Mistral 3 (Mistral-Small-3.1), Pixtral tower, 14 px patches merged 2x2 by the projector,
@@ -1319,3 +1321,53 @@ def gemma4(path: str, seed: int = 0, bidirectional: bool = False):
         chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", GEMMA4_IMAGE),
     )
     return _save(model, processor, path, hub_tower_prefix=False)
+
+
+# Qwen2.5-Omni's named tokens, mapped onto the test vocabulary (its audio tokens are Gemma 4's three)
+QWEN_OMNI_TOKENS = {
+    "image_token": "<|image_pad|>", "video_token": "<|video_pad|>", "audio_token": "<|audio|>",
+    "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>",
+    "audio_bos_token": "<|audio>", "audio_eos_token": "<audio|>",
+}
+QWEN_OMNI_AUDIO = "<|audio><|audio|><audio|>"
+OMNI_MEL_BINS = 16
+
+
+def qwen2_5_omni(path: str, seed: int = 0):
+    """Qwen2.5-Omni (``Qwen2_5OmniForConditionalGeneration``, no talker: ``enable_audio_output`` off): its thinker
+    holds Qwen2.5-VL's tower of ``qwen2_5_vl`` (56 px windows in blocks 0 and 2), a 2-layer audio tower on 16 mel
+    bins and Qwen2 M-RoPE text; Whisper features of clips up to 2 s. Returns (path, the transformers thinker)."""
+    from transformers import (
+        Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration, Qwen2_5OmniProcessor, Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor, WhisperFeatureExtractor,
+    )
+
+    text = _mrope_text(None, lambda d: [d // 8, 3 * d // 16, 3 * d // 16])
+    vision = dict(
+        depth=4, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=text["hidden_size"],
+        fullatt_block_indexes=[1, 3], window_size=56, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+    )
+    audio = dict(
+        num_mel_bins=OMNI_MEL_BINS, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, d_model=32,
+        output_dim=text["hidden_size"], n_window=4, max_source_positions=64,
+    )
+    thinker = dict(
+        vision_config=vision, audio_config=audio, text_config=text, image_token_index=token_id("<|image_pad|>"),
+        video_token_index=token_id("<|video_pad|>"), audio_token_index=token_id("<|audio|>"),
+        audio_start_token_id=token_id("<|audio>"), audio_end_token_id=token_id("<audio|>"),
+        vision_start_token_id=token_id("<|vision_start|>"), vision_end_token_id=token_id("<|vision_end|>"),
+        position_id_per_seconds=25, seconds_per_chunk=2,
+    )
+    config = Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
+    torch.manual_seed(seed)
+    model = _finish(Qwen2_5OmniForConditionalGeneration(config), seed)
+    common = dict(size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 64}, patch_size=14, temporal_patch_size=2, merge_size=2)
+    processor = Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen2VLVideoProcessor(**common),
+        feature_extractor=WhisperFeatureExtractor(feature_size=OMNI_MEL_BINS, chunk_length=2),
+        tokenizer=tokenizer(QWEN_OMNI_TOKENS),
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", QWEN_IMAGE),
+    )
+    _save(model, processor, path, hub_tower_prefix=False)
+    return path, model.thinker

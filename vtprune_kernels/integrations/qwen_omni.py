@@ -31,6 +31,13 @@ class QwenOmniAdapter(QwenVLAdapter):
         "video_second_per_grid",
     )
 
+    def describe_tower(self):
+        if not hasattr(self.inner, "visual"):
+            # transformers 5.19 (the vLLM 0.32 venv's): the thinker itself holds its towers, get_rope_index and
+            # rope_deltas (its .model is the text model; 5.24: all on .model)
+            self.inner = self.model
+        return super().describe_tower()
+
     def unpruned_positions(self, input_ids, types, reads, inputs: dict) -> torch.Tensor:
         """int64 [3, B, S]: the thinker's ``get_rope_index`` on the unpruned prompt (host tensors), audio included."""
         audio_mask = reads.get("feature_attention_mask")

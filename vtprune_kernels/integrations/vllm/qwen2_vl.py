@@ -71,6 +71,7 @@ class Qwen2VLPruning:
 
     vtprune_architecture = ""
     vtprune_position_channels = True  # False: a language model with 1-D positions (EXAONE 4.5) needs no offsets
+    vtprune_tokens_per_second = 1.0  # a video's temporal positions per second when the vision config has none
 
     def __init__(self, *, vllm_config, prefix: str = ""):
         super().__init__(vllm_config=vllm_config, prefix=prefix)
@@ -78,7 +79,7 @@ class Qwen2VLPruning:
         depth = self._vision_depth()
         full_attention, windowed = self._full_attention()
         self.vtprune = EncoderPruning(
-            self.config, self.vtprune_architecture, self.visual, tower_depth=depth,
+            self._vtprune_config(vllm_config), self.vtprune_architecture, self.visual, tower_depth=depth,
             feature_layer=feature_score_layer(depth, full_attention), middle_layers=middle_layers(full_attention, windowed),
         )
         self.vtprune_full_attention = tuple(full_attention)
@@ -93,6 +94,10 @@ class Qwen2VLPruning:
         """The blocks' width C (the merger's input is 4C per merged token; Qwen2-VL names it ``embed_dim``)."""
         return int(getattr(self.visual, "embed_dim", None) or self.visual.hidden_size)
 
+    def _vtprune_config(self, vllm_config):
+        """The config that carries the ``vtprune`` switch (the model's own; Qwen2.5-Omni: the top-level one)."""
+        return self.config
+
     def _full_attention(self) -> Tuple[Sequence[int], bool]:
         """(the blocks that attend over the whole frame, whether the others attend inside windows)."""
         return range(self._vision_depth()), False
@@ -106,20 +111,24 @@ class Qwen2VLPruning:
         inputs = self._parse_and_validate_multimodal_inputs(**kwargs)
         embeddings: Tuple[torch.Tensor, ...] = ()
         for modality, item in inputs.items():  # the order of the call's modalities, as vLLM's model
-            if item["type"] in ("image_embeds", "video_embeds"):
-                raise ValueError(f"{self.vtprune_architecture}: precomputed {modality} embeddings cannot be pruned")
-            if modality.startswith("image"):  # Qwen2.5-VL says "image", Qwen2-VL "images"
-                grids, pixels, factors = item["image_grid_thw"], item["pixel_values"], None
-            else:
-                grids, pixels = item["video_grid_thw"], item["pixel_values_videos"]
-                factors = self._video_t_factors(item, len(grids))
-            embeddings += self._pruned_embeddings(pixels, grids, factors)
+            embeddings += self._embed_item(modality, item)
         return embeddings
+
+    def _embed_item(self, modality: str, item) -> Tuple[torch.Tensor, ...]:
+        """Per item of one modality's parsed input: its encoder output (``_pruned_embeddings``)."""
+        if item["type"] in ("image_embeds", "video_embeds"):
+            raise ValueError(f"{self.vtprune_architecture}: precomputed {modality} embeddings cannot be pruned")
+        if modality.startswith("image"):  # Qwen2.5-VL says "image", Qwen2-VL "images"
+            grids, pixels, factors = item["image_grid_thw"], item["pixel_values"], None
+        else:
+            grids, pixels = item["video_grid_thw"], item["pixel_values_videos"]
+            factors = self._video_t_factors(item, len(grids))
+        return self._pruned_embeddings(pixels, grids, factors)
 
     def _video_t_factors(self, item, count: int) -> List[float]:
         """Per video, the M-RoPE temporal position step of one temporal patch (Qwen2.5-VL: seconds per
         temporal patch x tokens per second; Qwen2-VL: 1)."""
-        tokens_per_second = float(getattr(self.config.vision_config, "tokens_per_second", 1.0))
+        tokens_per_second = float(getattr(self.config.vision_config, "tokens_per_second", self.vtprune_tokens_per_second))
         seconds = _field(item, "second_per_grid_ts")
         if seconds is None:
             return [tokens_per_second] * count
@@ -188,10 +197,14 @@ class Qwen2VLPruning:
             raise StopTower()
 
         with stopped_early([self._merger_input().register_forward_pre_hook(stop)]):
-            self.visual(pixel_values, grid_thw=grids)
+            self._run_tower(pixel_values, grids)
         if "hidden" not in captured:
             raise RuntimeError(f"{self.vtprune_architecture}: the vision tower returned without calling its merger")
         return captured["hidden"].reshape(-1, self._vtprune_width)
+
+    def _run_tower(self, pixel_values, grids) -> None:
+        """The vision tower on one call's pixels, as vLLM's model calls it (its output is not used: ``_run_blocks``)."""
+        self.visual(pixel_values, grid_thw=grids)
 
     # -- positions --------------------------------------------------------------------------------
     def get_mrope_input_positions(self, input_tokens, mm_features):

@@ -48,7 +48,11 @@ class KeptCountsInfo:
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.vtprune_keep = method_from_config(self.get_hf_config(), self.vtprune_architecture).keep
+        self.vtprune_keep = method_from_config(self._vtprune_config(), self.vtprune_architecture).keep
+
+    def _vtprune_config(self):
+        """The config that carries the ``vtprune`` switch (the model's own; Qwen2.5-Omni: the top-level one)."""
+        return self.get_hf_config()
 
     def get_num_image_tokens(self, **kwargs) -> int:
         return min(self.vtprune_keep, super().get_num_image_tokens(**kwargs))
@@ -61,8 +65,8 @@ class KeptCountsInfo:
 
 
 class PrunedPlaceholders:
-    """Processor mixin (Qwen2-VL, Qwen2.5-VL): min(keep, merged tokens) placeholders per image and
-    video frame (an item's placeholders are one run of t * h*w/4 tokens)."""
+    """Processor mixin (Qwen2-VL, Qwen2.5-VL, Qwen2.5-Omni): min(keep, merged tokens) placeholders per image
+    and video frame (an item's placeholders are one run of t * h*w/4 tokens); other modalities' (audio) unchanged."""
 
     def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
         merge = self.info.get_hf_config().vision_config.spatial_merge_size
@@ -78,7 +82,8 @@ class PrunedPlaceholders:
 
             return PromptReplacement(modality=modality, target=update.target, replacement=replacement)
 
-        return [pruned(u) for u in super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)]
+        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+        return [pruned(u) if u.modality in ("image", "video") else u for u in updates]
 
 
 def frame_placeholder(config, modality: str, video_frames_use_image_token: bool = False) -> int:
