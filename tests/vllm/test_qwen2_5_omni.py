@@ -25,12 +25,15 @@ AUDIO = checkpoints.QWEN_OMNI_AUDIO
 METHOD = VisPruner(keep=10, step=2)
 # merged grids 3x4, 5x3, 6x6: keep 10 prunes each
 SIZES = [(112, 84), (84, 140), (168, 168)]
-ENGINE = dict(max_images=2, max_videos=1, max_audios=1)
+# 0.5 s per temporal patch of 2 frames: a video's frames step by int(f * 0.5 * 25) = 12 positions (at the
+# processor's default 2 fps, 1 s per patch, the step would not tell second_per_grid_ts from 1)
+VIDEO_FPS = 4.0
+ENGINE = dict(max_images=2, max_videos=1, max_audios=1, mm_processor_kwargs={"fps": VIDEO_FPS})
 
 # (prompt, images, videos, audios): an image; a video then an image; an audio clip then an image
 PROMPTS = [
     (f"USER: {IMAGE}\nWhat is shown here? ASSISTANT:", [image(*SIZES[2], seed=1)], [], []),
-    (f"USER: {VIDEO} then {IMAGE}\nWhat happens? ASSISTANT:", [image(*SIZES[1], seed=2)], [video(4, 112, 84, seed=3)], []),
+    (f"USER: {VIDEO} then {IMAGE}\nWhat happens? ASSISTANT:", [image(*SIZES[1], seed=2)], [video(4, 112, 84, seed=3, fps=VIDEO_FPS)], []),
     (f"USER: {AUDIO} and {IMAGE}\nWhat is heard? ASSISTANT:", [image(*SIZES[0], seed=4)], [], [audio(1.0, seed=5)]),
 ]
 
@@ -48,12 +51,27 @@ def _worst(a, b) -> float:
     return max(abs(x - y) for x, y in zip(a, b))
 
 
+class _VideoFps:
+    """The checkpoint's processor at the engines' video fps (vLLM takes it from ``mm_processor_kwargs``)."""
+
+    def __init__(self, processor):
+        self._processor = processor
+
+    def __call__(self, *args, **kwargs):
+        if kwargs.get("videos") is not None:
+            kwargs["fps"] = VIDEO_FPS
+        return self._processor(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._processor, name)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(checkpoint_dir):
     from transformers import AutoProcessor
 
     path, thinker = checkpoints.qwen2_5_omni(f"{checkpoint_dir}/qwen2_5_omni")
-    return path, thinker, AutoProcessor.from_pretrained(path)
+    return path, thinker, _VideoFps(AutoProcessor.from_pretrained(path))
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +145,7 @@ def test_two_images_logprobs_match_apply(pruned):
 
 @pytest.mark.parametrize("index", [1, 2], ids=["video-and-image", "audio-and-image"])
 def test_mixed_prompt_matches_apply(pruned, index):
-    """A video (pruned per frame; temporal positions at second_per_grid x 25) with an image, or an audio clip
+    """A video (pruned per frame; temporal positions at int(frame x second_per_grid x 25)) with an image, or an audio clip
     (passed through) with an image: kept indices, greedy tokens and every prompt log-probability as apply()."""
     engine, thinker, processor = pruned
     text, images, videos, audios = PROMPTS[index]
