@@ -4,7 +4,7 @@ thinker against transformers + ``apply()`` on the transformers thinker, audio pa
 One tiny full checkpoint (``checkpoints.qwen2_5_omni``: thinker only, ``Qwen2_5OmniForConditionalGeneration``),
 served under both architecture names. Engines, one at a time:
 - stock vLLM (``Qwen2_5OmniModel``): the prompt log-probabilities of transformers' thinker on an image, a video
-  with an image, and an audio clip with an image (so the tiny checkpoint is a fair test);
+  with an image, an audio clip with an image and an audio clip alone (so the tiny checkpoint is a fair test);
 - pruned (``VTPruneQwen2_5OmniForConditionalGeneration``, VisPruner keep 10): kept indices, greedy tokens and
   prompt log-probabilities of ``apply()`` (images batched and chunked, a video with an image, audio with an
   image: the clip keeps all its placeholders and its features); ``use_audio_in_video`` refused;
@@ -30,11 +30,12 @@ SIZES = [(112, 84), (84, 140), (168, 168)]
 VIDEO_FPS = 4.0
 ENGINE = dict(max_images=2, max_videos=1, max_audios=1, mm_processor_kwargs={"fps": VIDEO_FPS})
 
-# (prompt, images, videos, audios): an image; a video then an image; an audio clip then an image
+# (prompt, images, videos, audios): an image; a video then an image; an audio clip then an image; audio alone
 PROMPTS = [
     (f"USER: {IMAGE}\nWhat is shown here? ASSISTANT:", [image(*SIZES[2], seed=1)], [], []),
     (f"USER: {VIDEO} then {IMAGE}\nWhat happens? ASSISTANT:", [image(*SIZES[1], seed=2)], [video(4, 112, 84, seed=3, fps=VIDEO_FPS)], []),
     (f"USER: {AUDIO} and {IMAGE}\nWhat is heard? ASSISTANT:", [image(*SIZES[0], seed=4)], [], [audio(1.0, seed=5)]),
+    (f"USER: {AUDIO}\nWhat is heard? ASSISTANT:", [], [], [audio(1.5, seed=6)]),
 ]
 
 
@@ -89,7 +90,7 @@ def test_stock_vllm_matches_transformers(checkpoint, stock):
     """Stock vLLM's thinker and transformers' agree on the tiny checkpoint (images, video, audio)."""
     _, thinker, processor = checkpoint
     for (text, images, videos, audios), logprobs in zip(PROMPTS, stock[0]):
-        inputs = _processed(processor, text, images, videos, audios)
+        inputs = _processed(processor, text, images or None, videos, audios)
         with torch.no_grad():
             logits = thinker(**inputs).logits[0].float()
         ids = inputs["input_ids"][0]
@@ -171,7 +172,7 @@ def test_audio_passes_through(pruned, stock):
     params = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, prompt_logprobs=0)
     (out,) = engine.llm.generate([{"prompt": text, "multi_modal_data": {"image": images, "audio": audios}}], params, use_tqdm=False)
     engine.selections()
-    inputs = _processed(processor, text, images, videos, audios)
+    inputs = _processed(processor, text, images or None, videos, audios)
     with torch.no_grad(), apply(thinker, METHOD) as handle:
         prepared = handle.prepare_inputs(**inputs)
     assert list(out.prompt_token_ids) == prepared["input_ids"][0].tolist()
@@ -182,6 +183,10 @@ def test_audio_passes_through(pruned, stock):
     got = [d[t].logprob for d, t in zip(out.prompt_logprobs[1:], out.prompt_token_ids[1:])]
     assert image_start > count
     assert _worst(got[: image_start - 1], stock[0][2][: image_start - 1]) < 1e-5
+    # audio alone: nothing to prune, the stock engine's every log-probability and token
+    assert _run(engine, PROMPTS[3:], logprobs=True)[0] == pytest.approx(stock[0][3], abs=1e-5)
+    assert _run(engine, PROMPTS[3:], logprobs=False) == stock[1][3:]
+    assert engine.selections() == []
 
 
 def test_audio_in_video_is_refused(pruned):
