@@ -190,12 +190,13 @@ def test_audio_passes_through(pruned, stock):
 
 
 def test_audio_in_video_is_refused(pruned):
-    engine, _, _ = pruned
-    text, images, videos, audios = PROMPTS[1][0], [], PROMPTS[1][2], [audio(2.0, seed=6)]
+    """A video with its audio interleaved (``use_audio_in_video``) is refused with the reason, in the request."""
     from vllm import SamplingParams
 
+    engine, _, _ = pruned
     prompt = {
-        "prompt": text.replace(f" then {IMAGE}", ""), "multi_modal_data": {"video": videos, "audio": audios},
+        "prompt": f"USER: {VIDEO}\nWhat happens? ASSISTANT:",
+        "multi_modal_data": {"video": PROMPTS[1][2], "audio": [audio(2.0, seed=6)]},
         "mm_processor_kwargs": {"use_audio_in_video": True},
     }
     with pytest.raises(ValueError, match="use_audio_in_video=True .* is not supported with pruning"):
