@@ -14,11 +14,13 @@ Nothing here uses ``vtprune_kernels.integrations``:
 """
 from __future__ import annotations
 
+import functools
 from typing import List
 
 import torch
 
-from integration_oracles import BACKEND, method_keep
+import qwen_oracles
+from integration_oracles import method_keep
 from qwen_oracles import eager_patch_scores, method_layers
 from vtprune_kernels.methods import Random
 
@@ -123,29 +125,6 @@ def hand_logits(model, inputs: dict, keep, extra_tokens: torch.Tensor = None):
         return model.lm_head(hidden), new_mask
 
 
-def assert_forward_matches_hand(model, method, inputs: dict, keep, drop: tuple = ()):
-    """A pruned forward under ``apply(model, method)``: every real column's logits equal the hand
-    pipeline's. ``drop``: inputs left out of the pruned call. Returns the handle."""
-    from vtprune_kernels import apply
-
-    expected, expected_mask = hand_logits(model, inputs, keep)
-    with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
-        out = model(**{k: v for k, v in inputs.items() if k not in drop})
-    assert out.logits.shape == expected.shape
-    valid = expected_mask.bool()
-    torch.testing.assert_close(out.logits[valid], expected[valid], atol=1e-4, rtol=1e-4)
-    return handle
-
-
-def assert_generate_matches_hand(model, method, inputs: dict, keep, new_tokens: int = 3):
-    """Greedy ``generate`` under ``apply``: every step's logits equal the hand pipeline's (new tokens at
-    the unpruned max position + 1, ...). Returns the generated sequences."""
-    from vtprune_kernels import apply
-
-    with torch.no_grad(), apply(model, method, backend=BACKEND):
-        gen = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, output_logits=True, return_dict_in_generate=True)
-    for t, got in enumerate(gen.logits):
-        steps = gen.sequences[:, -new_tokens : -new_tokens + t] if t else None
-        want, _ = hand_logits(model, inputs, keep, steps)
-        torch.testing.assert_close(got, want[:, -1], atol=1e-4, rtol=1e-4)
-    return gen.sequences
+# the Qwen oracles' assertions with this hand pipeline
+assert_forward_matches_hand = functools.partial(qwen_oracles.assert_forward_matches_hand, hand=hand_logits)
+assert_generate_matches_hand = functools.partial(qwen_oracles.assert_generate_matches_hand, hand=hand_logits)

@@ -311,22 +311,22 @@ def unpruned_positions(inner, inputs: dict) -> torch.Tensor:
     return positions
 
 
-def hand_greedy_logits(model, inputs, keep, new_tokens: torch.Tensor):
-    """Per generation step, logits [B, V] at the last position (the hand pipeline, re-run per step)."""
+def hand_greedy_logits(model, inputs, keep, new_tokens: torch.Tensor, hand=hand_logits):
+    """Per generation step, logits [B, V] at the last position (the hand pipeline ``hand``, re-run per step)."""
     steps = []
     for t in range(new_tokens.shape[1]):
-        logits, _ = hand_logits(model, inputs, keep, new_tokens[:, :t] if t else None)
+        logits, _ = hand(model, inputs, keep, new_tokens[:, :t] if t else None)
         steps.append(logits[:, -1])
     return steps
 
 
-def assert_forward_matches_hand(model, method, inputs: dict, keep, drop: tuple = ()):
+def assert_forward_matches_hand(model, method, inputs: dict, keep, drop: tuple = (), hand=hand_logits):
     """A pruned forward under ``apply(model, method)``: the logits of every real column equal the hand
-    pipeline's on the hand-kept columns ``keep``. ``drop``: input names left out of the pruned call
-    (the hand pipeline still gets them). Returns the handle (its last selection)."""
+    pipeline's (``hand``: ``hand_logits`` or a family's own) on the hand-kept columns ``keep``. ``drop``: input
+    names left out of the pruned call (the hand pipeline still gets them). Returns the handle (its last selection)."""
     from vtprune_kernels import apply
 
-    expected, expected_mask = hand_logits(model, inputs, keep)
+    expected, expected_mask = hand(model, inputs, keep)
     with torch.no_grad(), apply(model, method, backend=BACKEND) as handle:
         out = model(**{k: v for k, v in inputs.items() if k not in drop})
     assert out.logits.shape == expected.shape
@@ -346,16 +346,18 @@ def assert_keeping_everything_is_unpruned(model, inputs: dict, keep: int):
                 torch.testing.assert_close(model(**inputs).logits, unpruned, atol=1e-5, rtol=1e-5)
 
 
-def assert_generate_matches_hand(model, method, inputs: dict, keep, new_tokens: int = 3):
+def assert_generate_matches_hand(model, method, inputs: dict, keep, new_tokens: int = 3, hand=hand_logits):
     """Greedy ``generate`` under ``apply(model, method)``: every step's logits equal the hand
-    pipeline's on the hand-kept columns ``keep`` (new tokens at the unpruned max position + 1, ...)."""
+    pipeline's (``hand``) on the hand-kept columns ``keep`` (new tokens at the unpruned max position + 1, ...).
+    Returns the generated sequences."""
     from vtprune_kernels import apply
 
     with torch.no_grad(), apply(model, method, backend=BACKEND):
         gen = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, output_logits=True, return_dict_in_generate=True)
-    expected = hand_greedy_logits(model, inputs, keep, gen.sequences[:, -new_tokens:])
+    expected = hand_greedy_logits(model, inputs, keep, gen.sequences[:, -new_tokens:], hand)
     for got, want in zip(gen.logits, expected):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    return gen.sequences
 
 
 def assert_right_padded_forward_matches_hand(model, method, inputs: dict, keep):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import tiny_models as tm
-from ernie_oracles import BACKEND, assert_forward_matches_hand, assert_generate_matches_hand, hand_keep, hand_logits, media_of_call
+from ernie_oracles import assert_forward_matches_hand, assert_generate_matches_hand, hand_keep, hand_logits, media_of_call
+from integration_oracles import BACKEND
 from qwen_oracles import eager_patch_scores
 from vtprune_kernels import HIVTP, PTP, Random, Uniform, VisPruner, apply
 from vtprune_kernels.integrations.ernie4_5_vl import resample_kept
