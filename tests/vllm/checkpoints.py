@@ -29,6 +29,8 @@ tokenizer with the models' special tokens, an image processor and a chat templat
   the same tower without DeepStack and a hybrid (linear-attention) language model, served in bfloat16.
 - ``qwen2_5_omni(path)``: Qwen2.5-Omni without talker (``enable_audio_output`` off): a thinker with ``qwen2_5_vl``'s
   tower, a 2-layer audio tower on 16 mel bins (Whisper features, clips up to 2 s); returns the transformers thinker.
+- ``qwen3_omni(path)``: Qwen3-Omni without talker: a thinker with ``qwen3_vl``'s tower (DeepStack), a 2-layer audio
+  tower on 16 mel bins and 2 mixture-of-experts text layers (4 experts); returns the transformers thinker.
 - ``exaone4_5(path)``: EXAONE 4.5, Qwen2.5-VL's tower with grouped-query attention, EXAONE 4 text (1-D positions).
 - ``paddleocr_vl(path)``: PaddleOCR-VL, a NaViT tower whose projector merges 2x2 blocks, ERNIE-4.5 text with M-RoPE.
 - ``mistral3(path)``: Mistral 3 (Mistral-Small-3.1), Pixtral tower, 14 px patches merged 2x2 by the projector,
@@ -1363,6 +1365,49 @@ def qwen2_5_omni(path: str, seed: int = 0):
     model = _finish(Qwen2_5OmniForConditionalGeneration(config), seed)
     common = dict(size={"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 64}, patch_size=14, temporal_patch_size=2, merge_size=2)
     processor = Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen2VLVideoProcessor(**common),
+        feature_extractor=WhisperFeatureExtractor(feature_size=OMNI_MEL_BINS, chunk_length=2),
+        tokenizer=tokenizer(QWEN_OMNI_TOKENS),
+        chat_template=CHAT_TEMPLATE.replace("{{ image_token }}", QWEN_IMAGE),
+    )
+    _save(model, processor, path, hub_tower_prefix=False)
+    return path, model.thinker
+
+
+def qwen3_omni(path: str, seed: int = 0):
+    """Qwen3-Omni (``Qwen3OmniMoeForConditionalGeneration``, no talker: ``enable_audio_output`` off): its thinker
+    holds ``qwen3_vl``'s tower (16 px patches, DeepStack features of blocks 1 and 2), a 2-layer audio tower on 16 mel
+    bins and 2 mixture-of-experts text layers (4 experts, 2 per token, interleaved M-RoPE); Whisper features of clips
+    up to 2 s. Returns (path, the transformers thinker)."""
+    from transformers import (
+        Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration,
+        Qwen3OmniMoeProcessor, WhisperFeatureExtractor,
+    )
+
+    text = _mrope_text(None, lambda d: [3 * d // 16, 5 * d // 32, 5 * d // 32], mrope_interleaved=True)
+    text.update(head_dim=text["hidden_size"] // text["num_attention_heads"], num_experts=4, num_experts_per_tok=2,
+                moe_intermediate_size=64, decoder_sparse_step=1, norm_topk_prob=True)
+    # vLLM's tower also reads image_size (its learned position grid: 8 x 8 patches) and apply_vit_abs_pos_embed
+    vision = dict(_QWEN3_VISION, out_hidden_size=text["hidden_size"], image_size=128, apply_vit_abs_pos_embed=True)
+    audio = dict(
+        num_mel_bins=OMNI_MEL_BINS, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, d_model=32,
+        output_dim=text["hidden_size"], n_window=50, n_window_infer=800, conv_chunksize=16, downsample_hidden_size=8,
+        max_source_positions=64,
+    )
+    thinker = dict(
+        vision_config=vision, audio_config=audio, text_config=text, image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"), audio_token_id=token_id("<|audio|>"),
+        audio_start_token_id=token_id("<|audio>"), audio_end_token_id=token_id("<audio|>"),
+        vision_start_token_id=token_id("<|vision_start|>"), vision_end_token_id=token_id("<|vision_end|>"),
+        position_id_per_seconds=25,
+    )
+    config = Qwen3OmniMoeConfig(thinker_config=thinker, enable_audio_output=False)
+    torch.manual_seed(seed)
+    model = _finish(Qwen3OmniMoeForConditionalGeneration(config), seed)
+    pixels = {"shortest_edge": 32 * 32 * 4, "longest_edge": 32 * 32 * 64}
+    common = dict(size=pixels, patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = Qwen3OmniMoeProcessor(
         image_processor=Qwen2VLImageProcessor(**common),
         video_processor=Qwen2VLVideoProcessor(**common),
         feature_extractor=WhisperFeatureExtractor(feature_size=OMNI_MEL_BINS, chunk_length=2),

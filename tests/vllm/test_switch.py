@@ -63,13 +63,14 @@ def test_plugin_registers_only_new_architectures():
 
     load_general_plugins()
     assert set(PRUNED_ARCHITECTURES.values()) <= set(ModelRegistry.get_supported_archs())
-    assert len(PRUNED_ARCHITECTURES) == 30
+    assert len(PRUNED_ARCHITECTURES) == 31
     for stock_name, pruned_name in PRUNED_ARCHITECTURES.items():
         stock = ModelRegistry._try_load_model_cls(stock_name)
         # vLLM serves InternVLForConditionalGeneration with its InternS1 class, names LFM2-VL's class Lfm2VL...
         assert stock.__module__.startswith("vllm.model_executor.models.")
         assert stock.__name__.lower() == stock_name.lower() or stock.__name__ in (
-            "InternS1ForConditionalGeneration", "Qwen2_5OmniThinkerForConditionalGeneration",  # Qwen2.5-Omni: its thinker
+            "InternS1ForConditionalGeneration",
+            "Qwen2_5OmniThinkerForConditionalGeneration", "Qwen3OmniMoeThinkerForConditionalGeneration",  # Omni: the thinker
         )
         pruned = ModelRegistry._try_load_model_cls(pruned_name)
         assert pruned.__module__.startswith("vtprune_kernels.integrations.vllm.") and issubclass(pruned, stock), pruned_name

@@ -1,8 +1,8 @@
 """vLLM plugin: pruned variants of vLLM's LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video, LLaVA-OneVision, InternVL (both checkpoint formats), Cohere2 Vision, LFM2-VL, MiniCPM-V 4.6, EXAONE 4.5, PaddleOCR-VL, Gemma 3, Gemma 4, PaliGemma, Mistral 3, LightOnOCR, Llama 4, Idefics3, SmolVLM, Qwen2-VL, Qwen2.5-VL,
-the Qwen2.5-Omni thinker, Qwen3-VL (and -MoE), Qwen3.5 (and -MoE) and GLM-4.1V / 4.5V / GLM-OCR (docs/design.md section 4).
+the Qwen2.5-Omni and Qwen3-Omni thinkers, Qwen3-VL (and -MoE), Qwen3.5 (and -MoE) and GLM-4.1V / 4.5V / GLM-OCR (docs/design.md section 4).
 
 ``register()`` is the ``vllm.general_plugins`` entry point (pyproject.toml): vLLM calls it in every
-process it starts. It only adds thirty architectures to vLLM's model registry, by name (the classes
+process it starts. It only adds thirty-one architectures to vLLM's model registry, by name (the classes
 are imported when a model asks for them):
 
 | stock architecture                  | pruned architecture                        |
@@ -29,6 +29,7 @@ are imported when a model asks for them):
 | Qwen2VLForConditionalGeneration     | VTPruneQwen2VLForConditionalGeneration     |
 | Qwen2_5_VLForConditionalGeneration  | VTPruneQwen2_5_VLForConditionalGeneration  |
 | Qwen2_5OmniModel, Qwen2_5OmniForConditionalGeneration (thinker) | VTPruneQwen2_5OmniModel, VTPruneQwen2_5OmniForConditionalGeneration |
+| Qwen3OmniMoeForConditionalGeneration (thinker) | VTPruneQwen3OmniMoeForConditionalGeneration |
 | Qwen3VLForConditionalGeneration     | VTPruneQwen3VLForConditionalGeneration     |
 | Qwen3VLMoeForConditionalGeneration  | VTPruneQwen3VLMoeForConditionalGeneration  |
 | Qwen3_5ForConditionalGeneration     | VTPruneQwen3_5ForConditionalGeneration     |
@@ -73,6 +74,7 @@ _CLASSES = {
     "VTPruneQwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
     "VTPruneQwen2_5OmniModel": "qwen2_5_omni",
     "VTPruneQwen2_5OmniForConditionalGeneration": "qwen2_5_omni",
+    "VTPruneQwen3OmniMoeForConditionalGeneration": "qwen3_omni",
     "VTPruneQwen3VLForConditionalGeneration": "qwen3_vl",
     "VTPruneQwen3VLMoeForConditionalGeneration": "qwen3_vl_moe",
     "VTPruneQwen3_5ForConditionalGeneration": "qwen3_5",

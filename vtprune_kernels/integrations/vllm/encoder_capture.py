@@ -67,13 +67,14 @@ def describe_encoder(tower: nn.Module) -> EncoderLayout:
     """The layout of vLLM's CLIPVisionModel, SiglipVisionModel, Siglip2Model (LFM2-VL), InternS1VisionModel (InternViT), InternVisionModel
     (InternViT of original-format InternVL),
     Idefics2VisionTransformer (Idefics3, SmolVLM), PixtralHFVisionModel (Mistral 3), Llama4VisionModel,
-    Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer, Glm4vVisionTransformer or
+    Qwen2VisionTransformer, Qwen2_5_VisionTransformer, Qwen3_VisionTransformer, Qwen3Omni_VisionTransformer,
+    Glm4vVisionTransformer or
     GlmOcrVisionTransformer (the Qwen-VL and GLM-4V towers share one attention layout), or PaddleOCR-VL's
     SiglipVisionModel (its own class)."""
     name = type(tower).__name__
     if name in (
-        "Qwen2VisionTransformer", "Qwen2_5_VisionTransformer", "Qwen3_VisionTransformer", "Glm4vVisionTransformer",
-        "GlmOcrVisionTransformer",
+        "Qwen2VisionTransformer", "Qwen2_5_VisionTransformer", "Qwen3_VisionTransformer", "Qwen3Omni_VisionTransformer",
+        "Glm4vVisionTransformer", "GlmOcrVisionTransformer",
     ):
         first = tower.blocks[0].attn
         return EncoderLayout(

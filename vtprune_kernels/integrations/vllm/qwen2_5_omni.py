@@ -67,20 +67,22 @@ class VTPruneQwen2_5OmniCGProcessingInfo(OmniConfigInfo, Qwen2_5OmniThinkerProce
     vtprune_architecture = CG_ARCHITECTURE
 
 
-class VTPruneQwen2_5OmniMultiModalProcessor(PrunedPlaceholders, Qwen2_5OmniThinkerMultiModalProcessor):
-    """The thinker's processor with min(keep, merged tokens) placeholders per image and video frame; audio
-    placeholders unchanged; ``use_audio_in_video`` refused."""
+class RefusedAudioInVideo:
+    """Processor mixin (before vLLM's thinker processor): ``use_audio_in_video`` refused."""
 
     def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs):
         refuse_audio_in_video(self.info.vtprune_architecture, hf_processor_mm_kwargs)
         return super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
 
 
-class Qwen2_5OmniPruning(Qwen2_5_VLWindows, Qwen2VLPruning):
-    """Model mixin (before ``PositionChannels`` and vLLM's thinker): Qwen2.5-VL's pruned encoder step, audio
-    passed through, the thinker's positions with audio runs as text."""
+class VTPruneQwen2_5OmniMultiModalProcessor(RefusedAudioInVideo, PrunedPlaceholders, Qwen2_5OmniThinkerMultiModalProcessor):
+    """The thinker's processor with min(keep, merged tokens) placeholders per image and video frame; audio
+    placeholders unchanged; ``use_audio_in_video`` refused."""
 
-    vtprune_tokens_per_second = DEFAULT_TOKENS_PER_SECOND
+
+class OmniPruning:
+    """Model mixin (before ``Qwen2VLPruning``) of the Omni thinkers (Qwen2.5-Omni, Qwen3-Omni): the switch on the
+    top-level config, audio passed through, the thinker's positions with audio runs as text."""
 
     def _vtprune_config(self, vllm_config):
         return vllm_config.model_config.hf_config
@@ -119,6 +121,13 @@ class Qwen2_5OmniPruning(Qwen2_5_VLWindows, Qwen2VLPruning):
             span = item_span(data["grid_t"], data["grid_h"], data["grid_w"], data["t_factor"])
             items.append((offset, lengths[offset], span))
         return prompt_positions(len(input_tokens), items)
+
+
+class Qwen2_5OmniPruning(OmniPruning, Qwen2_5_VLWindows, Qwen2VLPruning):
+    """Model mixin (before ``PositionChannels`` and vLLM's thinker): Qwen2.5-VL's pruned encoder step, audio
+    passed through, the thinker's positions with audio runs as text."""
+
+    vtprune_tokens_per_second = DEFAULT_TOKENS_PER_SECOND
 
 
 @MULTIMODAL_REGISTRY.register_processor(

@@ -148,7 +148,7 @@ class Qwen2VLPruning:
         pooled = None if patch_scores is None else merged_grid_pool(patch_scores, merge)
         kept_rows, offsets, keeps = select_frames(self.vtprune, items, merged, pooled)
         self.vtprune.record(keeps)
-        embeds = self._merge_kept(merged[torch.cat(kept_rows)])
+        embeds = self._merge_kept_rows(merged, torch.cat(kept_rows))
         if not self.vtprune_position_channels:
             return tuple(embeds.split([r.numel() for r in kept_rows]))
         return with_offsets(embeds, offsets, kept_rows)
@@ -173,6 +173,11 @@ class Qwen2VLPruning:
             hidden = to_merge_order(hidden, window_index, merge)
             patch_scores = None if scores is None else to_merge_order(patch_scores, window_index, merge)
         return hidden, patch_scores
+
+    def _merge_kept_rows(self, merged: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """[K, D]: the encoder output of the kept rows (device int64 [K]) of the call's merged tokens [T, 4C]
+        (Qwen3-Omni: with its DeepStack features)."""
+        return self._merge_kept(merged[rows])
 
     def _merge_kept(self, kept: torch.Tensor) -> torch.Tensor:
         """[K, D]: the model's merger on kept merged tokens [K, 4C]."""

@@ -45,6 +45,7 @@ PRUNED_ARCHITECTURES: Dict[str, str] = {
     "Qwen2_5_VLForConditionalGeneration": "VTPruneQwen2_5_VLForConditionalGeneration",
     "Qwen2_5OmniModel": "VTPruneQwen2_5OmniModel",
     "Qwen2_5OmniForConditionalGeneration": "VTPruneQwen2_5OmniForConditionalGeneration",
+    "Qwen3OmniMoeForConditionalGeneration": "VTPruneQwen3OmniMoeForConditionalGeneration",
     "Qwen3VLForConditionalGeneration": "VTPruneQwen3VLForConditionalGeneration",
     "Qwen3VLMoeForConditionalGeneration": "VTPruneQwen3VLMoeForConditionalGeneration",
     "Qwen3_5ForConditionalGeneration": "VTPruneQwen3_5ForConditionalGeneration",

@@ -1,0 +1,185 @@
+"""The Qwen3-Omni thinker in vLLM (``qwen3_omni.py``): stock vLLM against transformers, then the pruned thinker
+against transformers + ``apply()`` on the transformers thinker, audio passed through.
+
+One tiny full checkpoint (``checkpoints.qwen3_omni``: thinker only, ``Qwen3OmniMoeForConditionalGeneration``).
+Engines, one at a time:
+- stock vLLM: the prompt log-probabilities of transformers' thinker on an image, a video with an image, an audio
+  clip with an image and an audio clip alone (so the tiny checkpoint is a fair test);
+- pruned (``VTPruneQwen3OmniMoeForConditionalGeneration``, VisPruner keep 10): kept indices, greedy tokens and
+  prompt log-probabilities of ``apply()`` (images batched and chunked, a video with an image, audio with an
+  image: the clip keeps all its placeholders and its features); ``use_audio_in_video`` refused;
+- keep everything (keep 1000): the stock engine's log-probabilities and tokens.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import checkpoints
+from harness import TOKEN_BUDGET, Engine, _processed, audio, image, reference, reference_logprobs, video
+from test_qwen2_5_omni import _run, _VideoFps, _worst
+from vtprune_kernels import VisPruner, apply
+
+ARCHITECTURE = "Qwen3OmniMoeForConditionalGeneration"
+IMAGE = checkpoints.QWEN_IMAGE
+VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
+AUDIO = checkpoints.QWEN_OMNI_AUDIO
+METHOD = VisPruner(keep=10, step=2)
+# merged grids 3x4, 5x3, 6x6 (16 px patches): keep 10 prunes each
+SIZES = [(128, 96), (96, 160), (192, 192)]
+# 1 s per temporal patch of 2 frames: frames step by 1 x 25 positions (vLLM's default is 2 s per patch). At 4 fps
+# (0.5 s, 12.5 positions) vLLM truncates the step to 12 and transformers keeps 12.5 (its positions are floats)
+VIDEO_FPS = 2.0
+ENGINE = dict(max_images=2, max_videos=1, max_audios=1, mm_processor_kwargs={"fps": VIDEO_FPS})
+
+# (prompt, images, videos, audios): an image; a video then an image; an audio clip then an image; audio alone
+PROMPTS = [
+    (f"USER: {IMAGE}\nWhat is shown here? ASSISTANT:", [image(*SIZES[2], seed=1)], [], []),
+    (f"USER: {VIDEO} then {IMAGE}\nWhat happens? ASSISTANT:", [image(*SIZES[1], seed=2)], [video(4, 128, 96, seed=3, fps=VIDEO_FPS)], []),
+    (f"USER: {AUDIO} and {IMAGE}\nWhat is heard? ASSISTANT:", [image(*SIZES[0], seed=4)], [], [audio(1.0, seed=5)]),
+    (f"USER: {AUDIO}\nWhat is heard? ASSISTANT:", [], [], [audio(1.5, seed=6)]),
+]
+
+
+class _Fps(_VideoFps):
+    """The checkpoint's processor at the engines' video fps."""
+
+    def __call__(self, *args, **kwargs):
+        if kwargs.get("videos") is not None:
+            kwargs["fps"] = VIDEO_FPS
+        return self._processor(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(checkpoint_dir):
+    from transformers import AutoProcessor
+
+    path, thinker = checkpoints.qwen3_omni(f"{checkpoint_dir}/qwen3_omni")
+    return path, thinker, _Fps(AutoProcessor.from_pretrained(path))
+
+
+@pytest.fixture(scope="module")
+def stock(checkpoint):
+    """The stock engine's (prompt log-probabilities, greedy tokens) of ``PROMPTS``."""
+    engine = Engine(checkpoint[0], {"architectures": [ARCHITECTURE]}, **ENGINE)
+    try:
+        return _run(engine, PROMPTS, logprobs=True), _run(engine, PROMPTS, logprobs=False)
+    finally:
+        engine.close()
+
+
+def test_stock_vllm_matches_transformers(checkpoint, stock):
+    """Stock vLLM's thinker and transformers' agree on the tiny checkpoint (images, video, audio)."""
+    _, thinker, processor = checkpoint
+    for (text, images, videos, audios), logprobs in zip(PROMPTS, stock[0]):
+        inputs = _processed(processor, text, images or None, videos, audios)
+        with torch.no_grad():
+            logits = thinker(**inputs).logits[0].float()
+        ids = inputs["input_ids"][0]
+        expected = torch.log_softmax(logits[:-1], -1).gather(1, ids[1:, None])[:, 0].tolist()
+        assert _worst(logprobs, expected) < 1e-4
+
+
+def test_keeping_everything_is_stock(checkpoint, stock):
+    """keep >= every frame's tokens: the pruned thinker gives the stock engine's prompt log-probabilities and
+    tokens (images, video, audio)."""
+    from vtprune_kernels.integrations.vllm import hf_overrides
+
+    engine = Engine(checkpoint[0], hf_overrides(ARCHITECTURE, "vispruner", keep=1000), **ENGINE)
+    try:
+        logprobs, greedy = _run(engine, PROMPTS, logprobs=True), _run(engine, PROMPTS, logprobs=False)
+    finally:
+        engine.close()
+    assert greedy == stock[1]
+    for got, expected in zip(logprobs, stock[0]):
+        assert _worst(got, expected) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def pruned(checkpoint, stock):  # after the stock engine (one engine at a time)
+    from vtprune_kernels.integrations.vllm import hf_overrides
+
+    path, thinker, processor = checkpoint
+    engine = Engine(path, hf_overrides(ARCHITECTURE, "vispruner", keep=10, step=2), **ENGINE)
+    engine.selections()  # the start-up profiling's dummy items
+    yield engine, thinker, processor
+    engine.close()
+
+
+def test_batch_of_images_matches_apply(pruned):
+    """Three image requests together, each prefilled in chunks: greedy tokens and kept indices as apply()."""
+    engine, thinker, processor = pruned
+    requests = [(f"USER: {IMAGE}\nWhat is shown here? ASSISTANT:", [image(w, h, seed=10 + i)]) for i, (w, h) in enumerate(SIZES)]
+    got = engine.greedy(requests)
+    selections = engine.selections()
+    expected = [reference(thinker, processor, METHOD, text, images) for text, images in requests]
+    assert [tokens for tokens, _ in got] == [tokens for tokens, _ in expected]
+    assert sorted(selections) == sorted(sel for _, sels in expected for sel in sels)
+    assert all(length > TOKEN_BUDGET for _, length in got), "test precondition: prompts must be chunked"
+
+
+def test_two_images_logprobs_match_apply(pruned):
+    engine, thinker, processor = pruned
+    text, images = f"USER: {IMAGE}\n{IMAGE}\nWhat is shown here? ASSISTANT:", [image(*SIZES[0], seed=20), image(*SIZES[2], seed=21)]
+    (logprobs,) = engine.prompt_logprobs([(text, images)])
+    assert engine.selections() == reference(thinker, processor, METHOD, text, images)[1]
+    assert _worst(logprobs, reference_logprobs(thinker, processor, METHOD, text, images)) < 1e-3
+
+
+@pytest.mark.parametrize("index", [1, 2], ids=["video-and-image", "audio-and-image"])
+def test_mixed_prompt_matches_apply(pruned, index):
+    """A video (pruned per frame; temporal positions at frame x second_per_grid x 25) with an image, or an audio clip
+    (passed through) with an image: kept indices, greedy tokens and every prompt log-probability as apply()."""
+    engine, thinker, processor = pruned
+    text, images, videos, audios = PROMPTS[index]
+    ((tokens, _),) = _run(engine, [PROMPTS[index]], logprobs=False)
+    selections = engine.selections()
+    (logprobs,) = _run(engine, [PROMPTS[index]], logprobs=True)
+    engine.selections()
+    expected_tokens, expected_selection = reference(thinker, processor, METHOD, text, images, videos, audios)
+    assert tokens == expected_tokens
+    assert sorted(selections) == sorted(expected_selection)  # vLLM encodes the image and the video apart
+    expected = reference_logprobs(thinker, processor, METHOD, text, images, videos, audios=audios)
+    assert _worst(logprobs, expected) < 1e-3
+
+
+def test_audio_passes_through(pruned, stock):
+    """The audio clip keeps every placeholder (the pruned prompt is apply()'s token for token), and the prompt
+    up to the image, the clip included, has the stock engine's log-probabilities: its features and positions
+    are stock vLLM's."""
+    from vllm import SamplingParams
+
+    engine, thinker, processor = pruned
+    text, images, videos, audios = PROMPTS[2]
+    params = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, prompt_logprobs=0)
+    (out,) = engine.llm.generate([{"prompt": text, "multi_modal_data": {"image": images, "audio": audios}}], params, use_tqdm=False)
+    engine.selections()
+    inputs = _processed(processor, text, images or None, videos, audios)
+    with torch.no_grad(), apply(thinker, METHOD) as handle:
+        prepared = handle.prepare_inputs(**inputs)
+    assert list(out.prompt_token_ids) == prepared["input_ids"][0].tolist()
+    audio_token = processor.tokenizer.convert_tokens_to_ids(processor.audio_token)
+    count = int((inputs["input_ids"] == audio_token).sum())
+    assert count > 0 and list(out.prompt_token_ids).count(audio_token) == count
+    image_start = list(out.prompt_token_ids).index(processor.tokenizer.convert_tokens_to_ids("<|image_pad|>"))
+    got = [d[t].logprob for d, t in zip(out.prompt_logprobs[1:], out.prompt_token_ids[1:])]
+    assert image_start > count
+    assert _worst(got[: image_start - 1], stock[0][2][: image_start - 1]) < 1e-5
+    # audio alone: nothing to prune, the stock engine's every log-probability and token
+    assert _run(engine, PROMPTS[3:], logprobs=True)[0] == pytest.approx(stock[0][3], abs=1e-5)
+    assert _run(engine, PROMPTS[3:], logprobs=False) == stock[1][3:]
+    assert engine.selections() == []
+
+
+def test_audio_in_video_is_refused(pruned):
+    """A video with its audio interleaved (``use_audio_in_video``) is refused with the reason, in the request."""
+    from vllm import SamplingParams
+
+    engine, _, _ = pruned
+    prompt = {
+        "prompt": f"USER: {VIDEO}\nWhat happens? ASSISTANT:",
+        "multi_modal_data": {"video": PROMPTS[1][2], "audio": [audio(2.0, seed=6)]},
+        "mm_processor_kwargs": {"use_audio_in_video": True},
+    }
+    with pytest.raises(ValueError, match="use_audio_in_video=True .* is not supported with pruning"):
+        engine.llm.generate([prompt], SamplingParams(max_tokens=1), use_tqdm=False)
