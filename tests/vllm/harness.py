@@ -182,3 +182,33 @@ def reference_logprobs(
     ids = pruned["input_ids"][0]
     logprobs = torch.log_softmax(logits[:-1], -1).gather(1, ids[1:, None])[:, 0].tolist()
     return [None if int(t) in skip_targets else p for t, p in zip(ids[1:], logprobs)]
+
+
+def run_prompts(engine: Engine, prompts, logprobs: bool):
+    """``engine.prompt_logprobs`` (``logprobs``) or ``engine.greedy`` on prompts (text, images, videos, audios)."""
+    requests = [(text, images) for text, images, _, _ in prompts]
+    videos, audios = [v for _, _, v, _ in prompts], [a for _, _, _, a in prompts]
+    if logprobs:
+        return engine.prompt_logprobs(requests, videos=videos, audios=audios)
+    return engine.greedy(requests, videos=videos, audios=audios)
+
+
+def worst(a, b) -> float:
+    """The largest absolute difference of two equally long sequences of numbers."""
+    assert len(a) == len(b)
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+class VideoFps:
+    """A checkpoint's processor that samples videos at ``fps`` (vLLM takes it from ``mm_processor_kwargs``)."""
+
+    def __init__(self, processor, fps: float):
+        self._processor, self._fps = processor, fps
+
+    def __call__(self, *args, **kwargs):
+        if kwargs.get("videos") is not None:
+            kwargs["fps"] = self._fps
+        return self._processor(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._processor, name)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import checkpoints
-from harness import TOKEN_BUDGET, Engine, _processed, audio, image, reference, reference_logprobs, video
+from harness import TOKEN_BUDGET, Engine, VideoFps, _processed, audio, image, reference, reference_logprobs, run_prompts, video, worst
 from vtprune_kernels import VisPruner, apply
 
 IMAGE = checkpoints.QWEN_IMAGE
@@ -39,40 +39,12 @@ PROMPTS = [
 ]
 
 
-def _run(engine: Engine, prompts, logprobs: bool):
-    requests = [(text, images) for text, images, _, _ in prompts]
-    videos, audios = [v for _, _, v, _ in prompts], [a for _, _, _, a in prompts]
-    if logprobs:
-        return engine.prompt_logprobs(requests, videos=videos, audios=audios)
-    return engine.greedy(requests, videos=videos, audios=audios)
-
-
-def _worst(a, b) -> float:
-    assert len(a) == len(b)
-    return max(abs(x - y) for x, y in zip(a, b))
-
-
-class _VideoFps:
-    """The checkpoint's processor at the engines' video fps (vLLM takes it from ``mm_processor_kwargs``)."""
-
-    def __init__(self, processor):
-        self._processor = processor
-
-    def __call__(self, *args, **kwargs):
-        if kwargs.get("videos") is not None:
-            kwargs["fps"] = VIDEO_FPS
-        return self._processor(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._processor, name)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(checkpoint_dir):
     from transformers import AutoProcessor
 
     path, thinker = checkpoints.qwen2_5_omni(f"{checkpoint_dir}/qwen2_5_omni")
-    return path, thinker, _VideoFps(AutoProcessor.from_pretrained(path))
+    return path, thinker, VideoFps(AutoProcessor.from_pretrained(path), VIDEO_FPS)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +53,7 @@ def stock(checkpoint):
     path = checkpoint[0]
     engine = Engine(path, {"architectures": ["Qwen2_5OmniModel"]}, **ENGINE)
     try:
-        return _run(engine, PROMPTS, logprobs=True), _run(engine, PROMPTS, logprobs=False)
+        return run_prompts(engine, PROMPTS, logprobs=True), run_prompts(engine, PROMPTS, logprobs=False)
     finally:
         engine.close()
 
@@ -95,7 +67,7 @@ def test_stock_vllm_matches_transformers(checkpoint, stock):
             logits = thinker(**inputs).logits[0].float()
         ids = inputs["input_ids"][0]
         expected = torch.log_softmax(logits[:-1], -1).gather(1, ids[1:, None])[:, 0].tolist()
-        assert _worst(logprobs, expected) < 1e-3
+        assert worst(logprobs, expected) < 1e-3
 
 
 def test_keeping_everything_is_stock(checkpoint, stock):
@@ -105,12 +77,12 @@ def test_keeping_everything_is_stock(checkpoint, stock):
 
     engine = Engine(checkpoint[0], hf_overrides("Qwen2_5OmniModel", "vispruner", keep=1000), **ENGINE)
     try:
-        logprobs, greedy = _run(engine, PROMPTS, logprobs=True), _run(engine, PROMPTS, logprobs=False)
+        logprobs, greedy = run_prompts(engine, PROMPTS, logprobs=True), run_prompts(engine, PROMPTS, logprobs=False)
     finally:
         engine.close()
     assert greedy == stock[1]
     for got, expected in zip(logprobs, stock[0]):
-        assert _worst(got, expected) < 1e-4
+        assert worst(got, expected) < 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +113,7 @@ def test_two_images_logprobs_match_apply(pruned):
     text, images = f"USER: {IMAGE}\n{IMAGE}\nWhat is shown here? ASSISTANT:", [image(*SIZES[0], seed=20), image(*SIZES[2], seed=21)]
     (logprobs,) = engine.prompt_logprobs([(text, images)])
     assert engine.selections() == reference(thinker, processor, METHOD, text, images)[1]
-    assert _worst(logprobs, reference_logprobs(thinker, processor, METHOD, text, images)) < 1e-3
+    assert worst(logprobs, reference_logprobs(thinker, processor, METHOD, text, images)) < 1e-3
 
 
 @pytest.mark.parametrize("index", [1, 2], ids=["video-and-image", "audio-and-image"])
@@ -150,15 +122,15 @@ def test_mixed_prompt_matches_apply(pruned, index):
     (passed through) with an image: kept indices, greedy tokens and every prompt log-probability as apply()."""
     engine, thinker, processor = pruned
     text, images, videos, audios = PROMPTS[index]
-    ((tokens, _),) = _run(engine, [PROMPTS[index]], logprobs=False)
+    ((tokens, _),) = run_prompts(engine, [PROMPTS[index]], logprobs=False)
     selections = engine.selections()
-    (logprobs,) = _run(engine, [PROMPTS[index]], logprobs=True)
+    (logprobs,) = run_prompts(engine, [PROMPTS[index]], logprobs=True)
     engine.selections()
     expected_tokens, expected_selection = reference(thinker, processor, METHOD, text, images, videos, audios)
     assert tokens == expected_tokens
     assert sorted(selections) == sorted(expected_selection)  # vLLM encodes the image and the video apart
     expected = reference_logprobs(thinker, processor, METHOD, text, images, videos, audios=audios)
-    assert _worst(logprobs, expected) < 1e-3
+    assert worst(logprobs, expected) < 1e-3
 
 
 def test_audio_passes_through(pruned, stock):
@@ -182,10 +154,10 @@ def test_audio_passes_through(pruned, stock):
     image_start = list(out.prompt_token_ids).index(processor.tokenizer.convert_tokens_to_ids("<|image_pad|>"))
     got = [d[t].logprob for d, t in zip(out.prompt_logprobs[1:], out.prompt_token_ids[1:])]
     assert image_start > count
-    assert _worst(got[: image_start - 1], stock[0][2][: image_start - 1]) < 1e-5
+    assert worst(got[: image_start - 1], stock[0][2][: image_start - 1]) < 1e-5
     # audio alone: nothing to prune, the stock engine's every log-probability and token
-    assert _run(engine, PROMPTS[3:], logprobs=True)[0] == pytest.approx(stock[0][3], abs=1e-5)
-    assert _run(engine, PROMPTS[3:], logprobs=False) == stock[1][3:]
+    assert run_prompts(engine, PROMPTS[3:], logprobs=True)[0] == pytest.approx(stock[0][3], abs=1e-5)
+    assert run_prompts(engine, PROMPTS[3:], logprobs=False) == stock[1][3:]
     assert engine.selections() == []
 
 

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 import checkpoints
-from harness import TOKEN_BUDGET, Engine, _processed, audio, image, reference, reference_logprobs, video
-from test_qwen2_5_omni import _run, _VideoFps, _worst
+from harness import TOKEN_BUDGET, Engine, VideoFps, _processed, audio, image, reference, reference_logprobs, run_prompts, video, worst
 from vtprune_kernels import VisPruner, apply
 
 ARCHITECTURE = "Qwen3OmniMoeForConditionalGeneration"
@@ -41,21 +40,12 @@ PROMPTS = [
 ]
 
 
-class _Fps(_VideoFps):
-    """The checkpoint's processor at the engines' video fps."""
-
-    def __call__(self, *args, **kwargs):
-        if kwargs.get("videos") is not None:
-            kwargs["fps"] = VIDEO_FPS
-        return self._processor(*args, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(checkpoint_dir):
     from transformers import AutoProcessor
 
     path, thinker = checkpoints.qwen3_omni(f"{checkpoint_dir}/qwen3_omni")
-    return path, thinker, _Fps(AutoProcessor.from_pretrained(path))
+    return path, thinker, VideoFps(AutoProcessor.from_pretrained(path), VIDEO_FPS)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +53,7 @@ def stock(checkpoint):
     """The stock engine's (prompt log-probabilities, greedy tokens) of ``PROMPTS``."""
     engine = Engine(checkpoint[0], {"architectures": [ARCHITECTURE]}, **ENGINE)
     try:
-        return _run(engine, PROMPTS, logprobs=True), _run(engine, PROMPTS, logprobs=False)
+        return run_prompts(engine, PROMPTS, logprobs=True), run_prompts(engine, PROMPTS, logprobs=False)
     finally:
         engine.close()
 
@@ -77,7 +67,7 @@ def test_stock_vllm_matches_transformers(checkpoint, stock):
             logits = thinker(**inputs).logits[0].float()
         ids = inputs["input_ids"][0]
         expected = torch.log_softmax(logits[:-1], -1).gather(1, ids[1:, None])[:, 0].tolist()
-        assert _worst(logprobs, expected) < 1e-4
+        assert worst(logprobs, expected) < 1e-4
 
 
 def test_keeping_everything_is_stock(checkpoint, stock):
@@ -87,12 +77,12 @@ def test_keeping_everything_is_stock(checkpoint, stock):
 
     engine = Engine(checkpoint[0], hf_overrides(ARCHITECTURE, "vispruner", keep=1000), **ENGINE)
     try:
-        logprobs, greedy = _run(engine, PROMPTS, logprobs=True), _run(engine, PROMPTS, logprobs=False)
+        logprobs, greedy = run_prompts(engine, PROMPTS, logprobs=True), run_prompts(engine, PROMPTS, logprobs=False)
     finally:
         engine.close()
     assert greedy == stock[1]
     for got, expected in zip(logprobs, stock[0]):
-        assert _worst(got, expected) < 1e-4
+        assert worst(got, expected) < 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +113,7 @@ def test_two_images_logprobs_match_apply(pruned):
     text, images = f"USER: {IMAGE}\n{IMAGE}\nWhat is shown here? ASSISTANT:", [image(*SIZES[0], seed=20), image(*SIZES[2], seed=21)]
     (logprobs,) = engine.prompt_logprobs([(text, images)])
     assert engine.selections() == reference(thinker, processor, METHOD, text, images)[1]
-    assert _worst(logprobs, reference_logprobs(thinker, processor, METHOD, text, images)) < 1e-3
+    assert worst(logprobs, reference_logprobs(thinker, processor, METHOD, text, images)) < 1e-3
 
 
 @pytest.mark.parametrize("index", [1, 2], ids=["video-and-image", "audio-and-image"])
@@ -132,15 +122,15 @@ def test_mixed_prompt_matches_apply(pruned, index):
     (passed through) with an image: kept indices, greedy tokens and every prompt log-probability as apply()."""
     engine, thinker, processor = pruned
     text, images, videos, audios = PROMPTS[index]
-    ((tokens, _),) = _run(engine, [PROMPTS[index]], logprobs=False)
+    ((tokens, _),) = run_prompts(engine, [PROMPTS[index]], logprobs=False)
     selections = engine.selections()
-    (logprobs,) = _run(engine, [PROMPTS[index]], logprobs=True)
+    (logprobs,) = run_prompts(engine, [PROMPTS[index]], logprobs=True)
     engine.selections()
     expected_tokens, expected_selection = reference(thinker, processor, METHOD, text, images, videos, audios)
     assert tokens == expected_tokens
     assert sorted(selections) == sorted(expected_selection)  # vLLM encodes the image and the video apart
     expected = reference_logprobs(thinker, processor, METHOD, text, images, videos, audios=audios)
-    assert _worst(logprobs, expected) < 1e-3
+    assert worst(logprobs, expected) < 1e-3
 
 
 def test_audio_passes_through(pruned, stock):
@@ -164,10 +154,10 @@ def test_audio_passes_through(pruned, stock):
     image_start = list(out.prompt_token_ids).index(processor.tokenizer.convert_tokens_to_ids("<|image_pad|>"))
     got = [d[t].logprob for d, t in zip(out.prompt_logprobs[1:], out.prompt_token_ids[1:])]
     assert image_start > count
-    assert _worst(got[: image_start - 1], stock[0][2][: image_start - 1]) < 1e-5
+    assert worst(got[: image_start - 1], stock[0][2][: image_start - 1]) < 1e-5
     # audio alone: nothing to prune, the stock engine's every log-probability and token
-    assert _run(engine, PROMPTS[3:], logprobs=True)[0] == pytest.approx(stock[0][3], abs=1e-5)
-    assert _run(engine, PROMPTS[3:], logprobs=False) == stock[1][3:]
+    assert run_prompts(engine, PROMPTS[3:], logprobs=True)[0] == pytest.approx(stock[0][3], abs=1e-5)
+    assert run_prompts(engine, PROMPTS[3:], logprobs=False) == stock[1][3:]
     assert engine.selections() == []
 
 
