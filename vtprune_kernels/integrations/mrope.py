@@ -19,6 +19,8 @@ from typing import Optional
 
 import torch
 
+from ..methods._device import from_host
+
 
 def kept_position_columns(positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """[3, K]: the columns of one sequence's positions [3, S] whose ``keep`` (bool [S]) is True, in order."""
@@ -55,8 +57,6 @@ def set_kept_positions(inner, out: dict, layout, positions: torch.Tensor, types:
     continue at the unpruned max + 1); layout: the call's ``prompt_surgery.PromptLayout``; positions: host
     int64 [3, B, S] of the UNPRUNED prompt (the model's own ``get_rope_index``); types: host
     ``mm_token_type_ids`` [B, S] of the unpruned prompt (gathered into ``out`` when the call passes them)."""
-    from ..methods._device import from_host
-
     kept = layout.gather(positions, 0)
     device = out["input_ids"].device
     new_mask = layout.attention_mask() if layout.masked else None
